@@ -1,0 +1,1 @@
+"""captioner: CNN + attention-RNN image captioning experiments."""

@@ -1,0 +1,198 @@
+"""The HDF5 features file: the only hand-off between feature extraction and training.
+
+Layout (one file per dataset x cnn):
+
+    /features        (N, R, C) float16, one chunk per image: the CNN grid, R = h*w regions
+    /image_ids       (N,) utf-8        the dataset's own image id
+    /captions        (M,) utf-8        raw caption text
+    /caption_image   (M,) int32        index into /features of each caption's image
+    /splits/<name>   (k,) int32        image indices of train / val / test
+    attrs            schema_version, identity (dataset, cnn, weights, ...), feature_scale, ...
+
+A file is written as `<name>.partial` and renamed when complete, so a crash never leaves a file
+that looks finished; a partial file with the same identity is resumed where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from captioner.sources import SPLITS, ImageRecord
+
+SCHEMA_VERSION = 1
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class FeatureFileError(ValueError):
+    """A features file that is missing, unfinished, corrupt or made for another config."""
+
+
+def partial_path(path: Path) -> Path:
+    return Path(f"{path}.partial")
+
+
+def records_fingerprint(records: Sequence[ImageRecord]) -> str:
+    """Hash of what the file's non-feature content depends on: ids, captions, splits, order."""
+    digest = hashlib.sha256()
+    for r in records:
+        digest.update(json.dumps([r.image_id, r.split, r.captions]).encode())
+    return digest.hexdigest()[:16]
+
+
+class FeatureFileWriter:
+    """Writes features batch by batch into `<path>.partial`; `finish()` renames it into place."""
+
+    def __init__(self, path: Path, records: Sequence[ImageRecord], regions: int, channels: int,
+                 identity: dict[str, Any]):
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.identity = {**identity, "schema_version": SCHEMA_VERSION,
+                         "records": records_fingerprint(records)}
+        self.num_images = len(records)
+        if self.partial.exists() and not self._resumable(regions, channels):
+            self.partial.unlink()
+        if not self.partial.exists():
+            self._create(records, regions, channels)
+        self.file = h5py.File(self.partial, "r+")
+        self.images_done = int(self.file.attrs["images_done"])
+
+    def _resumable(self, regions: int, channels: int) -> bool:
+        try:
+            with h5py.File(self.partial, "r") as f:
+                return (json.loads(f.attrs["identity"]) == self.identity
+                        and f["features"].shape == (self.num_images, regions, channels))
+        except (OSError, KeyError, ValueError):
+            return False
+
+    def _create(self, records: Sequence[ImageRecord], regions: int, channels: int) -> None:
+        self.partial.parent.mkdir(parents=True, exist_ok=True)
+        text = h5py.string_dtype("utf-8")
+        with h5py.File(self.partial, "w") as f:
+            f.create_dataset("features", shape=(len(records), regions, channels), dtype="float16",
+                             chunks=(1, regions, channels))
+            f.create_dataset("image_ids", data=[r.image_id for r in records], dtype=text)
+            captions = [c for r in records for c in r.captions]
+            owner = [i for i, r in enumerate(records) for _ in r.captions]
+            f.create_dataset("captions", data=captions, dtype=text)
+            f.create_dataset("caption_image", data=np.asarray(owner, dtype=np.int32))
+            for split in SPLITS:
+                members = [i for i, r in enumerate(records) if r.split == split]
+                f.create_dataset(f"splits/{split}", data=np.asarray(members, dtype=np.int32))
+            f.attrs["identity"] = json.dumps(self.identity, sort_keys=True)
+            f.attrs["images_done"] = 0
+
+    def set_attrs(self, **attrs: Any) -> None:
+        for key, value in attrs.items():
+            self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self.file.attrs.get(key, default)
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        """Store images [start, start+len) (float32 in, float16 on disk) and mark them done."""
+        if start != self.images_done:
+            raise ValueError(f"{self.partial}: batches must arrive in order (expected image "
+                             f"{self.images_done}, got {start})")
+        peak = float(np.abs(features).max()) if features.size else 0.0
+        if not np.isfinite(peak) or peak >= FLOAT16_MAX:
+            raise FeatureFileError(
+                f"{self.partial}: features of images {start}..{start + len(features) - 1} are not "
+                f"finite in float16 (max |x| = {peak:.3g}); the CNN output needs scaling")
+        self.file["features"][start:start + len(features)] = features.astype(np.float16)
+        self.images_done = start + len(features)
+        self.file.attrs["images_done"] = self.images_done
+        self.file.flush()
+
+    def finish(self, **attrs: Any) -> Path:
+        if self.images_done != self.num_images:
+            raise FeatureFileError(f"{self.partial}: only {self.images_done} of {self.num_images} "
+                                   "images written")
+        self.set_attrs(complete=True, **attrs)
+        self.file.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+
+class FeatureFile:
+    """Read side: metadata on construction, features lazily (one handle per process)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            hint = " (an unfinished extraction is still .partial)" if partial_path(self.path).exists() else ""
+            raise FeatureFileError(f"{self.path}: features file not found{hint}")
+        try:
+            with h5py.File(self.path, "r") as f:
+                if not f.attrs.get("complete", False):
+                    raise FeatureFileError(f"{self.path}: features file is not complete; delete it "
+                                           "and run again to re-extract")
+                self.attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
+                self.identity = json.loads(self.attrs["identity"])
+                self.shape = tuple(f["features"].shape)
+                self.image_ids = [s.decode() if isinstance(s, bytes) else s for s in f["image_ids"][:]]
+                self.captions = [s.decode() if isinstance(s, bytes) else s for s in f["captions"][:]]
+                self.caption_image = f["caption_image"][:].astype(np.int64)
+                self.splits = {name: f[f"splits/{name}"][:].astype(np.int64) for name in f["splits"]}
+        except FeatureFileError:
+            raise
+        except (OSError, KeyError, ValueError) as error:
+            raise FeatureFileError(f"{self.path}: not a readable captioner features file ({error}); "
+                                   "delete it and run again to re-extract") from error
+        self._handle: h5py.File | None = None
+        self._pid: int | None = None
+        self._memory: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        return self.shape[0]
+
+    @property
+    def regions(self) -> int:
+        return self.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[2]
+
+    def load_into_memory(self) -> None:
+        self._memory = self._features()[:]
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Features of `indices` in the given order, with one sorted read from disk."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self._memory is not None:
+            return self._memory[indices]
+        unique, inverse = np.unique(indices, return_inverse=True)
+        return self._features()[unique][inverse]
+
+    def _features(self) -> h5py.Dataset:
+        # h5py handles do not survive fork/pickle: each worker process opens its own.
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._handle["features"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handle"], state["_pid"] = None, None
+        return state
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

@@ -1,0 +1,128 @@
+"""Caption scores as coco-caption computes them: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.
+
+Scores use pycocoevalcap's own scorers on PTB-tokenized text, on the 0-1 scale coco-caption
+reports (CIDEr-D ranges to ~10). SPICE is not run: it downloads CoreNLP and fails on Java 17.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from captioner.text import Vocabulary
+
+log = logging.getLogger(__name__)
+
+SCORE_NAMES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
+
+# Tokens coco-caption's PTBTokenizer drops after tokenizing. Its list spells brackets "-LRB-" but
+# compares lower-cased text, so "-lrb-" and friends stay: we keep that quirk.
+_PTB_PUNCTUATION = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}
+_PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+_PTB_SPLIT = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\.\.\.|--|[^\w\s]|\w+")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def simple_ptb_tokenize(text: str) -> str:
+    """The PTB tokenizer's output on ordinary captions, without Java."""
+    tokens = (_PTB_BRACKETS.get(t, t) for t in _PTB_SPLIT.findall(text.lower().replace("\n", " ")))
+    return " ".join(t for t in tokens if t not in _PTB_PUNCTUATION)
+
+
+def tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
+    """PTB-tokenize every caption (Java's Stanford tokenizer when available)."""
+    if java_available():
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+        keyed = {key: [{"caption": c} for c in texts] for key, texts in captions.items()}
+        return PTBTokenizer().tokenize(keyed)
+    return {key: [simple_ptb_tokenize(c) for c in texts] for key, texts in captions.items()}
+
+
+@functools.cache
+def _meteor() -> Any:
+    # METEOR runs as one long-lived Java process; start it once and reuse it.
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
+@functools.cache
+def _warn_no_java() -> None:
+    log.warning("java not found on PATH: METEOR is left out and captions are tokenized in Python; "
+                "install a Java runtime (e.g. apt-get install default-jre) for the full metric set")
+
+
+def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]]) -> dict[str, float]:
+    """coco-caption scores of one generated caption per key against its references."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(results) != set(references):
+        raise ValueError("results and references must have the same keys")
+    if not results:
+        return {}
+    res = tokenize({key: [text] for key, text in results.items()})
+    gts = tokenize(references)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)}
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    if java_available():
+        scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
+    else:
+        _warn_no_java()
+    return {name: scores[name] for name in SCORE_NAMES if name in scores}
+
+
+class CaptionScores(Metric):
+    """Generated token ids + image indices in, coco-caption scores out.
+
+    The state is tensors (ids padded to a fixed width, and image indices), so Lightning/DDP can
+    gather it across processes; `compute()` keeps one caption per image, so an image repeated by
+    a distributed sampler's padding is scored once. After `compute()`, `captions` maps image
+    index -> generated text.
+    """
+
+    full_state_update = False
+
+    def __init__(self, references: Mapping[int, Sequence[str]], vocabulary: Vocabulary, width: int):
+        super().__init__()
+        self.references = references
+        self.vocabulary = vocabulary
+        self.width = width
+        self.captions: dict[int, str] = {}
+        self.add_state("tokens", default=[], dist_reduce_fx="cat")
+        self.add_state("image_index", default=[], dist_reduce_fx="cat")
+
+    def update(self, tokens: torch.Tensor, image_index: torch.Tensor) -> None:
+        padded = torch.full((tokens.shape[0], self.width), self.vocabulary.pad_id,
+                            dtype=torch.long, device=tokens.device)
+        n = min(self.width, tokens.shape[1])
+        padded[:, :n] = tokens[:, :n]
+        self.tokens.append(padded)
+        self.image_index.append(image_index.long())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if not self.tokens:
+            return {}
+        tokens = dim_zero_cat(self.tokens).cpu()
+        indices = dim_zero_cat(self.image_index).cpu().tolist()
+        captions: dict[int, str] = {}
+        for index, row in zip(indices, tokens, strict=True):
+            captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
+        self.captions = dict(sorted(captions.items()))
+        scores = score_captions(self.captions, {i: self.references[i] for i in self.captions})
+        return {name: torch.tensor(value) for name, value in scores.items()}

@@ -1,0 +1,8 @@
+"""The captioning network in plain PyTorch (no Lightning): usable on its own."""
+
+from captioner.model.attention import BahdanauAttention
+from captioner.model.decoder import CaptionDecoder
+from captioner.model.encoder import RegionEncoder
+from captioner.model.search import greedy_decode
+
+__all__ = ["BahdanauAttention", "CaptionDecoder", "RegionEncoder", "greedy_decode"]

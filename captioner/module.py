@@ -1,0 +1,102 @@
+"""LightningModule: teacher-forced training, decoding and coco-caption scoring at val/test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from captioner.metrics import CaptionScores
+from captioner.model import CaptionDecoder, greedy_decode
+from captioner.text import Vocabulary
+
+
+def masked_caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+    """Mean cross-entropy over real (non-`<pad>`) target positions only."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=pad_id)
+
+
+def doubly_stochastic_penalty(attention: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
+    """Xu et al. (2015): push each region's attention, summed over steps, towards 1.
+
+    Averaged over regions (not summed) so the weight means the same for a 8x8 and a 14x14 grid.
+    """
+    per_region = (attention * step_mask.unsqueeze(-1)).sum(dim=1)  # (B, R)
+    return ((1.0 - per_region) ** 2).mean()
+
+
+class CaptionModule(pl.LightningModule):
+    def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
+                 embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
+                 dropout: float = 0.3, lr: float = 4e-4, weight_decay: float = 0.0,
+                 attention_regularization: float = 0.0, max_caption_length: int = 20):
+        super().__init__()
+        # Everything needed to rebuild the model from a checkpoint is plain data in hparams.
+        self.save_hyperparameters()
+        self.vocabulary = Vocabulary(vocabulary)
+        self.decoder = CaptionDecoder(len(self.vocabulary), feature_dim, embed_dim, hidden_dim,
+                                      attention_dim, rnn, dropout, pad_id=Vocabulary.pad_id)
+        self.scores: dict[str, CaptionScores] = {}
+        self.test_attention: dict[int, torch.Tensor] = {}
+        self.last_captions: dict[str, dict[int, str]] = {}
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy captions (token ids) and attention for a batch of region features."""
+        return greedy_decode(self.decoder, features, self.hparams.max_caption_length,
+                             Vocabulary.start_id, Vocabulary.end_id, Vocabulary.pad_id)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        tokens = batch["tokens"]
+        logits, attention = self.decoder(batch["features"], tokens)
+        targets = tokens[:, 1:]
+        loss = masked_caption_loss(logits, targets, Vocabulary.pad_id)
+        self.log("train/xent", loss, prog_bar=True, batch_size=len(tokens))
+        if self.hparams.attention_regularization > 0:
+            penalty = doubly_stochastic_penalty(attention, (targets != Vocabulary.pad_id).float())
+            loss = loss + self.hparams.attention_regularization * penalty
+        self.log("train/loss", loss, batch_size=len(tokens))
+        return loss
+
+    # --- evaluation: decode every image of the split once, score at epoch end ---
+
+    def _metric(self, stage: str) -> CaptionScores:
+        if stage not in self.scores:
+            datamodule = self.trainer.datamodule
+            references = datamodule.references(datamodule.eval_split(stage))
+            metric = CaptionScores(references, self.vocabulary, self.hparams.max_caption_length + 1)
+            self.scores[stage] = metric.to(self.device)
+        return self.scores[stage]
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        tokens, attention = self(batch["features"])
+        self._metric(stage).update(tokens, batch["image_index"])
+        if stage == "test" and len(self.test_attention) < 8:
+            for index, weights in zip(batch["image_index"].tolist(), attention.cpu(), strict=True):
+                if len(self.test_attention) < 8:
+                    self.test_attention[index] = weights
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metric = self._metric(stage)
+        scores = metric.compute()
+        self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, sync_dist=False)
+        self.last_captions[stage] = dict(metric.captions)
+        metric.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)

@@ -1,0 +1,75 @@
+"""Make sure the features file for (dataset, cnn) exists and matches the config.
+
+`python -m captioner.prepare dataset=... cnn=...` extracts without training; `train.py` calls
+the same code when the file is missing or stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from captioner.encoders import extract_features, weights_identity
+from captioner.features import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
+from captioner.sources import ImageRecord
+
+log = logging.getLogger(__name__)
+
+
+def default_features_path(data_root: Path, dataset: str, cnn: str) -> Path:
+    return Path(data_root) / "features" / f"{dataset}-{cnn}.h5"
+
+
+def expected_identity(cfg: Any, records: Sequence[ImageRecord]) -> dict[str, Any]:
+    """The attributes that a features file for this config must carry to be reused."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": cfg.dataset.name,
+        "cnn": cfg.cnn.name,
+        "weights": weights_identity(cfg.cnn),
+        "input_size": int(cfg.cnn.input_size),
+        "normalisation": [list(cfg.cnn.mean), list(cfg.cnn.std)],
+        "records": records_fingerprint(records),
+    }
+
+
+def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
+                    explicit_path: Path | None = None) -> Path:
+    """Path of an up-to-date features file, extracting it if needed.
+
+    A file at the default location that was made for another config is rebuilt; a file the user
+    named with `features_path=` is never overwritten: a mismatch there is an error.
+    """
+    explicit = explicit_path is not None
+    path = Path(explicit_path) if explicit else default_features_path(
+        data_root, cfg.dataset.name, cfg.cnn.name)
+    identity = expected_identity(cfg, records)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Runs of a sweep that need the same file wait here while the first one extracts it.
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            differences = _differences(path, identity)
+            if not differences:
+                log.info("reusing features %s", path)
+                return path
+            if explicit:
+                raise FeatureFileError(
+                    f"{path} was made for another config ({'; '.join(differences)}); drop "
+                    "features_path= to use the default file, or point it at a matching one")
+            log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
+        extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
+        return extract_features(records, path, cfg.cnn, extract_identity,
+                                batch_size=cfg.cnn.batch_size, num_workers=cfg.num_workers)
+
+
+def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
+    try:
+        found = FeatureFile(path).identity
+    except FeatureFileError as error:
+        return [str(error)]
+    return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"
+            for key, value in expected.items() if found.get(key) != value]

@@ -1,0 +1,35 @@
+"""Dataset sources: each reads one on-disk format and yields `ImageRecord`s.
+
+Nothing downstream knows which dataset a record came from; adding a dataset means adding a
+module here and a line to `SOURCES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from captioner.sources import shapes
+from captioner.sources.record import SPLITS, ImageRecord
+
+SOURCES: dict[str, Callable[[Path, Any], list[ImageRecord]]] = {
+    "shapes": shapes.load_records,
+}
+
+
+def load_records(source: str, root: Path, options: Any) -> list[ImageRecord]:
+    """Read the records of dataset format `source` from `root`."""
+    try:
+        reader = SOURCES[source]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset source {source!r}; known sources: {', '.join(sorted(SOURCES))}"
+        ) from None
+    records = reader(Path(root), options)
+    if not records:
+        raise ValueError(f"dataset source {source!r} found no images under {root}")
+    return records
+
+
+__all__ = ["SPLITS", "ImageRecord", "SOURCES", "load_records"]

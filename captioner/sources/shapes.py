@@ -1,0 +1,240 @@
+"""The built-in dataset: generated scenes of coloured shapes with human-like captions.
+
+It exists so that every command works offline and so that tests exercise learning: captions
+name the colour, shape, size and relative position of 1-3 shapes, which the image carries.
+The first request writes real JPEG files and a `captions.json` manifest into the dataset root
+(deterministic from the seed); after that this is a source like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from captioner.sources.record import ImageRecord
+
+MANIFEST = "captions.json"
+FORMAT_VERSION = 1
+
+COLOURS = {
+    "red": (214, 40, 40),
+    "green": (46, 160, 67),
+    "blue": (40, 90, 220),
+    "yellow": (240, 200, 30),
+    "purple": (130, 60, 180),
+    "orange": (245, 130, 30),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": 0.085, "large": 0.16}  # radius as a fraction of the image side
+ROWS = ("top", "middle", "bottom")
+COLUMNS = ("left", "center", "right")
+
+
+@dataclass(frozen=True)
+class Shape:
+    colour: str
+    kind: str
+    size: str
+    row: int
+    column: int
+    x: float  # centre, in fractions of the image side
+    y: float
+
+
+def load_records(root: Path, options: Any) -> list[ImageRecord]:
+    """Records of the shapes dataset in `root`, generating it first if needed."""
+    params = generation_params(options)
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists() or _read_manifest(manifest_path)["generator"] != params:
+        generate(root, params)
+    manifest = _read_manifest(manifest_path)
+    return [
+        ImageRecord(image_id=Path(item["file"]).stem, path=root / item["file"], captions=item["captions"],
+                    split=item["split"])
+        for item in manifest["images"]
+    ]
+
+
+def generation_params(options: Any) -> dict[str, Any]:
+    splits = dict(options.get("split_fractions", {"train": 0.8, "val": 0.1, "test": 0.1}))
+    return {
+        "version": FORMAT_VERSION,
+        "num_images": int(options.get("num_images", 2000)),
+        "image_size": int(options.get("image_size", 128)),
+        "captions_per_image": int(options.get("captions_per_image", 5)),
+        "max_shapes": int(options.get("max_shapes", 3)),
+        "seed": int(options.get("seed", 0)),
+        "split_fractions": {k: float(v) for k, v in splits.items()},
+    }
+
+
+def generate(root: Path, params: dict[str, Any]) -> None:
+    """Write the dataset into `root` atomically: a crash leaves the old state or nothing."""
+    root = Path(root)
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the data directory {root.parent}: {error}; "
+                      "set data_root=<a writable folder>") from error
+    staging = root.parent / f".{root.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "images").mkdir(parents=True)
+
+    rng = random.Random(params["seed"])
+    n = params["num_images"]
+    split_of = _assign_splits(n, params["split_fractions"], rng)
+    items = []
+    for index in range(n):
+        scene = random_scene(rng, params["max_shapes"])
+        file = f"images/shapes_{index:06d}.jpg"
+        draw_scene(scene, params["image_size"]).save(staging / file, quality=92)
+        items.append({
+            "file": file,
+            "split": split_of[index],
+            "captions": describe(scene, rng, params["captions_per_image"]),
+        })
+    manifest = {"generator": params, "images": items}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+    if root.exists():
+        retired = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.replace(root, retired)
+        os.replace(staging, root)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, root)
+
+
+def _assign_splits(n: int, fractions: dict[str, float], rng: random.Random) -> list[str]:
+    unknown = set(fractions) - {"train", "val", "test"}
+    if unknown or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"dataset.split_fractions must give train/val/test summing to 1, got {fractions}")
+    order = list(range(n))
+    rng.shuffle(order)
+    split_of = ["train"] * n
+    n_val = round(n * fractions.get("val", 0.0))
+    n_test = round(n * fractions.get("test", 0.0))
+    for rank, index in enumerate(order):
+        if rank < n_val:
+            split_of[index] = "val"
+        elif rank < n_val + n_test:
+            split_of[index] = "test"
+    return split_of
+
+
+def random_scene(rng: random.Random, max_shapes: int) -> list[Shape]:
+    """1..max_shapes shapes in distinct cells of a 3x3 grid, sorted left to right."""
+    count = rng.randint(1, max_shapes)
+    cells = rng.sample([(r, c) for r in range(3) for c in range(3)], count)
+    scene = []
+    for row, column in cells:
+        scene.append(Shape(
+            colour=rng.choice(list(COLOURS)),
+            kind=rng.choice(SHAPES),
+            size=rng.choice(list(SIZES)),
+            row=row,
+            column=column,
+            x=(column + 0.5) / 3 + rng.uniform(-0.03, 0.03),
+            y=(row + 0.5) / 3 + rng.uniform(-0.03, 0.03),
+        ))
+    return sorted(scene, key=lambda s: (s.x, s.y))
+
+
+def draw_scene(scene: list[Shape], image_size: int) -> Image.Image:
+    image = Image.new("RGB", (image_size, image_size), (238, 238, 232))
+    pen = ImageDraw.Draw(image)
+    for shape in scene:
+        cx, cy = shape.x * image_size, shape.y * image_size
+        r = SIZES[shape.size] * image_size
+        colour = COLOURS[shape.colour]
+        if shape.kind == "circle":
+            pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        elif shape.kind == "square":
+            pen.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+        else:
+            pen.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+    return image
+
+
+def _a(words: str) -> str:
+    return ("an " if words[0] in "aeiou" else "a ") + words
+
+
+def _name(shape: Shape, sized: bool) -> str:
+    words = f"{shape.size} {shape.colour} {shape.kind}" if sized else f"{shape.colour} {shape.kind}"
+    return _a(words)
+
+
+def _relation(a: Shape, b: Shape) -> tuple[str, str]:
+    """How `a` lies relative to `b`, and the inverse."""
+    if abs(a.x - b.x) >= abs(a.y - b.y):
+        return ("to the left of", "to the right of") if a.x < b.x else ("to the right of", "to the left of")
+    return ("above", "below") if a.y < b.y else ("below", "above")
+
+
+def _region(shape: Shape) -> str:
+    if (shape.row, shape.column) == (1, 1):
+        return "center"
+    return f"{ROWS[shape.row]} {COLUMNS[shape.column]}"
+
+
+def describe(scene: list[Shape], rng: random.Random, count: int) -> list[str]:
+    """`count` different captions of the scene, each from a different template."""
+    if len(scene) == 1:
+        (s,) = scene
+        templates = [
+            _name(s, True),
+            f"{_name(s, False)} in the {_region(s)}",
+            f"a single {s.colour} {s.kind} on a plain background",
+            f"there is {_name(s, True)} in the {_region(s)} of the image",
+            f"one {s.size} {s.kind} colored {s.colour}",
+            f"a picture of {_name(s, True)}",
+            f"{_name(s, True)} on a plain background",
+        ]
+    elif len(scene) == 2:
+        a, b = scene
+        rel, inverse = _relation(a, b)
+        templates = [
+            f"{_name(a, True)} {rel} {_name(b, True)}",
+            f"{_name(b, False)} {inverse} {_name(a, False)}",
+            f"two shapes: {_name(a, False)} and {_name(b, False)}",
+            f"{_name(a, True)} and {_name(b, True)}",
+            f"there is {_name(a, False)} {rel} {_name(b, False)}",
+            f"a picture of two shapes, {_name(a, True)} and {_name(b, True)}",
+            f"{_name(a, False)} next to {_name(b, False)}",
+        ]
+    else:
+        a, b, c = scene[:3]
+        rel, _ = _relation(a, b)
+        listing = f"{_name(a, False)}, {_name(b, False)} and {_name(c, False)}"
+        sized = f"{_name(a, True)}, {_name(b, True)} and {_name(c, True)}"
+        templates = [
+            f"three shapes: {listing}",
+            listing,
+            f"{_name(a, True)} {rel} {_name(b, True)} and {_name(c, True)}",
+            f"there are three shapes: {listing}",
+            f"a picture of {sized}",
+            sized,
+            f"three objects: {sized}",
+        ]
+    if count > len(templates):
+        raise ValueError(f"dataset.captions_per_image={count} but only {len(templates)} templates exist")
+    return rng.sample(templates, count)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["generator"], manifest["images"]  # noqa: B018 - presence check
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path}: not a valid shapes manifest ({error}); delete {path.parent} to regenerate it"
+        ) from error
+    return manifest

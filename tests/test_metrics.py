@@ -1,0 +1,62 @@
+import pytest
+import torch
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+from captioner.metrics import CaptionScores, score_captions, simple_ptb_tokenize
+from captioner.text import Vocabulary
+
+REFERENCES = {
+    0: ["A red circle to the left of a blue square.", "two shapes: a red circle and a blue square"],
+    1: ["a large green triangle", "A single green triangle on a plain background"],
+    2: ["three shapes: a red circle, a blue square and a yellow circle", "a red circle, a blue "
+        "square and a yellow circle"],
+    3: ["a small purple square in the top left", "a purple square"],
+}
+RESULTS = {0: "a red circle next to a blue square", 1: "a green triangle", 2: "a red circle",
+           3: "a purple square in the top left"}
+
+
+def _pycocoevalcap_directly(results, references):
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+    res = tokenizer.tokenize({k: [{"caption": v}] for k, v in results.items()})
+    bleu, _ = Bleu(4).compute_score(gts, res)
+    return {"bleu1": bleu[0], "bleu2": bleu[1], "bleu3": bleu[2], "bleu4": bleu[3],
+            "meteor": Meteor().compute_score(gts, res)[0],
+            "rouge_l": Rouge().compute_score(gts, res)[0],
+            "cider": Cider().compute_score(gts, res)[0]}
+
+
+def test_scores_match_pycocoevalcap_called_directly():
+    expected = _pycocoevalcap_directly(RESULTS, REFERENCES)
+    assert score_captions(RESULTS, REFERENCES) == pytest.approx(expected, abs=1e-9)
+
+
+def test_metric_state_is_tensors_and_each_image_is_scored_once():
+    vocab = Vocabulary.build([c for refs in REFERENCES.values() for c in refs] + list(RESULTS.values()))
+    metric = CaptionScores(REFERENCES, vocab, width=21)
+    for index in [2, 0, 3, 1, 2]:  # image 2 twice, as a DistributedSampler pads the last batch
+        ids = torch.tensor([vocab.encode(RESULTS[index], 20)[1:]])
+        metric.update(ids, torch.tensor([index]))
+    assert all(isinstance(t, torch.Tensor) for t in metric.tokens + metric.image_index)
+    scores = metric.compute()
+    assert metric.captions == {i: RESULTS[i] for i in range(4)}
+    expected = _pycocoevalcap_directly(RESULTS, REFERENCES)
+    assert {k: float(v) for k, v in scores.items()} == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_perfect_caption_scores_full_bleu():
+    scores = score_captions({0: "a red circle to the left of a blue square"}, {0: REFERENCES[0]})
+    assert scores["bleu4"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_python_tokenizer_matches_ptb_on_ordinary_captions():
+    captions = [c for refs in REFERENCES.values() for c in refs] + [
+        "A dog's ball, and the man's hat!", "Kids don't play (in) the snow -- at night...",
+        "Two people; one is smiling?"]
+    ptb = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
+    assert [simple_ptb_tokenize(c) for c in captions] == [ptb[i][0] for i in range(len(captions))]

@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from captioner.model import BahdanauAttention, CaptionDecoder, greedy_decode
+from captioner.module import doubly_stochastic_penalty, masked_caption_loss
+
+
+def test_attention_weights_sum_to_one_and_are_positive():
+    torch.manual_seed(0)
+    attention = BahdanauAttention(feature_dim=8, hidden_dim=6, attention_dim=5)
+    regions, hidden = torch.randn(3, 10, 8), torch.randn(3, 6)
+    context, weights = attention(regions, attention.keys(regions), hidden)
+    assert weights.shape == (3, 10)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(3))
+    assert torch.all(weights > 0)
+    torch.testing.assert_close(context, (weights.unsqueeze(-1) * regions).sum(dim=1))
+
+
+def test_attention_gives_masked_regions_zero_weight():
+    torch.manual_seed(0)
+    attention = BahdanauAttention(8, 6, 5)
+    regions = torch.randn(2, 4, 8)
+    mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    _, weights = attention(regions, attention.keys(regions), torch.randn(2, 6), mask)
+    assert torch.all(weights[0, 2:] == 0) and torch.all(weights[0, :2] > 0)
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_region_keys_are_computed_once_per_batch(cell):
+    decoder = CaptionDecoder(vocab_size=12, feature_dim=8, embed_dim=6, hidden_dim=10,
+                             attention_dim=4, cell=cell)
+    calls = []
+    decoder.attention.key.register_forward_hook(lambda *args: calls.append(1))
+    decoder.vocab_out.register_forward_hook(lambda *args: calls.append(2))
+    logits, attention = decoder(torch.randn(2, 5, 8), torch.randint(1, 12, (2, 7)))
+    assert logits.shape == (2, 6, 12) and attention.shape == (2, 6, 5)
+    assert calls.count(1) == 1  # keys once, not per step
+    assert calls.count(2) == 1  # one vocabulary projection over all steps
+
+
+def test_padded_positions_never_contribute_to_the_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 9, requires_grad=True)
+    targets = torch.tensor([[5, 6, 2, 0], [5, 2, 0, 0]])
+    loss = masked_caption_loss(logits, targets)
+    loss.backward()
+    padded = targets == 0
+    assert torch.all(logits.grad[padded] == 0)
+    assert torch.all(logits.grad[~padded].abs().sum(-1) > 0)
+    changed = logits.detach().clone()
+    changed[padded] = 100 * torch.randn_like(changed[padded])
+    torch.testing.assert_close(masked_caption_loss(changed, targets), loss.detach())
+    # and it is the plain mean over the real positions
+    real = torch.nn.functional.cross_entropy(logits.detach()[~padded], targets[~padded])
+    torch.testing.assert_close(loss.detach(), real)
+
+
+def test_doubly_stochastic_penalty_is_zero_for_attention_summing_to_one_per_region():
+    steps, regions = 4, 4
+    attention = torch.eye(regions).unsqueeze(0)  # step t looks only at region t
+    assert doubly_stochastic_penalty(attention, torch.ones(1, steps)) == 0
+    # masking out a step leaves its region unattended: (1 - 0)^2 for one region in four
+    assert doubly_stochastic_penalty(attention, torch.tensor([[1.0, 1, 1, 0]])) == 0.25
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_greedy_decoding_of_a_batch_equals_decoding_each_image_alone(cell):
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(vocab_size=15, feature_dim=8, embed_dim=6, hidden_dim=10,
+                             attention_dim=4, cell=cell).eval()
+    features = torch.randn(6, 5, 8)
+    tokens, attention = greedy_decode(decoder, features, max_length=7, start_id=1, end_id=2)
+    for i in range(len(features)):
+        alone, alone_attention = greedy_decode(decoder, features[i:i + 1], 7, 1, 2)
+        width = alone.shape[1]
+        assert tokens[i, :width].tolist() == alone[0].tolist()
+        assert torch.all(tokens[i, width:] == 0)  # padding after the image's own end
+        torch.testing.assert_close(attention[i, :width], alone_attention[0])
+
+
+def test_greedy_decoding_pads_after_end_and_stops_at_max_length():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(vocab_size=15, feature_dim=8, embed_dim=6, hidden_dim=10,
+                             attention_dim=4).eval()
+    with torch.no_grad():  # make <end> (id 2) the only choice
+        decoder.vocab_out.bias.fill_(-10)
+        decoder.vocab_out.bias[2] = 10
+    tokens, _ = greedy_decode(decoder, torch.randn(3, 5, 8), max_length=7, start_id=1, end_id=2)
+    assert tokens.tolist() == [[2], [2], [2]]
+    with torch.no_grad():  # never <end>
+        decoder.vocab_out.bias[2] = -10
+        decoder.vocab_out.bias[7] = 10
+    tokens, attention = greedy_decode(decoder, torch.randn(3, 5, 8), 7, 1, 2)
+    assert tokens.shape == (3, 8) and attention.shape == (3, 8, 5)

@@ -1,0 +1,42 @@
+import json
+
+from PIL import Image
+
+from captioner.sources import load_records
+from captioner.sources.shapes import COLOURS, SHAPES
+from tests.conftest import compose_config
+
+
+def test_generation_is_deterministic_and_writes_real_images(tmp_path):
+    cfg = compose_config("dataset.num_images=30", data_root=tmp_path / "a")
+    first = load_records("shapes", tmp_path / "a" / "shapes", cfg.dataset)
+    second = load_records("shapes", tmp_path / "b" / "shapes", cfg.dataset)
+    assert [(r.image_id, r.captions, r.split) for r in first] == \
+        [(r.image_id, r.captions, r.split) for r in second]
+    assert (tmp_path / "a" / "shapes" / "images" / "shapes_000000.jpg").read_bytes() == \
+        (tmp_path / "b" / "shapes" / "images" / "shapes_000000.jpg").read_bytes()
+    with Image.open(first[0].path) as image:
+        assert image.format == "JPEG" and image.size == (64, 64)
+    # no staging folders left behind
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["shapes"]
+
+
+def test_each_image_has_five_different_captions_naming_its_shapes(tmp_path):
+    cfg = compose_config("dataset.num_images=200", data_root=tmp_path)
+    records = load_records("shapes", tmp_path / "shapes", cfg.dataset)
+    for record in records:
+        assert len(set(record.captions)) == 5
+        for caption in record.captions:
+            words = caption.replace(",", "").replace(":", "").split()
+            assert any(c in words for c in COLOURS) and any(s in words for s in SHAPES)
+    splits = [r.split for r in records]
+    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (160, 20, 20)
+
+
+def test_changed_parameters_regenerate_the_dataset(tmp_path):
+    root = tmp_path / "shapes"
+    load_records("shapes", root, compose_config("dataset.num_images=10").dataset)
+    records = load_records("shapes", root, compose_config("dataset.num_images=14").dataset)
+    assert len(records) == 14
+    assert len(json.loads((root / "captions.json").read_text())["images"]) == 14
+    assert len(list((root / "images").iterdir())) == 14

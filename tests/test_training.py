@@ -1,0 +1,55 @@
+"""Training through the real Lightning Trainer on tiny generated data."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from captioner.train import run
+from tests.conftest import compose_config
+
+
+def test_a_tiny_model_overfits_a_handful_of_captions(tmp_path):
+    # 8 scenes with one caption each, scored on the images it trained on.
+    cfg = compose_config(
+        "dataset.num_images=8", "dataset.captions_per_image=1",
+        "dataset.split_fractions={train: 0.75, val: 0.125, test: 0.125}",
+        "dataset.val_split=train", "dataset.test_split=train",
+        "model.dropout=0.0", "model.lr=3e-3", "model.attention_regularization=0",
+        "data.batch_size=8", "trainer.max_epochs=150", "trainer.check_val_every_n_epoch=50",
+        data_root=tmp_path / "data")
+    summary = run(cfg, tmp_path / "run")
+    assert summary["status"] == "completed"
+    assert summary["test"]["bleu4"] > 0.9, summary["test"]
+    captions = json.loads((tmp_path / "run" / "captions.json").read_text())
+    exact = sum(c["caption"] == " ".join(c["references"][0].lower().replace(",", "").split())
+                for c in captions)
+    assert exact >= 5, captions
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+def test_a_run_writes_everything_a_user_looks_for(tiny_cfg, tmp_path, rnn):
+    tiny_cfg.rnn.cell = rnn
+    summary = run(tiny_cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["config"]["rnn"] == rnn
+    assert set(metrics["test"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
+    assert all(0 <= v <= 10 for v in metrics["test"].values())
+    assert metrics == json.loads(json.dumps(summary))
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert len(captions) == 6  # every test image once
+    assert all(c["references"] and isinstance(c["caption"], str) for c in captions)
+    assert (tmp_path / "vocabulary.json").exists()
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert Path(metrics["checkpoint"]).exists()
+    assert len(list((tmp_path / "plots").glob("attention_*.png"))) == 2
+    assert (tmp_path / "csv" / "metrics.csv").read_text().count("val/cider") == 1
+
+
+def test_a_failed_run_says_so_in_metrics_json(tmp_path):
+    cfg = compose_config("dataset.split_fractions={train: 1.0, val: 0.0, test: 0.0}",
+                         data_root=tmp_path / "data")
+    with pytest.raises(ValueError, match="split 'val' has no images"):
+        run(cfg, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "split 'val' has no images" in metrics["error"]
