@@ -65,7 +65,7 @@ def weights_identity(cnn: Any) -> str:
     if cnn.get("weights_path"):
         return f"file:{Path(cnn.weights_path).name}"
     if cnn.get("weights") is None:
-        return f"random(seed={cnn.get('seed', 0)},bn_calibration={cnn.get('bn_calibration_images', 0)})"
+        return f"random(seed={cnn.get('seed', 0)},calibration_images={cnn.get('calibration_images', 0)})"
     return f"torchvision:{ARCHITECTURES[cnn.name].weights_enum}.{cnn.weights}"
 
 
@@ -123,26 +123,45 @@ def _load_grid_state(net: nn.Module, name: str, state: dict, path: Path) -> None
                          f"(first: {missing[0]})")
 
 
-def calibrate_batch_norm(net: nn.Module, images: torch.Tensor, batch_size: int = 32) -> bool:
-    """Set BatchNorm statistics from `images` (a random network's only data-dependent part).
+def calibrate_random_network(net: nn.Module, images: torch.Tensor, batch_size: int = 32) -> str:
+    """Data-dependent initialisation of a randomly initialised network from `images`.
 
-    A randomly initialised deep ReLU network with identity BatchNorm maps every image to nearly
-    the same grid (InceptionV3: across-image std ~6% of the signal); with statistics estimated
-    on the dataset's own images the features differ between images as much as between regions.
-    Returns whether the network had any BatchNorm layer.
+    A deep random ReLU network maps every image to nearly the same grid (random InceptionV3
+    with identity BatchNorm: across-image std ~6% of the signal), so its features carry
+    little. Normalising every layer on the dataset's own images keeps them apart:
+    with BatchNorm layers, their statistics are estimated on `images`; without (VGG16), each
+    convolution's weights and bias are rescaled so its outputs have zero mean and unit variance
+    per channel (Kraehenbuehl et al. 2016). Returns what was done, for the file's attributes.
     """
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return False
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average over all calibration batches
-    net.train()
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            net(images[start:start + batch_size])
-    net.eval()
-    return True
+        if norms:
+            for norm in norms:
+                norm.reset_running_stats()
+                norm.momentum = None  # cumulative average over all calibration batches
+            net.train()
+            for start in range(0, len(images), batch_size):
+                net(images[start:start + batch_size])
+            net.eval()
+            return f"batchnorm statistics from {len(images)} images"
+        handles = [m.register_forward_hook(_standardise_conv_output)
+                   for m in net.modules() if isinstance(m, nn.Conv2d)]
+        try:
+            net(images)  # layer by layer: each hook fixes its conv before the next one runs
+        finally:
+            for handle in handles:
+                handle.remove()
+        return f"conv outputs standardised on {len(images)} images"
+
+
+def _standardise_conv_output(conv: nn.Conv2d, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    mean = output.mean(dim=(0, 2, 3))
+    std = output.std(dim=(0, 2, 3)) + 1e-5
+    conv.weight.div_(std.view(-1, 1, 1, 1))
+    if conv.bias is None:
+        conv.bias = nn.Parameter(torch.zeros_like(mean))
+    conv.bias.sub_(mean).div_(std)
+    return (output - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 class ImageReadError(OSError):
@@ -181,14 +200,15 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     # channels_last: ~1.5x faster convolutions on CPU (oneDNN) and on tensor-core GPUs.
     net = build_backbone(cnn).to(device, memory_format=torch.channels_last)
 
-    calibration = int(cnn.get("bn_calibration_images", 0)) if cnn.get("weights") is None else 0
+    calibration = int(cnn.get("calibration_images", 0)) if cnn.get("weights") is None else 0
+    calibrated = "none"
     if calibration and not cnn.get("weights_path"):
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
         first = ImageFiles([r.path for r in records[:calibration]], cnn.input_size, cnn.mean, cnn.std)
         batch = torch.stack([first[i] for i in range(len(first))]).to(
             device, memory_format=torch.channels_last)
-        if calibrate_batch_norm(net, batch, cnn.batch_size):
-            log.info("random %s: BatchNorm statistics set from the first %d images", cnn.name, len(first))
+        calibrated = calibrate_random_network(net, batch, cnn.batch_size)
+        log.info("random %s: %s", cnn.name, calibrated)
     with torch.inference_mode():
         probe = net(torch.zeros(1, 3, cnn.input_size, cnn.input_size, device=device))
     channels, grid_h, grid_w = probe.shape[1:]
@@ -222,6 +242,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                              channels=int(channels), input_size=int(cnn.input_size),
                              mean=list(cnn.mean), std=list(cnn.std), feature_scale_rule=
                              "features multiplied by feature_scale = 1/RMS of the first batch",
+                             random_init_calibration=calibrated,
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         writer.close()

@@ -17,7 +17,9 @@ from tests.conftest import REPO, TINY
 
 def train(tmp_path: Path, *overrides: str, data_root: Path | None = None,
           check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "train.py"), *TINY,
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra wants -m before the overrides
+    overrides = tuple(o for o in overrides if not o.startswith("-"))
+    command = [sys.executable, str(REPO / "train.py"), *flags, *TINY,
                f"data_root={data_root or tmp_path / 'data'}", *overrides]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "WANDB_MODE": "offline"})

@@ -92,7 +92,9 @@ def test_real_extraction_writes_finite_scaled_features(tiny_cfg, shared_data_roo
     values = read.read(range(60)).astype(np.float32)
     assert np.isfinite(values).all() and values.std() > 0
     assert read.attrs["grid"] == [4, 4] and read.attrs["feature_scale"] > 0
-    assert read.identity["cnn"] == "vgg16" and read.identity["weights"] == "random(seed=0)"
+    assert read.attrs["random_init_calibration"] == "conv outputs standardised on 60 images"
+    assert read.identity["cnn"] == "vgg16"
+    assert read.identity["weights"] == "random(seed=0,calibration_images=64)"
     # Different images give different features (the grid carries the picture).
     assert np.abs(values[0] - values[1]).mean() > 1e-3
     # A second call reuses the file as it is.
@@ -111,4 +113,4 @@ def test_a_stale_default_file_is_rebuilt_and_a_named_one_is_an_error(tmp_path):
         ensure_features(other, records, tmp_path, explicit_path=path)
     cfg.cnn.seed = 1  # other random weights: the default file is stale and rebuilt
     rebuilt = ensure_features(cfg, records, tmp_path)
-    assert rebuilt == path and FeatureFile(path).identity["weights"] == "random(seed=1)"
+    assert rebuilt == path and FeatureFile(path).identity["weights"].startswith("random(seed=1,")
