@@ -227,8 +227,8 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                 grid = net(batch.to(device, memory_format=torch.channels_last, non_blocking=True))
             regions = grid.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, h*w, C)
             if scale is None:
-                # Random-init networks reach ~1e11 and overflow float16: scale the file once so
-                # its first batch has unit RMS; the same factor applies to every image.
+                # An uncalibrated random InceptionV3 reaches ~1e11 and overflows float16: scale the
+                # file once so its first batch has unit RMS; the same factor applies to every image.
                 rms = float(np.sqrt(np.mean(np.square(regions, dtype=np.float64))))
                 scale = 1.0 / rms if rms > 0 else 1.0
                 writer.set_attrs(feature_scale=scale)

@@ -10,7 +10,10 @@ import functools
 import logging
 import re
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,14 +43,43 @@ def simple_ptb_tokenize(text: str) -> str:
     return " ".join(t for t in tokens if t not in _PTB_PUNCTUATION)
 
 
+def _simple_ptb_tokenize_all(sentences: Sequence[str]) -> list[str]:
+    return [simple_ptb_tokenize(s) for s in sentences]
+
+
+def java_ptb_tokenize(sentences: Sequence[str]) -> list[str]:
+    """coco-caption's tokenization: its Stanford PTBTokenizer jar, lower case, punctuation dropped.
+
+    Same jar, flags and filter as pycocoevalcap's PTBTokenizer, but the input file goes to the
+    system temp dir (not into site-packages, where a killed run leaves it behind) and the jar's
+    progress line is not echoed at every validation.
+    """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as text:
+        text.write("\n".join(s.replace("\n", " ") for s in sentences))
+        text.flush()
+        result = subprocess.run(
+            ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+             "-lowerCase", text.name], capture_output=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the PTB tokenizer ({jar}) failed: {result.stderr.decode()[-2000:]}")
+    lines = result.stdout.decode("utf-8").split("\n")
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS)
+            for line in lines[: len(sentences)]]
+
+
 def tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """PTB-tokenize every caption (Java's Stanford tokenizer when available)."""
-    if java_available():
-        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-        keyed = {key: [{"caption": c} for c in texts] for key, texts in captions.items()}
-        return PTBTokenizer().tokenize(keyed)
-    return {key: [simple_ptb_tokenize(c) for c in texts] for key, texts in captions.items()}
+    keys = [key for key, texts in captions.items() for _ in texts]
+    sentences = [text for texts in captions.values() for text in texts]
+    tokenizer = java_ptb_tokenize if java_available() else _simple_ptb_tokenize_all
+    tokens = tokenizer(sentences)
+    tokenized: dict[Any, list[str]] = {key: [] for key in captions}
+    for key, text in zip(keys, tokens, strict=True):
+        tokenized[key].append(text)
+    return tokenized
 
 
 @functools.cache

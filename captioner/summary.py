@@ -26,5 +26,6 @@ def print_summary(summary: dict[str, Any], examples: list[dict[str, Any]],
         console.print(f"  generated: {example['caption']}")
         for reference in example["references"][:3]:
             console.print(f"  reference: {reference}", style="dim")
+    best = summary["best_val_cider"]
     console.print(f"epochs: {summary['epochs']}  train time: {summary['train_time_s']}s  "
-                  f"best val CIDEr-D: {summary['best_val_cider']}")
+                  f"best val CIDEr-D: {'n/a' if best is None else f'{best:.3f}'}")

@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 import torch
 from pycocoevalcap.bleu.bleu import Bleu
@@ -60,3 +63,14 @@ def test_python_tokenizer_matches_ptb_on_ordinary_captions():
         "Two people; one is smiling?"]
     ptb = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
     assert [simple_ptb_tokenize(c) for c in captions] == [ptb[i][0] for i in range(len(captions))]
+
+
+def test_without_java_meteor_is_left_out_and_the_rest_unchanged(monkeypatch, caplog):
+    with_java = score_captions(RESULTS, REFERENCES)
+    java_dir = os.path.dirname(shutil.which("java"))
+    monkeypatch.setenv("PATH", os.pathsep.join(
+        d for d in os.environ["PATH"].split(os.pathsep) if os.path.realpath(d) != os.path.realpath(java_dir)))
+    assert shutil.which("java") is None
+    without = score_captions(RESULTS, REFERENCES)
+    assert "meteor" not in without
+    assert without == pytest.approx({k: v for k, v in with_java.items() if k != "meteor"}, abs=1e-9)

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from PIL import Image
 
 from captioner.sources import load_records
@@ -40,3 +41,20 @@ def test_changed_parameters_regenerate_the_dataset(tmp_path):
     assert len(records) == 14
     assert len(json.loads((root / "captions.json").read_text())["images"]) == 14
     assert len(list((root / "images").iterdir())) == 14
+
+
+def test_a_folder_that_is_not_a_shapes_dataset_is_never_replaced(tmp_path):
+    root = tmp_path / "shapes"
+    root.mkdir()
+    (root / "precious.txt").write_text("someone's data")
+    with pytest.raises(FileExistsError, match=f"{root} exists and is not a generated shapes dataset"):
+        load_records("shapes", root, compose_config("dataset.num_images=5").dataset)
+    assert (root / "precious.txt").read_text() == "someone's data"
+
+
+def test_a_corrupt_manifest_names_the_file(tmp_path):
+    root = tmp_path / "shapes"
+    load_records("shapes", root, compose_config("dataset.num_images=5").dataset)
+    (root / "captions.json").write_text("{not json")
+    with pytest.raises(ValueError, match=f"{root / 'captions.json'}: not a valid shapes manifest"):
+        load_records("shapes", root, compose_config("dataset.num_images=5").dataset)

@@ -78,6 +78,10 @@ def generation_params(options: Any) -> dict[str, Any]:
 def generate(root: Path, params: dict[str, Any]) -> None:
     """Write the dataset into `root` atomically: a crash leaves the old state or nothing."""
     root = Path(root)
+    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).exists():
+        # Never replace a folder we did not generate: it may hold someone's data.
+        raise FileExistsError(f"{root} exists and is not a generated shapes dataset (no {MANIFEST}); "
+                              "point dataset.root at an empty or new folder")
     try:
         root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -1,0 +1,55 @@
+"""Time the default job as a newcomer runs it: `python train.py` on a fresh data directory.
+
+    python benchmarks/default_job.py [extra overrides ...]
+
+Prints a table: wall time split into feature extraction and training, peak memory, test scores.
+The target (issue 2): under 10 minutes on a 2-core CPU with BLEU-4 >= 0.50 and CIDEr-D >= 1.0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(overrides: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        began = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), f"data_root={scratch}/data", *overrides],
+            cwd=scratch, capture_output=True, text=True,
+            env={**os.environ, "WANDB_MODE": "offline"})
+        wall = time.perf_counter() - began
+        if result.returncode != 0:
+            sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
+        (metrics_path,) = Path(scratch, "outputs").glob("**/metrics.json")
+        metrics = json.loads(metrics_path.read_text())
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    rates = re.findall(r"features \d+/\d+\s+([\d.]+) images/s", result.stderr + result.stdout)
+    rows = [
+        ("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"),
+        ("command", "python train.py " + " ".join(overrides)),
+        ("wall time", f"{wall:.0f} s"),
+        ("training (fit)", f"{metrics['train_time_s']:.0f} s for {metrics['epochs']} epochs"),
+        ("extraction rate", f"{rates[-1]} images/s" if rates else "n/a"),
+        ("peak RSS", f"{peak_mib:.0f} MiB"),
+        *((f"test {k}", f"{v:.3f}") for k, v in metrics["test"].items()),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+
+from captioner.encoders import WeightsNotFoundError, build_backbone, weights_identity
+
+
+def _cnn(name: str, **values):
+    base = {"name": name, "weights": None, "weights_path": None, "seed": 0}
+    return OmegaConf.create({**base, **values})
+
+
+@pytest.mark.parametrize("name, full_model", [
+    ("vgg16", lambda: torchvision.models.vgg16(weights=None)),
+    ("inception_v3", lambda: torchvision.models.inception_v3(weights=None, aux_logits=True,
+                                                             init_weights=True)),
+])
+def test_a_local_weights_file_is_loaded_into_the_grid_network(tmp_path, name, full_model):
+    torch.manual_seed(123)
+    state = full_model().state_dict()
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    net = build_backbone(_cnn(name, weights_path=str(path)))
+    loaded = dict(net.named_parameters())
+    # every parameter of the grid network came from the file (none kept its seed-0 init)
+    originals = {k: v for k, v in state.items() if k.endswith((".weight", ".bias"))}
+    matched = sum(any(torch.equal(p, o) for o in originals.values() if o.shape == p.shape)
+                  for p in loaded.values())
+    assert matched == len(loaded)
+    assert weights_identity(_cnn(name, weights_path=str(path))) == f"file:{name}.pth"
+
+
+def test_a_missing_weights_file_is_named(tmp_path):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsNotFoundError, match=f"cnn.weights_path={missing} does not exist"):
+        build_backbone(_cnn("vgg16", weights_path=str(missing)))
+
+
+def test_unloadable_imagenet_weights_say_where_to_put_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = Path(tmp_path) / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    expected.parent.mkdir(parents=True)
+    expected.write_bytes(b"a truncated download")  # present in the cache, but not valid
+    with pytest.raises(WeightsNotFoundError) as error:
+        build_backbone(_cnn("vgg16", weights="IMAGENET1K_V1"))
+    assert f"put it at {expected}" in str(error.value)
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in str(error.value)
+    assert "cnn.weights_path=" in str(error.value) and "cnn.weights=null" in str(error.value)
+
+
+def test_an_unknown_weights_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="cnn.weights='IMAGENET9K' is not a weight of VGG16_Weights"):
+        build_backbone(_cnn("vgg16", weights="IMAGENET9K"))
