@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     try:
         torch.set_float32_matmul_precision("high")
         pl.seed_everything(cfg.seed, workers=True)
+        resume = resolve_checkpoint(cfg.get("ckpt_path"), run_dir, overrides or [], base_dir)
         data_root = _absolute(cfg.data_root, base_dir)
         records = load_records(cfg.dataset.source, _absolute(cfg.dataset.root, base_dir), cfg.dataset)
         explicit = cfg.get("features_path")
@@ -67,12 +69,11 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
                                       monitor="val/cider", mode="max", save_last=True,
                                       auto_insert_metric_name=False)
         callbacks: list = [checkpoints]
-        if cfg.trainer.enable_progress_bar and _is_terminal():
+        if cfg.trainer.enable_progress_bar and sys.stdout.isatty():
             callbacks.append(RichProgressBar())
         trainer = pl.Trainer(**cfg.trainer, default_root_dir=run_dir, logger=loggers or False,
                              callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
-        resume = resolve_checkpoint(cfg.get("ckpt_path"), run_dir, overrides or [], base_dir)
         fit_began = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_time = time.perf_counter() - fit_began
@@ -151,10 +152,4 @@ def _write_json(path: Path, value: Any) -> None:
 def _absolute(path: str | os.PathLike, base_dir: Path) -> Path:
     path = Path(path).expanduser()
     return path if path.is_absolute() else base_dir / path
-
-
-def _is_terminal() -> bool:
-    import sys
-
-    return sys.stdout.isatty()
 
