@@ -28,11 +28,14 @@ def doubly_stochastic_penalty(attention: torch.Tensor, step_mask: torch.Tensor) 
     return ((1.0 - per_region) ** 2).mean()
 
 
+ATTENTION_EXAMPLES = 8  # test images whose attention maps are kept for figures
+
+
 class CaptionModule(pl.LightningModule):
     def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
                  embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
-                 dropout: float = 0.3, lr: float = 4e-4, weight_decay: float = 0.0,
-                 attention_regularization: float = 0.0, max_caption_length: int = 20):
+                 dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
+                 attention_regularization: float = 1.0, max_caption_length: int = 20):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams.
         self.save_hyperparameters()
@@ -73,9 +76,9 @@ class CaptionModule(pl.LightningModule):
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         tokens, attention = self(batch["features"])
         self._metric(stage).update(tokens, batch["image_index"])
-        if stage == "test" and len(self.test_attention) < 8:
+        if stage == "test":  # keep a few attention maps for the run's figures
             for index, weights in zip(batch["image_index"].tolist(), attention.cpu(), strict=True):
-                if len(self.test_attention) < 8:
+                if len(self.test_attention) < ATTENTION_EXAMPLES:
                     self.test_attention[index] = weights
 
     def _eval_epoch_end(self, stage: str) -> None:
