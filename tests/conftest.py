@@ -34,13 +34,18 @@ TINY = [
 ]
 
 
-def compose_config(*overrides: str, data_root: Path | None = None) -> DictConfig:
+def compose_config(*overrides: str, data_root: Path | None = None, dataset: str = "shapes") -> DictConfig:
+    """The real config with TINY's overrides; a real `dataset` gets a random CNN (no download)."""
+    tiny = TINY if dataset == "shapes" else [
+        f"dataset={dataset}", "cnn.weights=null",
+        *(o for o in TINY if not o.startswith("dataset."))]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*TINY, *overrides])
+        cfg = compose(config_name="train", overrides=[*tiny, *overrides])
     if data_root is not None:
         with open_dict(cfg):
             cfg.data_root = str(data_root)
-            cfg.dataset.root = str(data_root / cfg.dataset.name)
+            if dataset == "shapes":
+                cfg.dataset.root = str(data_root / cfg.dataset.name)
     return cfg
 
 

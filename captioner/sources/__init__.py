@@ -10,11 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from captioner.sources import shapes
+from captioner.sources import coco, flickr8k, flickr30k, iapr, shapes
 from captioner.sources.record import SPLITS, ImageRecord
 
 SOURCES: dict[str, Callable[[Path, Any], list[ImageRecord]]] = {
     "shapes": shapes.load_records,
+    "coco": coco.load_records,
+    "flickr8k": flickr8k.load_records,
+    "flickr30k": flickr30k.load_records,
+    "iapr": iapr.load_records,
 }
 
 

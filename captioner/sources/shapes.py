@@ -19,9 +19,10 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from captioner.sources.record import ImageRecord
+from captioner.sources.splits import random_splits
 
 MANIFEST = "captions.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 COLOURS = {
     "red": (214, 40, 40),
@@ -93,7 +94,7 @@ def generate(root: Path, params: dict[str, Any]) -> None:
 
     rng = random.Random(params["seed"])
     n = params["num_images"]
-    split_of = _assign_splits(n, params["split_fractions"], rng)
+    split_of = random_splits(n, params["split_fractions"], params["seed"])
     items = []
     for index in range(n):
         scene = random_scene(rng, params["max_shapes"])
@@ -114,23 +115,6 @@ def generate(root: Path, params: dict[str, Any]) -> None:
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, root)
-
-
-def _assign_splits(n: int, fractions: dict[str, float], rng: random.Random) -> list[str]:
-    unknown = set(fractions) - {"train", "val", "test"}
-    if unknown or abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ValueError(f"dataset.split_fractions must give train/val/test summing to 1, got {fractions}")
-    order = list(range(n))
-    rng.shuffle(order)
-    split_of = ["train"] * n
-    n_val = round(n * fractions.get("val", 0.0))
-    n_test = round(n * fractions.get("test", 0.0))
-    for rank, index in enumerate(order):
-        if rank < n_val:
-            split_of[index] = "val"
-        elif rank < n_val + n_test:
-            split_of[index] = "test"
-    return split_of
 
 
 def random_scene(rng: random.Random, max_shapes: int) -> list[Shape]:

@@ -1,0 +1,110 @@
+"""Flickr8k in any of its three common layouts.
+
+- official (the original zip): `Flickr8k.token.txt` (`name.jpg#k<TAB>caption`),
+  `Flickr_8k.{train,dev,test}Images.txt`, images in `Flicker8k_Dataset/` (sic);
+- csv (the Kaggle copy): `captions.txt` (`image,caption` with a header), images in `Images/`;
+  it has no split files, so splits are drawn at random with a seed;
+- karpathy: `dataset_flickr8k.json`, images in `Flicker8k_Dataset/`.
+
+`layout: auto` takes the first of these whose files are present. Entries whose image does not
+exist (the token file names `2258277193_586949ec62.jpg.1`, which never did) are skipped and
+counted, not fatal.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from captioner.sources.checks import DatasetLayoutError, require_file, require_root
+from captioner.sources.karpathy import read_karpathy_split
+from captioner.sources.record import ImageRecord
+from captioner.sources.splits import random_splits
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD = ("Flickr8k is distributed by the University of Illinois (Flickr8k_Dataset.zip and "
+            "Flickr8k_text.zip), or as the Kaggle 'flickr8k' copy with captions.txt.")
+OFFICIAL_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.devImages.txt",
+                        "test": "Flickr_8k.testImages.txt"}
+
+
+def load_records(root: Path, options: Any) -> list[ImageRecord]:
+    root = require_root(root, "flickr8k", DOWNLOAD)
+    layout = options.get("layout", "auto")
+    if layout == "auto":
+        layout = _detect_layout(root, options)
+    if layout == "official":
+        return _official(root, Path(root, options.get("images_dir", "Flicker8k_Dataset")))
+    if layout == "csv":
+        return _csv(root, Path(root, options.get("images_dir_csv", "Images")), options)
+    if layout == "karpathy":
+        return read_karpathy_split(root / options.get("karpathy_json", "dataset_flickr8k.json"),
+                                   Path(root, options.get("images_dir", "Flicker8k_Dataset")), "flickr8k")
+    raise ValueError(f"dataset.layout={layout!r}: expected auto, official, csv or karpathy")
+
+
+def _detect_layout(root: Path, options: Any) -> str:
+    if (root / "Flickr8k.token.txt").is_file():
+        return "official"
+    if (root / "captions.txt").is_file():
+        return "csv"
+    if (root / options.get("karpathy_json", "dataset_flickr8k.json")).is_file():
+        return "karpathy"
+    raise DatasetLayoutError(
+        f"flickr8k: {root} holds none of Flickr8k.token.txt (official zip), captions.txt (Kaggle) "
+        f"or dataset_flickr8k.json (Karpathy). {DOWNLOAD}")
+
+
+def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
+    token_file = require_file(root / "Flickr8k.token.txt", "flickr8k", "the captions")
+    captions: dict[str, list[str]] = defaultdict(list)
+    for number, line in enumerate(token_file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, caption = line.partition("\t")
+        if not sep or "#" not in key:
+            raise ValueError(f"{token_file}:{number}: expected 'name.jpg#k<TAB>caption', got {line[:80]!r}")
+        captions[key.rsplit("#", 1)[0]].append(caption.strip())
+    split_of: dict[str, str] = {}
+    for split, name in OFFICIAL_SPLIT_FILES.items():
+        listed = require_file(root / name, "flickr8k", f"the {split} split")
+        for image in listed.read_text(encoding="utf-8").split():
+            split_of[image] = split
+    records, missing, unsplit = [], [], 0
+    for image, texts in captions.items():
+        if image not in split_of:
+            unsplit += 1
+            continue
+        path = images_dir / image
+        if not path.is_file():
+            missing.append(image)
+            continue
+        records.append(ImageRecord(Path(image).stem, path, texts, split_of[image]))
+    if missing or unsplit:
+        log.warning("flickr8k: skipped %d captioned images missing from %s (e.g. %s) and %d in no "
+                    "split file", len(missing), images_dir, ", ".join(missing[:3]), unsplit)
+    return records
+
+
+def _csv(root: Path, images_dir: Path, options: Any) -> list[ImageRecord]:
+    table = require_file(root / "captions.txt", "flickr8k", "the captions")
+    captions: dict[str, list[str]] = defaultdict(list)
+    with table.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"image", "caption"} <= set(reader.fieldnames):
+            raise ValueError(f"{table}: expected a header 'image,caption', got {reader.fieldnames}")
+        for row in reader:
+            if row["image"] and row["caption"]:
+                captions[row["image"]].append(row["caption"].strip())
+    present = {image: texts for image, texts in captions.items() if (images_dir / image).is_file()}
+    if len(present) < len(captions):
+        log.warning("flickr8k: skipped %d captioned images missing from %s",
+                    len(captions) - len(present), images_dir)
+    images = sorted(present)
+    splits = random_splits(len(images), dict(options.get("split_fractions")), options.get("seed", 0))
+    return [ImageRecord(Path(image).stem, images_dir / image, present[image], split)
+            for image, split in zip(images, splits, strict=True)]

@@ -1,0 +1,55 @@
+"""IAPR TC-12: `images/NN/NNNN.jpg` and `annotations_complete_eng/NN/NNNN.eng`.
+
+Each `.eng` file is one SGML-like record in ISO-8859-1:
+`<DOC><DOCNO>..</DOCNO><TITLE>..</TITLE><DESCRIPTION>..</DESCRIPTION>..<IMAGE>images/NN/NNNN.jpg</IMAGE>..</DOC>`.
+The caption is the description's first sentence (clauses end with ';' or '.'), or the whole
+description with `caption: description`. Splits are random with a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from captioner.sources.checks import DatasetLayoutError, require_root
+from captioner.sources.record import ImageRecord
+from captioner.sources.splits import random_splits
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD = "IAPR TC-12 is distributed by ImageCLEF (iaprtc12.tgz)."
+_FIELD = re.compile(r"<(DESCRIPTION|IMAGE)>(.*?)</\1>", re.DOTALL | re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[;.](?:\s|$)")
+
+
+def load_records(root: Path, options: Any) -> list[ImageRecord]:
+    root = require_root(root, "iapr", DOWNLOAD)
+    annotations = root / options.get("annotations_dir", "annotations_complete_eng")
+    files = sorted(annotations.glob("*/*.eng"))
+    if not files:
+        raise DatasetLayoutError(f"iapr: no annotation files {annotations}/NN/NNNN.eng. {DOWNLOAD}")
+    whole = options.get("caption", "first_sentence") == "description"
+    found, skipped = [], 0
+    for file in files:
+        fields = {name.upper(): value.strip() for name, value in _FIELD.findall(
+            file.read_text(encoding="iso-8859-1"))}
+        description = " ".join(fields.get("DESCRIPTION", "").split())
+        image = root / fields.get("IMAGE", f"images/{file.parent.name}/{file.stem}.jpg")
+        caption = description if whole else first_sentence(description)
+        if not caption or not image.is_file():
+            skipped += 1
+            continue
+        found.append((file.stem, image, caption))
+    if skipped:
+        log.warning("iapr: skipped %d annotations without a description or an image", skipped)
+    splits = random_splits(len(found), dict(options.get("split_fractions")), options.get("seed", 0))
+    return [ImageRecord(stem, image, [caption], split)
+            for (stem, image, caption), split in zip(found, splits, strict=True)]
+
+
+def first_sentence(description: str) -> str:
+    """Up to the first ';' or '.' that ends a clause (IAPR's descriptions chain clauses with ';')."""
+    match = _SENTENCE_END.search(description)
+    return (description[: match.start()] if match else description).strip(" ;.,")
