@@ -169,33 +169,45 @@ class ImageReadError(OSError):
 
 
 class ImageFiles(Dataset):
-    """Decoded, resized and normalised images, for the extraction DataLoader's workers."""
+    """Decoded, resized and normalised images, for the extraction DataLoader's workers.
 
-    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float]):
+    Items are (image, error): an unreadable or truncated file gives a zero image and the reason,
+    unless `strict`, where it is an error naming the file.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float],
+                 strict: bool = True):
         self.paths = list(paths)
         self.size = size
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
+        self.strict = strict
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         path = self.paths[index]
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         except (OSError, UnidentifiedImageError) as error:
-            raise ImageReadError(
-                f"{path}: cannot read image ({error}); replace or remove the file") from error
+            if self.strict:
+                raise ImageReadError(f"{path}: cannot read image ({error}); replace or remove the "
+                                     "file, or set dataset.strict=false to skip such images") from error
+            return torch.zeros(3, self.size, self.size), f"{error}" or type(error).__name__
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (pixels.float() / 255.0 - self.mean) / self.std
+        return (pixels.float() / 255.0 - self.mean) / self.std, ""
 
 
 def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                      identity: dict[str, Any], batch_size: int = 32, num_workers: int = 2,
-                     device: str | None = None) -> Path:
-    """Run the CNN over every record's image and write `out_path` (resuming a partial file)."""
+                     device: str | None = None, strict: bool = False) -> Path:
+    """Run the CNN over every record's image and write `out_path` (resuming a partial file).
+
+    Unreadable images are left out of every split and listed in the file's `skipped_images`
+    attribute; with `strict` the first one stops the extraction.
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     # channels_last: ~1.5x faster convolutions on CPU (oneDNN) and on tensor-core GPUs.
     net = build_backbone(cnn).to(device, memory_format=torch.channels_last)
@@ -204,9 +216,10 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     calibrated = "none"
     if calibration and not cnn.get("weights_path"):
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
-        first = ImageFiles([r.path for r in records[:calibration]], cnn.input_size, cnn.mean, cnn.std)
-        batch = torch.stack([first[i] for i in range(len(first))]).to(
-            device, memory_format=torch.channels_last)
+        first = ImageFiles([r.path for r in records[:calibration]], cnn.input_size, cnn.mean, cnn.std,
+                           strict=strict)
+        readable = [image for image, error in (first[i] for i in range(len(first))) if not error]
+        batch = torch.stack(readable).to(device, memory_format=torch.channels_last)
         calibrated = calibrate_random_network(net, batch, cnn.batch_size)
         log.info("random %s: %s", cnn.name, calibrated)
     with torch.inference_mode():
@@ -217,15 +230,22 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
         start = writer.images_done
         if start:
             log.info("resuming %s at image %d of %d", writer.partial, start, len(records))
-        images = ImageFiles([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std)
+        images = ImageFiles([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
+                            strict=strict)
         loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers,
                             pin_memory=device == "cuda")
         scale = writer.attr("feature_scale")
         began, done = time.perf_counter(), 0
-        for batch in loader:
+        for batch, errors in loader:
             with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=device == "cuda"):
                 grid = net(batch.to(device, memory_format=torch.channels_last, non_blocking=True))
             regions = grid.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, h*w, C)
+            failed = [i for i, error in enumerate(errors) if error]
+            for i in failed:
+                record = records[start + done + i]
+                log.warning("skipping unreadable image %s: %s", record.path, errors[i])
+                writer.skip(start + done + i, f"{record.path}: {errors[i]}")
+            regions[failed] = 0.0
             if scale is None:
                 # An uncalibrated random InceptionV3 reaches ~1e11 and overflows float16: scale the
                 # file once so its first batch has unit RMS; the same factor applies to every image.

@@ -96,6 +96,12 @@ class FeatureFileWriter:
     def attr(self, key: str, default: Any = None) -> Any:
         return self.file.attrs.get(key, default)
 
+    def skip(self, index: int, reason: str) -> None:
+        """Leave image `index` out of every split (its features stay zero), saying why."""
+        skipped = json.loads(self.file.attrs.get("skipped_images", "{}"))
+        skipped[str(index)] = reason
+        self.file.attrs["skipped_images"] = json.dumps(skipped)
+
     def write(self, start: int, features: np.ndarray) -> None:
         """Store images [start, start+len) (float32 in, float16 on disk) and mark them done."""
         if start != self.images_done:
@@ -115,7 +121,13 @@ class FeatureFileWriter:
         if self.images_done != self.num_images:
             raise FeatureFileError(f"{self.partial}: only {self.images_done} of {self.num_images} "
                                    "images written")
-        self.set_attrs(complete=True, **attrs)
+        skipped = {int(i) for i in json.loads(self.file.attrs.get("skipped_images", "{}"))}
+        if skipped:
+            for name in list(self.file["splits"]):
+                kept = [i for i in self.file[f"splits/{name}"][:] if int(i) not in skipped]
+                del self.file[f"splits/{name}"]
+                self.file.create_dataset(f"splits/{name}", data=np.asarray(kept, dtype=np.int32))
+        self.set_attrs(complete=True, skipped_count=len(skipped), **attrs)
         self.file.close()
         os.replace(self.partial, self.path)
         return self.path
@@ -145,6 +157,8 @@ class FeatureFile:
                 self.captions = [s.decode() if isinstance(s, bytes) else s for s in f["captions"][:]]
                 self.caption_image = f["caption_image"][:].astype(np.int64)
                 self.splits = {name: f[f"splits/{name}"][:].astype(np.int64) for name in f["splits"]}
+                self.skipped = {int(i): why for i, why in
+                                json.loads(f.attrs.get("skipped_images", "{}")).items()}
         except FeatureFileError:
             raise
         except (OSError, KeyError, ValueError) as error:

@@ -63,7 +63,8 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
             log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
         extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
         return extract_features(records, path, cfg.cnn, extract_identity,
-                                batch_size=cfg.cnn.batch_size, num_workers=cfg.num_workers)
+                                batch_size=cfg.cnn.batch_size, num_workers=cfg.num_workers,
+                                strict=bool(cfg.dataset.get("strict", False)))
 
 
 def _differences(path: Path, expected: dict[str, Any]) -> list[str]:

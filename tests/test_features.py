@@ -114,3 +114,19 @@ def test_a_stale_default_file_is_rebuilt_and_a_named_one_is_an_error(tmp_path):
     cfg.cnn.seed = 1  # other random weights: the default file is stale and rebuilt
     rebuilt = ensure_features(cfg, records, tmp_path)
     assert rebuilt == path and FeatureFile(path).identity["weights"].startswith("random(seed=1,")
+
+
+def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path):
+    cfg = compose_config("dataset.num_images=16", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    garbage, truncated = records[3].path, records[9].path
+    garbage.write_bytes(b"not a jpeg at all")
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    path = ensure_features(cfg, records, tmp_path)
+    read = FeatureFile(path)
+    assert sorted(read.skipped) == [3, 9]
+    assert str(garbage) in read.skipped[3] and str(truncated) in read.skipped[9]
+    assert read.attrs["skipped_count"] == 2
+    in_splits = np.concatenate(list(read.splits.values())).tolist()
+    assert sorted(in_splits) == [i for i in range(16) if i not in (3, 9)]
+    assert np.isfinite(read.read(range(16)).astype(np.float32)).all()
