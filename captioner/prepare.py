@@ -1,7 +1,7 @@
 """Make sure the features file for (dataset, cnn) exists and matches the config.
 
-`python -m captioner.prepare dataset=... cnn=...` extracts without training; `train.py` calls
-the same code when the file is missing or stale.
+`python -m captioner.prepare dataset=coco cnn=vgg16` extracts without training (`-m` with comma
+lists prepares several files); `train.py` calls the same code when the file is missing or stale.
 """
 
 from __future__ import annotations
@@ -11,11 +11,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
 from filelock import FileLock
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
 
 from captioner.encoders import extract_features, weights_identity
 from captioner.features import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
-from captioner.sources import ImageRecord
+from captioner.paths import absolute
+from captioner.sources import ImageRecord, load_records
 
 log = logging.getLogger(__name__)
 
@@ -74,3 +78,25 @@ def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
         return [str(error)]
     return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"
             for key, value in expected.items() if found.get(key) != value]
+
+
+def prepare(cfg: Any, base_dir: Path) -> tuple[list[ImageRecord], Path]:
+    """The dataset's records and the path of its up-to-date features file."""
+    records = load_records(cfg.dataset.source, absolute(cfg.dataset.root, base_dir), cfg.dataset)
+    explicit = cfg.get("features_path")
+    path = ensure_features(cfg, records, absolute(cfg.data_root, base_dir),
+                           absolute(explicit, base_dir) if explicit else None)
+    return records, path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    records, path = prepare(cfg, Path(HydraConfig.get().runtime.cwd))
+    features = FeatureFile(path)
+    print(f"{path}: {features.num_images} images ({len(records)} records), "
+          f"{features.regions} regions x {features.channels} channels, "
+          f"{len(features.skipped)} skipped, weights {features.identity['weights']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from captioner.paths import absolute
+
 IGNORED_OVERRIDES = ("ckpt_path=",)
 
 
@@ -23,8 +25,7 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, overrides: list[str
     if not ckpt_path:
         return None
     if ckpt_path != "last":
-        path = Path(ckpt_path).expanduser()
-        path = path if path.is_absolute() else base_dir / path
+        path = absolute(ckpt_path, base_dir)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path})")
         return path

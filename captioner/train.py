@@ -20,9 +20,9 @@ from captioner.checkpoint_io import AtomicCheckpointIO
 from captioner.datamodule import CaptionDataModule
 from captioner.loggers import build_loggers, finish_loggers
 from captioner.module import CaptionModule
-from captioner.prepare import ensure_features
+from captioner.prepare import prepare
 from captioner.resume import resolve_checkpoint
-from captioner.sources import ImageRecord, load_records
+from captioner.sources import ImageRecord
 from captioner.summary import print_summary
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         torch.set_float32_matmul_precision("high")
         pl.seed_everything(cfg.seed, workers=True)
         resume = resolve_checkpoint(cfg.get("ckpt_path"), run_dir, overrides or [], base_dir)
-        data_root = _absolute(cfg.data_root, base_dir)
-        records = load_records(cfg.dataset.source, _absolute(cfg.dataset.root, base_dir), cfg.dataset)
-        explicit = cfg.get("features_path")
-        features_path = ensure_features(cfg, records, data_root,
-                                        _absolute(explicit, base_dir) if explicit else None)
+        records, features_path = prepare(cfg, base_dir)
 
         datamodule = CaptionDataModule(
             features_path, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
@@ -147,9 +143,4 @@ def _write_json(path: Path, value: Any) -> None:
     staging = path.with_name(f".{path.name}.partial")
     staging.write_text(json.dumps(value, indent=2))
     os.replace(staging, path)
-
-
-def _absolute(path: str | os.PathLike, base_dir: Path) -> Path:
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else base_dir / path
 

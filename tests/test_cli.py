@@ -128,3 +128,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, shared_data_roo
     assert metrics["status"] == "completed"
     assert metrics["resumed_from"] == str(last)
     assert metrics["epochs"] == 40
+
+
+def test_prepare_extracts_features_without_training(tmp_path):
+    data_root = tmp_path / "data"
+    command = [sys.executable, "-m", "captioner.prepare", *TINY, "dataset.num_images=12",
+               f"data_root={data_root}"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    features = data_root / "features" / "shapes-vgg16.h5"
+    assert f"{features}: 12 images" in result.stdout
+    assert features.is_file() and not list((tmp_path / "outputs").glob("**/checkpoints"))
