@@ -16,7 +16,8 @@ from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from captioner.encoders import extract_features, weights_identity
+from captioner.backbones import weights_identity
+from captioner.encoders import extract_features
 from captioner.features import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
 from captioner.paths import absolute
 from captioner.sources import ImageRecord, load_records

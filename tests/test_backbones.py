@@ -5,7 +5,8 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from captioner.encoders import WeightsNotFoundError, build_backbone, weights_identity
+from captioner.backbones import WeightsNotFoundError, build_backbone, weights_identity
+from tests.conftest import CONF
 
 
 def _cnn(name: str, **values):
@@ -15,6 +16,7 @@ def _cnn(name: str, **values):
 
 @pytest.mark.parametrize("name, full_model", [
     ("vgg16", lambda: torchvision.models.vgg16(weights=None)),
+    ("resnet101", lambda: torchvision.models.resnet101(weights=None)),
     ("inception_v3", lambda: torchvision.models.inception_v3(weights=None, aux_logits=True,
                                                              init_weights=True)),
 ])
@@ -54,3 +56,23 @@ def test_unloadable_imagenet_weights_say_where_to_put_the_file(tmp_path, monkeyp
 def test_an_unknown_weights_name_is_a_clear_error():
     with pytest.raises(ValueError, match="cnn.weights='IMAGENET9K' is not a weight of VGG16_Weights"):
         build_backbone(_cnn("vgg16", weights="IMAGENET9K"))
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet101", "inception_resnet_v2"])
+def test_each_cnn_config_gives_the_grid_it_documents(name):
+    cnn = OmegaConf.load(CONF / "cnn" / f"{name}.yaml")
+    cnn.weights = None
+    net = build_backbone(cnn)
+    with torch.inference_mode():
+        grid = net(torch.zeros(1, 3, cnn.input_size, cnn.input_size))
+    assert tuple(grid.shape[1:]) == (cnn.channels, *cnn.grid)
+
+
+def test_timm_weights_file_loads_into_inception_resnet_v2(tmp_path):
+    import timm
+
+    torch.manual_seed(5)
+    state = timm.create_model("inception_resnet_v2", pretrained=False).state_dict()
+    torch.save(state, tmp_path / "irv2.pth")
+    net = build_backbone(_cnn("inception_resnet_v2", weights_path=str(tmp_path / "irv2.pth")))
+    torch.testing.assert_close(net.model.conv2d_7b.conv.weight, state["conv2d_7b.conv.weight"])
