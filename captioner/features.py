@@ -180,6 +180,12 @@ class FeatureFile:
     def channels(self) -> int:
         return self.shape[2]
 
+    def encoder(self) -> dict[str, Any]:
+        """How the features were made (CNN, weights, input size, normalisation, scaling), as plain
+        data: stored in every checkpoint so the same encoder can be rebuilt for new images."""
+        keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration")
+        return {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
+
     def load_into_memory(self) -> None:
         self._memory = self._features()[:]
 

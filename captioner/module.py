@@ -35,9 +35,11 @@ class CaptionModule(pl.LightningModule):
     def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
                  embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
-                 attention_regularization: float = 1.0, max_caption_length: int = 20):
+                 attention_regularization: float = 1.0, max_caption_length: int = 20,
+                 encoder: dict[str, Any] | None = None):
         super().__init__()
-        # Everything needed to rebuild the model from a checkpoint is plain data in hparams.
+        # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
+        # the vocabulary, the sizes, and `encoder`, what made the features (cnn, weights, ...).
         self.save_hyperparameters()
         self.vocabulary = Vocabulary(vocabulary)
         self.decoder = CaptionDecoder(len(self.vocabulary), feature_dim, embed_dim, hidden_dim,
