@@ -111,7 +111,9 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                 rms = float(np.sqrt(np.mean(np.square(regions, dtype=np.float64))))
                 scale = 1.0 / rms if rms > 0 else 1.0
                 writer.set_attrs(feature_scale=scale)
-            writer.write(start + done, regions * scale)
+            # float32 arithmetic whether `scale` was just computed or read back from the file, so
+            # a resumed extraction rounds to float16 exactly as an uninterrupted one.
+            writer.write(start + done, regions * np.float32(scale))
             done += len(regions)
             rate = done / (time.perf_counter() - began)
             if done == len(regions) or done % (batch_size * 20) < batch_size or start + done == len(records):

@@ -176,8 +176,5 @@ def test_a_killed_extraction_resumes_and_gives_the_same_file(tmp_path):
         whole, pieced = a["features"][:], b["features"][:]
         assert a.attrs["feature_scale"] == b.attrs["feature_scale"]
         assert a["image_ids"][:].tolist() == b["image_ids"][:].tolist()
-    # what was written before the kill is kept as it was ...
-    np.testing.assert_array_equal(whole[:resumed_at], pieced[:resumed_at])
-    # ... and the rest matches up to CPU kernels' run-to-run rounding (a float16 ulp, rarely)
-    np.testing.assert_allclose(pieced[resumed_at:], whole[resumed_at:], rtol=2e-3, atol=1e-3)
-    assert (pieced != whole).mean() < 1e-4
+    # bit for bit the file an uninterrupted extraction writes
+    np.testing.assert_array_equal(pieced, whole) == 0, (pieced != whole).sum()
