@@ -117,7 +117,7 @@ def build_backbone(cnn: Any) -> nn.Module:
                                        f"{cnn.name} state dict (.pth)")
         torch.manual_seed(seed)
         net = arch.build(None)
-        _load_state(net, cnn.name, torch.load(path, map_location="cpu", weights_only=True), path)
+        _load_state(net, cnn.name, _read_state_dict(path), path)
         return net.eval()
     if cnn.get("weights") is None:
         log.warning("cnn.weights=null: %s is randomly initialised (seed %d), not pretrained",
@@ -152,10 +152,21 @@ def _pretrained_timm(arch: Architecture, cnn: Any) -> nn.Module:
         raise
     except Exception as error:  # no network, not in the Hugging Face cache, unknown tag, ...
         hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+        folder = hub / f"models--timm--{cnn.name}.{cnn.weights}"
         raise WeightsNotFoundError(
-            f"could not load timm weights {cnn.name}.{cnn.weights} ({error}). With network, timm "
-            f"caches them under {hub}; offline, download the model's weights file and set "
+            f"could not load timm weights {cnn.name}.{cnn.weights} ({error}). timm reads them from "
+            f"the Hugging Face cache, {folder}/snapshots/<revision>/model.safetensors (the hub "
+            f"repository timm/{cnn.name}.{cnn.weights}); offline, download model.safetensors and set "
             "cnn.weights_path=<file>, or cnn.weights=null for random weights") from error
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torch file; never runs pickled code."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _load_state(net: nn.Module, name: str, state: dict, path: Path) -> None:

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,20 @@ def test_timm_weights_file_loads_into_inception_resnet_v2(tmp_path):
 
     torch.manual_seed(5)
     state = timm.create_model("inception_resnet_v2", pretrained=False).state_dict()
-    torch.save(state, tmp_path / "irv2.pth")
-    net = build_backbone(_cnn("inception_resnet_v2", weights_path=str(tmp_path / "irv2.pth")))
+    from safetensors.torch import save_file
+
+    save_file(state, tmp_path / "model.safetensors")  # the file the Hugging Face hub serves
+    net = build_backbone(_cnn("inception_resnet_v2", weights_path=str(tmp_path / "model.safetensors")))
     torch.testing.assert_close(net.model.conv2d_7b.conv.weight, state["conv2d_7b.conv.weight"])
+
+
+def test_unloadable_timm_weights_say_where_timm_looks(tmp_path):
+    # A fresh process, so the Hugging Face hub reads HF_HUB_OFFLINE (as on a machine without network).
+    script = ("from omegaconf import OmegaConf\nfrom captioner.backbones import build_backbone\n"
+              "build_backbone(OmegaConf.create({'name': 'inception_resnet_v2', 'weights': 'tf_in1k'}))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0 and "WeightsNotFoundError" in result.stderr
+    folder = tmp_path / "hub" / "models--timm--inception_resnet_v2.tf_in1k"
+    assert f"{folder}/snapshots/<revision>/model.safetensors" in result.stderr
+    assert "cnn.weights_path=" in result.stderr
