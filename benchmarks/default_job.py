@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import print_table  # benchmarks/ is on sys.path when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,10 +47,7 @@ def main(overrides: list[str]) -> None:
         ("peak RSS", f"{peak_mib:.0f} MiB"),
         *((f"test {k}", f"{v:.3f}") for k, v in metrics["test"].items()),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

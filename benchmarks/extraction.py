@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from table import print_table  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,10 +53,7 @@ def main(count: int, overrides: list[str]) -> None:
         ("features file (float16 HDF5)", f"{h5_bytes / 2**20:.0f} MiB"),
         ("float32 .npy per image (seed tutorial)", f"{npy_bytes / 2**20:.0f} MiB ({count} files)"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":
