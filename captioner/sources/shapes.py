@@ -220,7 +220,8 @@ def describe(scene: list[Shape], rng: random.Random, count: int) -> list[str]:
 def _read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
-        manifest["generator"], manifest["images"]  # noqa: B018 - presence check
+        if not isinstance(manifest["generator"], dict) or not isinstance(manifest["images"], list):
+            raise TypeError("generator must be an object and images a list")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(
             f"{path}: not a valid shapes manifest ({error}); delete {path.parent} to regenerate it"
