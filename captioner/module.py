@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from captioner.metrics import CaptionScores
-from captioner.model import CaptionDecoder, greedy_decode
+from captioner.model import CaptionDecoder, beam_search, greedy_decode
 from captioner.text import Vocabulary
 
 
@@ -36,7 +36,7 @@ class CaptionModule(pl.LightningModule):
                  embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
                  attention_regularization: float = 1.0, max_caption_length: int = 20,
-                 encoder: dict[str, Any] | None = None):
+                 encoder: dict[str, Any] | None = None, decode: dict[str, Any] | None = None):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `encoder`, what made the features (cnn, weights, ...).
@@ -48,10 +48,21 @@ class CaptionModule(pl.LightningModule):
         self.test_attention: dict[int, torch.Tensor] = {}
         self.last_captions: dict[str, dict[int, str]] = {}
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Greedy captions (token ids) and attention for a batch of region features."""
-        return greedy_decode(self.decoder, features, self.hparams.max_caption_length,
-                             Vocabulary.start_id, Vocabulary.end_id, Vocabulary.pad_id)
+    def forward(self, features: torch.Tensor,
+                strategy: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions (token ids) and attention for a batch of region features.
+
+        `strategy` greedy or beam; None takes `decode.strategy` (settings in `decode`).
+        """
+        settings = dict(self.hparams.decode or {})
+        strategy = strategy or settings.get("strategy", "greedy")
+        settings.pop("strategy", None)
+        ids = (self.hparams.max_caption_length, Vocabulary.start_id, Vocabulary.end_id, Vocabulary.pad_id)
+        if strategy == "greedy":
+            return greedy_decode(self.decoder, features, *ids)
+        if strategy == "beam":
+            return beam_search(self.decoder, features, *ids, **settings)
+        raise ValueError(f"decode.strategy={strategy!r}: expected greedy or beam")
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"]
@@ -76,7 +87,8 @@ class CaptionModule(pl.LightningModule):
         return self.scores[stage]
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
-        tokens, attention = self(batch["features"])
+        # Validation picks the checkpoint with greedy decoding (fast); test uses `decode`.
+        tokens, attention = self(batch["features"], "greedy" if stage == "val" else None)
         self._metric(stage).update(tokens, batch["image_index"])
         if stage == "test":  # keep a few attention maps for the run's figures
             for index, weights in zip(batch["image_index"].tolist(), attention.cpu(), strict=True):

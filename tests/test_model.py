@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from captioner.model import BahdanauAttention, CaptionDecoder, greedy_decode
+from captioner.model import BahdanauAttention, CaptionDecoder, beam_search, greedy_decode
 from captioner.module import doubly_stochastic_penalty, masked_caption_loss
 
 
@@ -93,3 +93,48 @@ def test_greedy_decoding_pads_after_end_and_stops_at_max_length():
         decoder.vocab_out.bias[7] = 10
     tokens, attention = greedy_decode(decoder, torch.randn(3, 5, 8), 7, 1, 2)
     assert tokens.shape == (3, 8) and attention.shape == (3, 8, 5)
+
+
+def _decoder(cell: str = "gru", vocab: int = 15) -> CaptionDecoder:
+    torch.manual_seed(0)
+    return CaptionDecoder(vocab_size=vocab, feature_dim=8, embed_dim=6, hidden_dim=10,
+                          attention_dim=4, cell=cell).eval()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_beam_of_one_equals_greedy_token_for_token(cell):
+    decoder, features = _decoder(cell), torch.randn(6, 5, 8)
+    greedy, greedy_attention = greedy_decode(decoder, features, 7, 1, 2)
+    beam, beam_attention = beam_search(decoder, features, 7, 1, 2, beam_size=1)
+    assert beam.tolist() == greedy.tolist()
+    torch.testing.assert_close(beam_attention, greedy_attention)
+
+
+def test_beam_search_of_a_batch_equals_each_image_alone():
+    decoder, features = _decoder(), torch.randn(5, 5, 8)
+    tokens, _ = beam_search(decoder, features, 7, 1, 2, beam_size=4)
+    for i in range(len(features)):
+        alone, _ = beam_search(decoder, features[i:i + 1], 7, 1, 2, beam_size=4)
+        width = alone.shape[1]
+        assert tokens[i, :width].tolist() == alone[0].tolist()
+        assert torch.all(tokens[i, width:] == 0)
+
+
+def test_beam_search_always_returns_a_caption_even_when_no_beam_ends():
+    decoder = _decoder()
+    with torch.no_grad():  # <end> (id 2) is never likely
+        decoder.vocab_out.bias[2] = -1e4
+    tokens, attention = beam_search(decoder, torch.randn(3, 5, 8), max_length=7, start_id=1,
+                                    end_id=2, beam_size=3, length_penalty=0.7)
+    assert tokens.shape == (3, 8) and attention.shape == (3, 8, 5)
+    assert torch.all(tokens != 2) and torch.all(tokens != 0)
+
+
+def test_trigram_blocking_never_repeats_a_trigram():
+    decoder = _decoder(vocab=6)
+    tokens, _ = beam_search(decoder, torch.randn(4, 5, 8), max_length=12, start_id=1, end_id=2,
+                            beam_size=2, block_trigram_repeats=True)
+    for row in tokens.tolist():
+        words = [t for t in row if t not in (0, 2)]
+        trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+        assert len(trigrams) == len(set(trigrams))

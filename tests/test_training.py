@@ -58,3 +58,13 @@ def test_a_failed_run_says_so_in_metrics_json(tmp_path):
         run(cfg, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "split 'val' has no images" in metrics["error"]
+
+
+def test_test_captions_can_be_written_with_beam_search(tiny_cfg, tmp_path):
+    tiny_cfg.decode.strategy = "beam"
+    tiny_cfg.decode.beam_size = 3
+    summary = run(tiny_cfg, tmp_path)
+    assert summary["status"] == "completed"
+    checkpoint = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["decode"]["strategy"] == "beam"
+    assert len(json.loads((tmp_path / "captions.json").read_text())) == 6

@@ -3,6 +3,6 @@
 from captioner.model.attention import BahdanauAttention
 from captioner.model.decoder import CaptionDecoder
 from captioner.model.encoder import RegionEncoder
-from captioner.model.search import greedy_decode
+from captioner.model.search import beam_search, greedy_decode
 
-__all__ = ["BahdanauAttention", "CaptionDecoder", "RegionEncoder", "greedy_decode"]
+__all__ = ["BahdanauAttention", "CaptionDecoder", "RegionEncoder", "beam_search", "greedy_decode"]
