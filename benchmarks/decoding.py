@@ -26,10 +26,7 @@ def main(run_dir: Path, beam_size: int) -> None:
     features = FeatureFile(metrics["features"])
     images = features.splits["test"]
     batch = torch.from_numpy(features.read(images)).float()
-    references = {int(i): [] for i in images}
-    for caption, owner in zip(features.captions, features.caption_image, strict=True):
-        if int(owner) in references:
-            references[int(owner)].append(caption)
+    references = features.references("test")
 
     def decode(strategy: str, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

@@ -90,11 +90,16 @@ class WeightsNotFoundError(FileNotFoundError):
     pass
 
 
+def uses_random_weights(cnn: Any) -> bool:
+    """No weights file and no pretrained weights: the network is randomly initialised."""
+    return not cnn.get("weights_path") and cnn.get("weights") is None
+
+
 def weights_identity(cnn: Any) -> str:
     """What the features depend on besides the architecture: where the weights came from."""
     if cnn.get("weights_path"):
         return f"file:{Path(cnn.weights_path).name}"
-    if cnn.get("weights") is None:
+    if uses_random_weights(cnn):
         return f"random(seed={cnn.get('seed', 0)},calibration_images={cnn.get('calibration_images', 0)})"
     family = _architecture(cnn.name).weights_family
     return f"timm:{cnn.name}.{cnn.weights}" if family == "timm" else f"torchvision:{family}.{cnn.weights}"

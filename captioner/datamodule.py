@@ -98,9 +98,7 @@ class CaptionDataModule(pl.LightningDataModule):
                 raise ValueError(f"{self.features_path}: split {split!r} has no images")
         if self.in_memory:
             self.features.load_into_memory()
-        train_images = set(self.features.splits["train"].tolist())
-        self.train_captions = np.array(
-            [c for c, owner in enumerate(self.features.caption_image) if owner in train_images])
+        self.train_captions = self.features.split_captions("train")
         if self.vocabulary is None:
             self.vocabulary = Vocabulary.build(
                 (self.features.captions[c] for c in self.train_captions),
@@ -112,12 +110,7 @@ class CaptionDataModule(pl.LightningDataModule):
     def references(self, split: str) -> dict[int, list[str]]:
         """Image index -> raw reference captions, for every image of `split`."""
         assert self.features is not None, "call setup() first"
-        members = set(self.features.splits[split].tolist())
-        refs: dict[int, list[str]] = {}
-        for caption, owner in zip(self.features.captions, self.features.caption_image, strict=True):
-            if int(owner) in members:
-                refs.setdefault(int(owner), []).append(caption)
-        return refs
+        return self.features.references(split)
 
     def eval_split(self, stage: str) -> str:
         return self.split_of_stage[stage]

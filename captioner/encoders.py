@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from captioner.backbones import build_backbone, calibrate_random_network
+from captioner.backbones import build_backbone, calibrate_random_network, uses_random_weights
 from captioner.features import FeatureFileWriter
 from captioner.sources import ImageRecord
 
@@ -71,9 +71,9 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     # channels_last: ~1.5x faster convolutions on CPU (oneDNN) and on tensor-core GPUs.
     net = build_backbone(cnn).to(device, memory_format=torch.channels_last)
 
-    calibration = int(cnn.get("calibration_images", 0)) if cnn.get("weights") is None else 0
+    calibration = int(cnn.get("calibration_images", 0)) if uses_random_weights(cnn) else 0
     calibrated = "none"
-    if calibration and not cnn.get("weights_path"):
+    if calibration:
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
         first = ImageFiles([r.path for r in records[:calibration]], cnn.input_size, cnn.mean, cnn.std,
                            strict=strict)

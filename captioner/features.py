@@ -186,6 +186,17 @@ class FeatureFile:
         keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration")
         return {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
 
+    def split_captions(self, split: str) -> np.ndarray:
+        """Indices into /captions of every caption of an image in `split`."""
+        return np.flatnonzero(np.isin(self.caption_image, self.splits[split]))
+
+    def references(self, split: str) -> dict[int, list[str]]:
+        """Image index -> raw reference captions, for every image of `split`."""
+        refs: dict[int, list[str]] = {}
+        for c in self.split_captions(split):
+            refs.setdefault(int(self.caption_image[c]), []).append(self.captions[c])
+        return refs
+
     def load_into_memory(self) -> None:
         self._memory = self._features()[:]
 
