@@ -68,6 +68,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     attribute; with `strict` the first one stops the extraction.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = torch.device(device).type == "cuda"
     # channels_last: ~1.5x faster convolutions on CPU (oneDNN) and on tensor-core GPUs.
     net = build_backbone(cnn).to(device, memory_format=torch.channels_last)
 
@@ -92,11 +93,11 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
         images = ImageFiles([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
                             strict=strict)
         loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers,
-                            pin_memory=device == "cuda")
+                            pin_memory=on_gpu)
         scale = writer.attr("feature_scale")
         began, done = time.perf_counter(), 0
         for batch, errors in loader:
-            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=device == "cuda"):
+            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=on_gpu):
                 grid = net(batch.to(device, memory_format=torch.channels_last, non_blocking=True))
             regions = grid.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, h*w, C)
             failed = [i for i, error in enumerate(errors) if error]

@@ -12,22 +12,38 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 
 
 def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
-                  config: dict[str, Any]) -> list[Logger]:
-    """One logger per entry of `logger_cfg`, all writing under `run_dir`."""
+                  config: dict[str, Any], group: str | None = None) -> list[Logger]:
+    """One logger per entry of `logger_cfg`, all writing under `run_dir`.
+
+    W&B runs get `tags` and, unless the config names one, `group` (the sweep), so W&B's compare
+    views line up the runs of a sweep.
+    """
     loggers = []
     for entry in (logger_cfg or {}).values():
         if entry.get("_target_", "").endswith("WandbLogger"):
-            # Offline unless the user asks otherwise through WANDB_MODE; `wandb sync` uploads later.
+            # Offline unless the user asks otherwise through WANDB_MODE, or a `wandb agent` started
+            # this run (its sweep lives on the server); `wandb sync` uploads offline runs later.
             offline = entry.get("offline")
             if offline is None:
-                offline = os.environ.get("WANDB_MODE", "offline") in ("offline", "disabled", "dryrun")
+                default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+                offline = os.environ.get("WANDB_MODE", default) in ("offline", "disabled", "dryrun")
             logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
-                                 tags=[*tags, *(entry.get("tags") or [])])
+                                 tags=[*tags, *(entry.get("tags") or [])],
+                                 group=entry.get("group") or group)
             logger.experiment.config.update(config, allow_val_change=True)
         else:
             logger = instantiate(entry, save_dir=str(run_dir))
         loggers.append(logger)
     return loggers
+
+
+def record_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
+    """Final test scores and run facts as the W&B run's summary (the columns of its runs table)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(
+                {**{f"test/{k}": v for k, v in summary.get("test", {}).items()},
+                 **{k: summary.get(k) for k in ("status", "best_val_cider", "epochs", "train_time_s")}})
 
 
 def finish_loggers(loggers: list[Logger], failed: bool = False) -> None:

@@ -7,12 +7,13 @@ lists prepares several files); `train.py` calls the same code when the file is m
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import hydra
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -42,8 +43,23 @@ def expected_identity(cfg: Any, records: Sequence[ImageRecord]) -> dict[str, Any
     }
 
 
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold `<path>.lock`, saying so when another run holds it (it is extracting the file)."""
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another run to finish %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
-                    explicit_path: Path | None = None) -> Path:
+                    explicit_path: Path | None = None, device: str | None = None) -> Path:
     """Path of an up-to-date features file, extracting it if needed.
 
     A file at the default location that was made for another config is rebuilt; a file the user
@@ -55,7 +71,7 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
     identity = expected_identity(cfg, records)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Runs of a sweep that need the same file wait here while the first one extracts it.
-    with FileLock(f"{path}.lock"):
+    with _exclusive(path):
         if path.exists():
             differences = _differences(path, identity)
             if not differences:
@@ -66,10 +82,11 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
                     f"{path} was made for another config ({'; '.join(differences)}); drop "
                     "features_path= to use the default file, or point it at a matching one")
             log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
+        log.info("extracting features %s (%d images, %s)", path, len(records), cfg.cnn.name)
         extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
         return extract_features(records, path, cfg.cnn, extract_identity,
                                 batch_size=cfg.cnn.batch_size, num_workers=cfg.num_workers,
-                                strict=bool(cfg.dataset.get("strict", False)))
+                                strict=bool(cfg.dataset.get("strict", False)), device=device)
 
 
 def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
@@ -81,12 +98,12 @@ def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
             for key, value in expected.items() if found.get(key) != value]
 
 
-def prepare(cfg: Any, base_dir: Path) -> tuple[list[ImageRecord], Path]:
-    """The dataset's records and the path of its up-to-date features file."""
+def prepare(cfg: Any, base_dir: Path, device: str | None = None) -> tuple[list[ImageRecord], Path]:
+    """The dataset's records and the path of its up-to-date features file (extracted on `device`)."""
     records = load_records(cfg.dataset.source, absolute(cfg.dataset.root, base_dir), cfg.dataset)
     explicit = cfg.get("features_path")
     path = ensure_features(cfg, records, absolute(cfg.data_root, base_dir),
-                           absolute(explicit, base_dir) if explicit else None)
+                           absolute(explicit, base_dir) if explicit else None, device)
     return records, path
 
 

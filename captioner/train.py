@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,15 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.attention_figure import plot_attention
 from captioner.checkpoint_io import AtomicCheckpointIO
 from captioner.datamodule import CaptionDataModule
-from captioner.loggers import build_loggers, finish_loggers
+from captioner.ddp_under_hydra import relaunch_ddp_ranks_as_this_job
+from captioner.gpu_lease import lease_for_run
+from captioner.history import ValidationHistory
+from captioner.loggers import build_loggers, finish_loggers, record_summary
 from captioner.module import CaptionModule
 from captioner.prepare import prepare
 from captioner.resume import resolve_checkpoint
@@ -29,22 +34,25 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
-        base_dir: Path | None = None) -> dict[str, Any]:
+        base_dir: Path | None = None, group: str | None = None) -> dict[str, Any]:
     """Train and test one configuration; everything it writes goes under `run_dir`.
 
     `overrides` are the command line's (to find a run to resume), `base_dir` is where relative
-    paths in the config start (the directory the user launched from).
+    paths in the config start (the directory the user launched from), `group` names the sweep
+    this run belongs to (W&B groups its runs).
     """
     run_dir, base_dir = Path(run_dir), Path(base_dir or os.getcwd())
     run_dir.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"status": "running", "config": _config_summary(cfg)}
     loggers: list = []
     began = time.perf_counter()
+    held = ExitStack()
     try:
         torch.set_float32_matmul_precision("high")
         pl.seed_everything(cfg.seed, workers=True)
         resume = resolve_checkpoint(cfg.get("ckpt_path"), run_dir, overrides or [], base_dir)
-        records, features_path = prepare(cfg, base_dir)
+        gpus = held.enter_context(lease_for_run(cfg.trainer.accelerator, cfg.trainer.devices))
+        records, features_path = prepare(cfg, base_dir, device=f"cuda:{gpus[0]}" if gpus else None)
 
         datamodule = CaptionDataModule(
             features_path, batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
@@ -53,7 +61,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             min_word_count=cfg.text.min_word_count, val_split=cfg.dataset.val_split,
             test_split=cfg.dataset.test_split)
         datamodule.setup()
-        datamodule.vocabulary.save(run_dir / "vocabulary.json")
+        if rank_zero_only.rank == 0:
+            datamodule.vocabulary.save(run_dir / "vocabulary.json")
         module = CaptionModule(vocabulary=datamodule.vocabulary.words,
                                feature_dim=datamodule.feature_dim, rnn=cfg.rnn.cell,
                                max_caption_length=cfg.text.max_caption_length,
@@ -62,19 +71,23 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
 
         tags = [f"dataset={cfg.dataset.name}", f"cnn={cfg.cnn.name}", f"rnn={cfg.rnn.cell}"]
         loggers = build_loggers(cfg.get("logger"), run_dir, tags,
-                                OmegaConf.to_container(cfg, resolve=True))
+                                OmegaConf.to_container(cfg, resolve=True), group=group)
         checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}",
                                       monitor="val/cider", mode="max", save_last=True,
                                       auto_insert_metric_name=False)
-        callbacks: list = [checkpoints]
+        history = ValidationHistory()
+        callbacks: list = [checkpoints, history]
         if cfg.trainer.enable_progress_bar and sys.stdout.isatty():
             callbacks.append(RichProgressBar())
-        trainer = pl.Trainer(**cfg.trainer, default_root_dir=run_dir, logger=loggers or False,
+        relaunch_ddp_ranks_as_this_job()
+        trainer_options = {**cfg.trainer, **({"devices": gpus} if gpus else {})}
+        trainer = pl.Trainer(**trainer_options, default_root_dir=run_dir, logger=loggers or False,
                              callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
         fit_began = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         train_time = time.perf_counter() - fit_began
+        curve = list(history.epochs)  # before test(): loading the best checkpoint restores its history
         best = checkpoints.best_model_path or None
         test_scores = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
                                    verbose=False)[0]
@@ -84,12 +97,14 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             test={k.removeprefix("test/"): float(v) for k, v in test_scores.items()},
             best_val_cider=_as_float(checkpoints.best_model_score),
             epochs=int(trainer.current_epoch),
+            history=curve,
             train_time_s=round(train_time, 1),
             wall_time_s=round(time.perf_counter() - began, 1),
             features=str(features_path),
             checkpoint=best,
             resumed_from=str(resume) if resume else None,
         )
+        record_summary(loggers, summary)
         if trainer.is_global_zero:
             examples = _write_outputs(run_dir, module, datamodule, records, cfg.examples)
             _write_json(run_dir / "metrics.json", summary)
@@ -98,10 +113,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     except BaseException as error:
         summary.update(status="failed", error=f"{type(error).__name__}: {error}",
                        wall_time_s=round(time.perf_counter() - began, 1))
-        _write_json(run_dir / "metrics.json", summary)
+        if rank_zero_only.rank == 0:
+            _write_json(run_dir / "metrics.json", summary)
         raise
     finally:
         finish_loggers(loggers, failed=summary["status"] != "completed")
+        held.close()
 
 
 def _write_outputs(run_dir: Path, module: CaptionModule, datamodule: CaptionDataModule,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from captioner.sources.record import ImageRecord
@@ -53,14 +54,30 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     """Records of the shapes dataset in `root`, generating it first if needed."""
     params = generation_params(options)
     manifest_path = root / MANIFEST
-    if not manifest_path.exists() or _read_manifest(manifest_path)["generator"] != params:
-        generate(root, params)
+    if not _is_generated(manifest_path, params):
+        _make_parent(root)
+        # Runs of a sweep started together: the first generates, the others wait and reuse it.
+        with FileLock(root.parent / f".{root.name}.lock"):
+            if not _is_generated(manifest_path, params):
+                generate(root, params)
     manifest = _read_manifest(manifest_path)
     return [
         ImageRecord(image_id=Path(item["file"]).stem, path=root / item["file"], captions=item["captions"],
                     split=item["split"])
         for item in manifest["images"]
     ]
+
+
+def _is_generated(manifest_path: Path, params: dict[str, Any]) -> bool:
+    return manifest_path.exists() and _read_manifest(manifest_path)["generator"] == params
+
+
+def _make_parent(root: Path) -> None:
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the data directory {root.parent}: {error}; "
+                      "set data_root=<a writable folder>") from error
 
 
 def generation_params(options: Any) -> dict[str, Any]:
@@ -83,11 +100,7 @@ def generate(root: Path, params: dict[str, Any]) -> None:
         # Never replace a folder we did not generate: it may hold someone's data.
         raise FileExistsError(f"{root} exists and is not a generated shapes dataset (no {MANIFEST}); "
                               "point dataset.root at an empty or new folder")
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create the data directory {root.parent}: {error}; "
-                      "set data_root=<a writable folder>") from error
+    _make_parent(root)
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)

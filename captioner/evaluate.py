@@ -1,0 +1,139 @@
+"""`python -m captioner.evaluate CHECKPOINT`: score a trained captioner on any split, any decoding.
+
+Writes `scores.json` and `results.json`, the captions in the COCO results format
+(`[{"image_id": ..., "caption": ...}]`), so any coco-caption tool can check the numbers.
+Runs on several devices with `--devices N` (Lightning DDP; every image is scored once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from captioner.datamodule import CaptionDataModule
+from captioner.features import FeatureFile
+from captioner.module import CaptionModule
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded or does not fit the features it is asked to caption."""
+
+
+def load_module(checkpoint: Path) -> CaptionModule:
+    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    try:
+        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
+        raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
+                              f"({type(error).__name__}: {str(error)[:300]})") from error
+
+
+def _features_of_run(checkpoint: Path) -> Path | None:
+    """The features file the checkpoint's run trained on (`<run>/checkpoints/x.ckpt`)."""
+    metrics = Path(checkpoint).resolve().parent.parent / "metrics.json"
+    if metrics.is_file():
+        found = json.loads(metrics.read_text()).get("features")
+        return Path(found) if found else None
+    return None
+
+
+def _results_image_id(image_id: str) -> int | str:
+    # COCO's own ids are integers, and coco-caption matches them by value.
+    return int(image_id) if image_id.isdigit() else image_id
+
+
+def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test",
+             decode: dict[str, Any] | None = None, output: Path | None = None,
+             devices: int | str = 1, accelerator: str = "auto", strategy: str = "auto",
+             batch_size: int = 256) -> dict[str, Any]:
+    """Caption every image of `split` and score the captions; rank 0 writes the files."""
+    module = load_module(checkpoint)
+    features = Path(features) if features else _features_of_run(checkpoint)
+    if features is None or not features.is_file():
+        raise FileNotFoundError(f"features file {features} not found; pass --features <file.h5> "
+                                "(made by the same CNN as the checkpoint)")
+    expected = module.hparams.get("encoder") or {}
+    found = FeatureFile(features).encoder()
+    differences = [f"{key}: checkpoint {value!r}, features {found.get(key)!r}"
+                   for key, value in expected.items() if found.get(key) != value]
+    if differences:
+        raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
+                              + "; ".join(differences))
+    settings = {**(module.hparams.decode or {}), **(decode or {})}
+    module.hparams.decode = settings
+
+    datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
+                                   max_caption_length=module.hparams.max_caption_length,
+                                   val_split=split, test_split=split)
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False)
+    scores = {k.removeprefix("test/"): float(v)
+              for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+    captions = module.last_captions["test"]
+    image_ids = datamodule.features.image_ids
+    summary = {"checkpoint": str(checkpoint), "features": str(features), "split": split,
+               "decode": settings, "images": len(captions), "scores": scores}
+    if trainer.is_global_zero:
+        output = Path(output) if output else (
+            Path(checkpoint).resolve().parent.parent / "evaluations" / f"{split}-{settings['strategy']}")
+        output.mkdir(parents=True, exist_ok=True)
+        results = [{"image_id": _results_image_id(image_ids[index]), "caption": captions[index]}
+                   for index in sorted(captions)]
+        _write_json(output / "results.json", results)
+        _write_json(output / "scores.json", summary)
+        summary["output"] = str(output)
+    return summary
+
+
+def _write_json(path: Path, value: Any) -> None:
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(json.dumps(value, indent=1))
+    os.replace(staging, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m captioner.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt file from a run's checkpoints/")
+    parser.add_argument("--features", type=Path, help="HDF5 features (default: the run's own file)")
+    parser.add_argument("--split", default="test", help="any split of the features file (default: test)")
+    parser.add_argument("--decode", choices=("greedy", "beam"), help="default: the checkpoint's setting")
+    parser.add_argument("--beam-size", type=int)
+    parser.add_argument("--length-penalty", type=float)
+    parser.add_argument("--block-trigram-repeats", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--output", type=Path, help="folder for scores.json and results.json "
+                        "(default: <run>/evaluations/<split>-<decode>)")
+    parser.add_argument("--devices", default="1", help="number of devices; >1 runs Lightning DDP")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args(argv)
+
+    decode = {key: value for key, value in {
+        "strategy": args.decode, "beam_size": args.beam_size, "length_penalty": args.length_penalty,
+        "block_trigram_repeats": args.block_trigram_repeats}.items() if value is not None}
+    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    torch.set_float32_matmul_precision("high")
+    try:
+        summary = evaluate(args.checkpoint, args.features, args.split, decode, args.output, devices=devices,
+                           accelerator=args.accelerator,
+                           strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
+                           batch_size=args.batch_size)
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        parser.exit(2, f"error: {error}\n")
+    if "output" in summary:
+        shown = " ".join(f"{name}={value:.3f}" for name, value in summary["scores"].items())
+        print(f"{summary['split']} ({summary['images']} images, {summary['decode']['strategy']}): {shown}")
+        print(f"wrote {summary['output']}/scores.json and results.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Sweeps as a user runs them: named sweep files, parallel launcher, shared features, failures,
+the comparison report, W&B sweep files and Optuna."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from tests.conftest import CONF, REPO, TINY
+
+SWEEPS = REPO / "sweeps"
+# TINY without its cnn choice, which the smoke sweep varies itself.
+SMALL = [o for o in TINY if o != "cnn=vgg16"]
+
+
+def run_command(tmp_path: Path, *arguments: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *arguments], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "WANDB_MODE": "offline"})
+
+
+def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
+    return sorted((tmp_path / "outputs" / name).iterdir())
+
+
+def finite_scores(run_dir: Path) -> dict[str, float]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed", metrics
+    assert all(math.isfinite(v) for v in metrics["test"].values()), metrics["test"]
+    return metrics
+
+
+def test_the_smoke_sweep_runs_in_parallel_shares_features_and_reports(tmp_path):
+    result = run_command(tmp_path, str(REPO / "train.py"), "-m", "--config-dir", str(SWEEPS),
+                         "--config-name", "smoke", "hydra/launcher=parallel", *SMALL,
+                         f"data_root={tmp_path / 'data'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "smoke")
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    cells = {(m["config"]["cnn"], m["config"]["rnn"]) for m in map(finite_scores, runs)}
+    assert cells == {("vgg16", "gru"), ("vgg16", "lstm"), ("resnet101", "gru"), ("resnet101", "lstm")}
+
+    # Two runs per CNN, one features file per CNN, each extracted by exactly one run.
+    logs = "".join((run / "train.log").read_text() for run in runs)
+    assert logs.count("extracting features") == 2, logs
+    assert sorted(p.name for p in (tmp_path / "data" / "features").glob("*.h5")) == [
+        "shapes-resnet101.h5", "shapes-vgg16.h5"]
+
+    report = (sweep / "report.md").read_text()
+    for run in runs:
+        assert f"| {run.name} | cnn=" in report
+    assert report.count("| completed |") == 4
+    assert "### cnn" in report and "### rnn" in report
+    for chart in ("effects_cnn.png", "effects_rnn.png", "val_cider.png"):
+        assert (sweep / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "sweep: test scores" in result.stdout
+
+
+def test_a_failing_run_does_not_sink_the_sweep(tmp_path, shared_data_root):
+    # dropout=2.0 makes the second run fail inside training, after the sweep has started.
+    result = run_command(tmp_path, str(REPO / "train.py"), "-m", *TINY, f"data_root={shared_data_root}",
+                         "model.dropout=0.1,2.0")
+    assert result.returncode == 1  # the sweep finished, and says that not every run did
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    finite_scores(sweep / "0")
+    failed = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "dropout probability" in failed["error"]
+    report = (sweep / "report.md").read_text()
+    assert "| 1 | model.dropout=2.0 | failed: ValueError: dropout probability" in report
+    assert "| 0 | model.dropout=0.1 | completed |" in report
+    assert "1 of 2 runs did not complete" in result.stderr + result.stdout
+
+
+def test_two_runs_started_together_extract_the_features_once(tmp_path):
+    data_root = tmp_path / "data"  # nothing there yet: both need the dataset and its features
+    commands = [[sys.executable, str(REPO / "train.py"), *TINY, "dataset.num_images=120",
+                 f"data_root={data_root}", f"hydra.run.dir={tmp_path / name}"] for name in ("a", "b")]
+    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, env={**os.environ, "WANDB_MODE": "offline"})
+                 for c in commands]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    first, second = (finite_scores(tmp_path / name) for name in ("a", "b"))
+    assert first["features"] == second["features"]
+    logs = [(tmp_path / name / "train.log").read_text() for name in ("a", "b")]
+    assert sum(log.count("extracting features") for log in logs) == 1, logs
+    assert sum(("waiting for another run" in log or "reusing features" in log) for log in logs) == 1
+
+
+def _compose_sweep_file(name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
+        return compose(config_name=name, overrides=[f"hydra.searchpath=[file://{CONF}]", *overrides],
+                       return_hydra_config=True)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS.glob("*.yaml") if ".wandb" not in p.name))
+def test_every_cell_of_a_named_sweep_composes(name):
+    params = _compose_sweep_file(name, []).hydra.sweeper.params
+    assert params, f"sweeps/{name}.yaml sweeps nothing"
+    grid = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
+    for cell in itertools.product(*grid):
+        cfg = _compose_sweep_file(name, list(cell))
+        assert cfg.sweep_name == name
+        for override in cell:
+            key, value = override.split("=")
+            chosen = cfg.hydra.runtime.choices.get(key, OmegaConf.select(cfg, key))
+            assert str(chosen) == value, (name, override)
+
+
+@pytest.mark.parametrize("path", sorted(SWEEPS.glob("*.wandb.yaml")), ids=lambda p: p.name)
+def test_wandb_sweep_files_only_use_overrides_train_accepts(path):
+    spec = yaml.safe_load(path.read_text())
+    assert (REPO / spec["program"]).is_file()
+    assert "${args_no_hyphens}" in spec["command"]  # key=value, the form Hydra parses
+    choices = [[f"{key}={value}" for value in (p["values"] if "values" in p else [p["value"]])]
+               for key, p in spec["parameters"].items()]
+    for cell in itertools.product(*choices):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(cell), return_hydra_config=True)
+        for override in cell:
+            key, value = override.split("=")
+            chosen = cfg.hydra.runtime.choices.get(key, OmegaConf.select(cfg, key))
+            assert str(chosen) == value, (path.name, override)
+
+
+def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_data_root):
+    result = run_command(tmp_path, str(REPO / "train.py"), "-m", "hparams_search=optuna", *TINY,
+                         f"data_root={shared_data_root}", "hydra.sweeper.n_trials=2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "optuna")
+    tried = [json.loads((run / "metrics.json").read_text()) for run in (sweep / "0", sweep / "1")]
+    assert all(t["status"] == "completed" for t in tried)
+    assert tried[0]["config"]["lr"] != tried[1]["config"]["lr"]  # the sampler chose them
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(t["best_val_cider"] for t in tried))
+    # TINY fixes the sizes on the command line; the search varies the rest.
+    assert set(best["best_params"]) == {"model.lr", "model.dropout", "model.attention_regularization"}
+    assert tried[0]["config"]["hidden_dim"] == 64
