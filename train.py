@@ -2,6 +2,7 @@
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import hydra
@@ -10,6 +11,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 log = logging.getLogger("train")
+# Inherited by launcher workers: DDP ranks started inside a job re-run this file (ddp_under_hydra.py).
+os.environ["CAPTIONER_ENTRY_POINT"] = str(Path(__file__).resolve())
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -4,14 +4,26 @@ Lightning starts the other ranks by re-running `sys.argv` with `hydra.run.dir` a
 multirun that argv is the whole sweep (`-m`, comma lists), so each rank would start a sweep of
 its own in the wrong folder (Lightning #11300, #18175; Hydra #2070). The command built here is
 this job alone: the same config (and config dir), this job's overrides, this job's folder.
+
+The basic launcher runs a sweep's jobs one after another in one process, so a DDP job must also
+leave nothing behind: its process group and the rank variables Lightning puts in os.environ
+would make the next job skip starting its ranks and talk to the previous job's dead ones.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import torch
 from pytorch_lightning.strategies.launchers import subprocess_script
+
+# train.py records its path here before Hydra starts any worker process.
+ENTRY_POINT = "CAPTIONER_ENTRY_POINT"
+# What Lightning's process launcher sets in rank 0's own environment.
+RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def _quoted(value: str) -> str:
@@ -26,7 +38,9 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     import __main__
 
     hydra = HydraConfig.get()
-    if __main__.__spec__ is None:
+    if os.environ.get(ENTRY_POINT):  # in a joblib or submitit worker, sys.argv is the worker's
+        command = [sys.executable, os.environ[ENTRY_POINT]]
+    elif __main__.__spec__ is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
@@ -41,6 +55,20 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, hydra.runtime.cwd
 
 
-def relaunch_ddp_ranks_as_this_job() -> None:
-    """Make Lightning's process launcher use `job_command` (a no-op outside Hydra)."""
-    subprocess_script._hydra_subprocess_cmd = lambda local_rank: job_command(local_rank)
+@contextmanager
+def ddp_job() -> Iterator[None]:
+    """Around one job: Lightning starts its ranks with `job_command`; afterwards the process is clean."""
+    subprocess_script._hydra_subprocess_cmd = job_command
+    saved = {name: os.environ.get(name) for name in RANK_VARIABLES}
+    threads = torch.get_num_threads()  # Lightning divides the CPU threads among the ranks
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        torch.set_num_threads(threads)

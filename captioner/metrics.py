@@ -148,7 +148,7 @@ class CaptionScores(Metric):
         self.image_index.append(image_index.long())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        if not self.tokens:
+        if isinstance(self.tokens, list) and not self.tokens:  # after a DDP sync it is one tensor
             return {}
         tokens = dim_zero_cat(self.tokens).cpu()
         indices = dim_zero_cat(self.image_index).cpu().tolist()

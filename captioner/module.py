@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -11,6 +12,10 @@ import torch.nn.functional as F
 from captioner.metrics import CaptionScores
 from captioner.model import CaptionDecoder, beam_search, greedy_decode
 from captioner.text import Vocabulary
+
+# CaptionScores scores each image once, so the images a DistributedSampler repeats to even out the
+# ranks do not count twice: Lightning's advice to test on one device does not apply.
+warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
 
 
 def masked_caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
@@ -98,7 +103,9 @@ class CaptionModule(pl.LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         metric = self._metric(stage)
         scores = metric.compute()
-        self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, sync_dist=False)
+        # Every rank computed the same scores from the gathered captions: the mean changes nothing.
+        # (floats: Lightning puts them on this rank's device, which NCCL needs)
+        self.log_dict({f"{stage}/{name}": float(value) for name, value in scores.items()}, sync_dist=True)
         self.last_captions[stage] = dict(metric.captions)
         metric.reset()
 

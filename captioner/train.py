@@ -20,7 +20,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from captioner.attention_figure import plot_attention
 from captioner.checkpoint_io import AtomicCheckpointIO
 from captioner.datamodule import CaptionDataModule
-from captioner.ddp_under_hydra import relaunch_ddp_ranks_as_this_job
+from captioner.ddp_under_hydra import ddp_job
 from captioner.gpu_lease import lease_for_run
 from captioner.history import ValidationHistory
 from captioner.loggers import build_loggers, finish_loggers, record_summary
@@ -51,6 +51,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         torch.set_float32_matmul_precision("high")
         pl.seed_everything(cfg.seed, workers=True)
         resume = resolve_checkpoint(cfg.get("ckpt_path"), run_dir, overrides or [], base_dir)
+        held.enter_context(ddp_job())
         gpus = held.enter_context(lease_for_run(cfg.trainer.accelerator, cfg.trainer.devices))
         records, features_path = prepare(cfg, base_dir, device=f"cuda:{gpus[0]}" if gpus else None)
 
@@ -79,7 +80,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         callbacks: list = [checkpoints, history]
         if cfg.trainer.enable_progress_bar and sys.stdout.isatty():
             callbacks.append(RichProgressBar())
-        relaunch_ddp_ranks_as_this_job()
         trainer_options = {**cfg.trainer, **({"devices": gpus} if gpus else {})}
         trainer = pl.Trainer(**trainer_options, default_root_dir=run_dir, logger=loggers or False,
                              callbacks=callbacks, plugins=[AtomicCheckpointIO()])

@@ -18,8 +18,8 @@ def test_generation_is_deterministic_and_writes_real_images(tmp_path):
         (tmp_path / "b" / "shapes" / "images" / "shapes_000000.jpg").read_bytes()
     with Image.open(first[0].path) as image:
         assert image.format == "JPEG" and image.size == (64, 64)
-    # no staging folders left behind
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["shapes"]
+    # no staging folders left behind (the lock file that serialises generation stays, empty)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".shapes.lock", "shapes"]
 
 
 def test_each_image_has_five_different_captions_naming_its_shapes(tmp_path):

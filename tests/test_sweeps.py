@@ -146,3 +146,38 @@ def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_dat
     # TINY fixes the sizes on the command line; the search varies the rest.
     assert set(best["best_params"]) == {"model.lr", "model.dropout", "model.attention_regularization"}
     assert tried[0]["config"]["hidden_dim"] == 64
+
+
+def test_a_prepare_sweep_extracts_each_features_file_once_ahead_of_training(tmp_path):
+    result = run_command(tmp_path, "-m", "captioner.prepare", "-m", "--config-dir", str(SWEEPS),
+                         "--config-name", "smoke", *SMALL, f"data_root={tmp_path / 'data'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "data" / "features").glob("*.h5")) == [
+        "shapes-resnet101.h5", "shapes-vgg16.h5"]
+    (sweep,) = sweep_dirs(tmp_path, "smoke")
+    logs = "".join(p.read_text() for p in sweep.glob("*/prepare.log"))
+    assert logs.count("extracting features") == 2 and logs.count("reusing features") == 2
+    assert not (sweep / "report.md").exists()  # nothing was trained: nothing to report
+
+
+def test_runs_can_go_through_submitit(tmp_path, shared_data_root):
+    # The local_gpus launcher without GPUs: each run is a submitit job, a process of its own.
+    result = run_command(tmp_path, str(REPO / "train.py"), "-m", *TINY, f"data_root={shared_data_root}",
+                         "hydra/launcher=local_gpus", "hydra.launcher.gpus_per_node=0",
+                         "hydra.launcher.cpus_per_task=1", "rnn=gru,lstm")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    assert {finite_scores(sweep / job)["config"]["rnn"] for job in ("0", "1")} == {"gru", "lstm"}
+    assert list((sweep / ".submitit").iterdir())
+    assert (sweep / "report.md").is_file()
+
+
+@pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"),
+                                              ("local_gpus", "LocalLauncher"),
+                                              ("slurm", "SlurmLauncher")])
+def test_launcher_configs_select_the_hydra_plugins(launcher, target):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher != "parallel":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min >= 60

@@ -1,0 +1,67 @@
+"""Lightning DDP on CPU (gloo, 2 processes): same scores as one process, runs stay in their folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from captioner.features import FeatureFile
+from captioner.train import run
+from tests.conftest import REPO, TINY, compose_config
+
+
+def command(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *arguments], cwd=cwd, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 70 scenes: 7 test images, an odd count, so the distributed sampler pads one rank.
+    root = tmp_path_factory.mktemp("ddp")
+    cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
+    run(cfg, run_dir=root / "run", base_dir=root)
+    return root / "run"
+
+
+def test_two_process_evaluation_scores_equal_one_process(trained_run, tmp_path):
+    checkpoint = str(trained_run / "checkpoints" / "last.ckpt")
+    for name, devices in (("one", "1"), ("two", "2")):
+        command(tmp_path, "-m", "captioner.evaluate", checkpoint, "--accelerator", "cpu",
+                "--devices", devices, "--output", str(tmp_path / name))
+    one, two = (json.loads((tmp_path / n / "scores.json").read_text()) for n in ("one", "two"))
+    results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")]
+
+    features = FeatureFile(one["features"])
+    test_ids = sorted(features.image_ids[i] for i in features.splits["test"])
+    assert len(test_ids) % 2 == 1
+    for found in results:  # every test image exactly once, in the COCO results format
+        assert sorted(r["image_id"] for r in found) == test_ids
+        assert all(set(r) == {"image_id", "caption"} and r["caption"] for r in found)
+    assert results[0] == results[1]
+    assert one["images"] == two["images"] == len(test_ids)
+    assert two["scores"] == pytest.approx(one["scores"], rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "parallel"])
+def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_root, launcher):
+    # basic: both jobs in this process, one after the other; parallel: each in a joblib worker.
+    overrides = [o for o in TINY if not o.startswith("trainer.devices")]
+    command(tmp_path, str(REPO / "train.py"), "-m", *overrides, f"data_root={shared_data_root}",
+            f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=2", "rnn=gru,lstm")
+    # Lightning alone would re-run the whole `-m` command line in each extra rank: more sweeps.
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    assert list((tmp_path / "outputs").iterdir()) == [tmp_path / "outputs" / "multirun"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    for job, rnn in (("0", "gru"), ("1", "lstm")):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["config"]["rnn"] == rnn
+        assert [e["epoch"] for e in metrics["history"]] == [0]
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
