@@ -1,4 +1,5 @@
-"""Checkpoints written atomically: a kill mid-save leaves the previous file intact."""
+"""Checkpoint files: written atomically (a kill mid-save leaves the previous file intact) and read
+back without executing pickled code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
+
+from captioner.module import CaptionModule
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,3 +20,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         staging = path.with_name(f".{path.name}.partial")
         super().save_checkpoint(checkpoint, staging, storage_options)
         os.replace(staging, path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded or does not fit the features it is asked to caption."""
+
+
+def load_module(checkpoint: Path) -> CaptionModule:
+    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+    try:
+        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
+        raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
+                              f"({type(error).__name__}: {str(error)[:300]})") from error

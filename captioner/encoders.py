@@ -6,6 +6,7 @@ comes, so memory stays flat, and an interrupted extraction resumes at the first 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -125,6 +126,8 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                              mean=list(cnn.mean), std=list(cnn.std), feature_scale_rule=
                              "features multiplied by feature_scale = 1/RMS of the first batch",
                              random_init_calibration=calibrated,
+                             # the caption CLI rebuilds a random network from these images
+                             calibration_paths=json.dumps([str(r.path) for r in records[:calibration]]),
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         writer.close()

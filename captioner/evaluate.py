@@ -16,25 +16,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from captioner.checkpoint_io import CheckpointError, load_module
 from captioner.datamodule import CaptionDataModule
+from captioner.decode_options import add_decode_arguments, decode_overrides
 from captioner.features import FeatureFile
-from captioner.module import CaptionModule
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded or does not fit the features it is asked to caption."""
-
-
-def load_module(checkpoint: Path) -> CaptionModule:
-    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
-    try:
-        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
-        raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
-                              f"({type(error).__name__}: {str(error)[:300]})") from error
 
 
 def _features_of_run(checkpoint: Path) -> Path | None:
@@ -106,10 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a .ckpt file from a run's checkpoints/")
     parser.add_argument("--features", type=Path, help="HDF5 features (default: the run's own file)")
     parser.add_argument("--split", default="test", help="any split of the features file (default: test)")
-    parser.add_argument("--decode", choices=("greedy", "beam"), help="default: the checkpoint's setting")
-    parser.add_argument("--beam-size", type=int)
-    parser.add_argument("--length-penalty", type=float)
-    parser.add_argument("--block-trigram-repeats", action=argparse.BooleanOptionalAction, default=None)
+    add_decode_arguments(parser)
     parser.add_argument("--output", type=Path, help="folder for scores.json and results.json "
                         "(default: <run>/evaluations/<split>-<decode>)")
     parser.add_argument("--devices", default="1", help="number of devices; >1 runs Lightning DDP")
@@ -117,9 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
 
-    decode = {key: value for key, value in {
-        "strategy": args.decode, "beam_size": args.beam_size, "length_penalty": args.length_penalty,
-        "block_trigram_repeats": args.block_trigram_repeats}.items() if value is not None}
+    decode = decode_overrides(args)
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     torch.set_float32_matmul_precision("high")
     try:

@@ -184,7 +184,10 @@ class FeatureFile:
         """How the features were made (CNN, weights, input size, normalisation, scaling), as plain
         data: stored in every checkpoint so the same encoder can be rebuilt for new images."""
         keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration")
-        return {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
+        encoder = {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
+        if "calibration_paths" in self.attrs:
+            encoder["calibration_paths"] = json.loads(self.attrs["calibration_paths"])
+        return encoder
 
     def split_captions(self, split: str) -> np.ndarray:
         """Indices into /captions of every caption of an image in `split`."""

@@ -85,12 +85,13 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
                              callbacks=callbacks, plugins=[AtomicCheckpointIO()])
 
         fit_began = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        # weights_only: resuming never executes pickled code from a checkpoint file
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         train_time = time.perf_counter() - fit_began
         curve = list(history.epochs)  # before test(): loading the best checkpoint restores its history
         best = checkpoints.best_model_path or None
         test_scores = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
-                                   verbose=False)[0]
+                                   verbose=False, weights_only=True)[0]
 
         summary.update(
             status="completed",

@@ -58,3 +58,17 @@ def shared_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_cfg(shared_data_root: Path) -> DictConfig:
     return compose_config(data_root=shared_data_root)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny run (random VGG16 features, 4 epochs), for tests that load its checkpoint.
+
+    70 scenes: 7 test images, an odd count, so a 2-process distributed sampler pads one rank.
+    """
+    from captioner.train import run
+
+    root = tmp_path_factory.mktemp("trained")
+    cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
+    run(cfg, run_dir=root / "run", base_dir=root)
+    return root / "run"

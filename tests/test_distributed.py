@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from captioner.features import FeatureFile
-from captioner.train import run
-from tests.conftest import REPO, TINY, compose_config
+from tests.conftest import REPO, TINY
 
 
 def command(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -20,15 +19,6 @@ def command(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
                             timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # 70 scenes: 7 test images, an odd count, so the distributed sampler pads one rank.
-    root = tmp_path_factory.mktemp("ddp")
-    cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
-    run(cfg, run_dir=root / "run", base_dir=root)
-    return root / "run"
 
 
 def test_two_process_evaluation_scores_equal_one_process(trained_run, tmp_path):

@@ -1,0 +1,66 @@
+"""Captioning new images with a checkpoint: the same encoder is rebuilt, the CLI writes figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from captioner.caption import ImageEncoder, image_files
+from captioner.checkpoint_io import load_module
+from captioner.features import FeatureFile
+
+
+def caption_cli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "captioner.caption", *arguments], cwd=cwd,
+                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+
+
+def test_the_rebuilt_encoder_gives_the_training_features(trained_run):
+    module = load_module(trained_run / "checkpoints" / "last.ckpt")
+    features = FeatureFile(json.loads((trained_run / "metrics.json").read_text())["features"])
+    encoder = ImageEncoder(module.hparams.encoder)  # a random VGG16, calibrated again
+    shown = [int(i) for i in features.splits["test"][:3]]
+    paths = [Path(module.hparams.encoder["calibration_paths"][0]).parent / f"{features.image_ids[i]}.jpg"
+             for i in shown]
+    again = encoder(paths)
+    assert torch.equal(again, torch.from_numpy(features.read(shown)).float())
+
+
+def test_the_cli_captions_a_jpeg_and_draws_one_panel_per_word(trained_run, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (150, 100), (30, 120, 200)).save(photo)
+    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(photo),
+                         "--attention", str(tmp_path / "out.png"), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (found,) = json.loads(result.stdout)
+    words = found["caption"].split()
+    assert found["image"] == str(photo) and words
+    with Image.open(tmp_path / "out.png") as figure:  # 5 panels per row, 192x208 px each
+        assert figure.size == (192 * min(5, len(words)), 208 * math.ceil(len(words) / 5))
+
+
+def test_the_cli_captions_a_folder_as_plain_lines_with_beam_search(trained_run, tmp_path):
+    for name in ("a.jpg", "b.png"):
+        Image.new("RGB", (80, 80), (200, 40, 40)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(tmp_path),
+                         "--decode", "beam", "--beam-size", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+    assert all(line.split("\t")[1] for line in lines)
+
+
+def test_missing_images_and_empty_folders_are_clear_errors(trained_run, tmp_path):
+    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(tmp_path / "nope.jpg"))
+    assert result.returncode == 2 and "nope.jpg: no such image file or folder" in result.stderr
+    with pytest.raises(FileNotFoundError, match="no images"):
+        image_files([tmp_path])
