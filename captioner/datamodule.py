@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from captioner.features import FeatureFile
 from captioner.text import Vocabulary
+from captioner.worker_processes import worker_context
 
 
 class CaptionBatches(Dataset):
@@ -123,7 +124,8 @@ class CaptionDataModule(pl.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, collate_fn=_already_batched,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0,
+                          multiprocessing_context=worker_context(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         owners = self.features.caption_image[self.train_captions]

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from captioner.backbones import build_backbone, calibrate_random_network, uses_random_weights
 from captioner.features import FeatureFileWriter
 from captioner.sources import ImageRecord
+from captioner.worker_processes import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
         images = ImageFiles([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
                             strict=strict)
         loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers,
-                            pin_memory=on_gpu)
+                            pin_memory=on_gpu, multiprocessing_context=worker_context(num_workers))
         scale = writer.attr("feature_scale")
         began, done = time.perf_counter(), 0
         for batch, errors in loader:
