@@ -62,8 +62,8 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False)
-    scores = {k.removeprefix("test/"): float(v)
-              for k, v in trainer.test(module, datamodule=datamodule, verbose=False)[0].items()}
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    scores = module.last_scores["test"]  # float64, as coco-caption computed them
     captions = module.last_captions["test"]
     image_ids = datamodule.features.image_ids
     summary = {"checkpoint": str(checkpoint), "features": str(features), "split": split,

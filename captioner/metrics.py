@@ -157,4 +157,4 @@ class CaptionScores(Metric):
             captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
         self.captions = dict(sorted(captions.items()))
         scores = score_captions(self.captions, {i: self.references[i] for i in self.captions})
-        return {name: torch.tensor(value) for name, value in scores.items()}
+        return {name: torch.tensor(value, dtype=torch.float64) for name, value in scores.items()}

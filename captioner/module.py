@@ -52,6 +52,7 @@ class CaptionModule(pl.LightningModule):
         self.scores: dict[str, CaptionScores] = {}
         self.test_attention: dict[int, torch.Tensor] = {}
         self.last_captions: dict[str, dict[int, str]] = {}
+        self.last_scores: dict[str, dict[str, float]] = {}
 
     def forward(self, features: torch.Tensor,
                 strategy: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +108,7 @@ class CaptionModule(pl.LightningModule):
         # (floats: Lightning puts them on this rank's device, which NCCL needs)
         self.log_dict({f"{stage}/{name}": float(value) for name, value in scores.items()}, sync_dist=True)
         self.last_captions[stage] = dict(metric.captions)
+        self.last_scores[stage] = {name: float(value) for name, value in scores.items()}  # full precision
         metric.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

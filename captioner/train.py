@@ -90,12 +90,12 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         train_time = time.perf_counter() - fit_began
         curve = list(history.epochs)  # before test(): loading the best checkpoint restores its history
         best = checkpoints.best_model_path or None
-        test_scores = trainer.test(module, datamodule=datamodule, ckpt_path=best or None,
-                                   verbose=False, weights_only=True)[0]
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                     weights_only=True)
 
         summary.update(
             status="completed",
-            test={k.removeprefix("test/"): float(v) for k, v in test_scores.items()},
+            test=module.last_scores["test"],
             best_val_cider=_as_float(checkpoints.best_model_score),
             epochs=int(trainer.current_epoch),
             history=curve,
