@@ -46,6 +46,25 @@ def record_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
                  **{k: summary.get(k) for k in ("status", "best_val_cider", "epochs", "train_time_s")}})
 
 
+def log_examples(loggers: list[Logger], examples: list[dict[str, Any]]) -> None:
+    """A W&B table of test images: the image, the generated caption, the references, the attention."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            table = wandb.Table(columns=["image_id", "image", "generated", "references", "attention"])
+            for example in examples:
+                table.add_data(example["image_id"],
+                               wandb.Image(example["image"]) if example.get("image") else None,
+                               example["caption"], "\n".join(example["references"]),
+                               wandb.Image(example["figure"]) if example.get("figure") else None)
+            # The figures also as plain images: wandb 0.31 writes an offline run's table without
+            # its image files, but keeps these.
+            figures = [wandb.Image(e["figure"], caption=f"{e['image_id']}: {e['caption']}")
+                       for e in examples if e.get("figure")]
+            logger.experiment.log({"test/examples": table, "test/attention": figures})
+
+
 def finish_loggers(loggers: list[Logger], failed: bool = False) -> None:
     """Close W&B runs, so the next job of a multirun starts a new run instead of reusing this."""
     for logger in loggers:

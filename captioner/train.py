@@ -23,7 +23,7 @@ from captioner.datamodule import CaptionDataModule
 from captioner.ddp_under_hydra import ddp_job
 from captioner.gpu_lease import lease_for_run
 from captioner.history import ValidationHistory
-from captioner.loggers import build_loggers, finish_loggers, record_summary
+from captioner.loggers import build_loggers, finish_loggers, log_examples, record_summary
 from captioner.module import CaptionModule
 from captioner.prepare import prepare
 from captioner.resume import resolve_checkpoint
@@ -108,6 +108,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         record_summary(loggers, summary)
         if trainer.is_global_zero:
             examples = _write_outputs(run_dir, module, datamodule, records, cfg.examples)
+            log_examples(loggers, examples)
             _write_json(run_dir / "metrics.json", summary)
             print_summary(summary, examples)
         return summary
@@ -145,8 +146,22 @@ def _write_outputs(run_dir: Path, module: CaptionModule, datamodule: CaptionData
             figure = plot_attention(path_of[image_id], words[: len(weights)], weights, grid,
                                     run_dir / "plots" / f"attention_{index}.png")
         shown.append({"image_id": image_id, "caption": module.last_captions["test"][index],
-                      "references": references[index], "figure": str(figure) if figure else None})
+                      "references": references[index], "figure": str(figure) if figure else None,
+                      "image": str(path_of[image_id]) if figure else None})
+    _write_examples_page(run_dir, shown)
     return shown
+
+
+def _write_examples_page(run_dir: Path, examples: list[dict[str, Any]]) -> None:
+    """examples.md: what W&B's examples table shows, for anyone reading the run directory."""
+    lines = ["# Test examples", ""]
+    for example in examples:
+        lines += [f"## {example['image_id']}", ""]
+        if example["figure"]:
+            lines += [f"![attention]({Path(example['figure']).relative_to(run_dir)})", ""]
+        lines += [f"**generated:** {example['caption']}", "", "references:", ""]
+        lines += [f"- {reference}" for reference in example["references"]] + [""]
+    (run_dir / "examples.md").write_text("\n".join(lines))
 
 
 def _as_float(value: Any) -> float | None:

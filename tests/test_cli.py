@@ -51,7 +51,13 @@ def test_multirun_gives_each_run_its_own_directory(tmp_path, shared_data_root):
 def test_wandb_and_tensorboard_loggers_work_offline(tmp_path, shared_data_root):
     train(tmp_path, "logger=wandb", data_root=shared_data_root)
     (run_dir,) = runs(tmp_path)
-    assert list((run_dir / "wandb").glob("offline-run-*"))
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    # the test examples as a W&B table (with its images), and the same examples in the run folder
+    (table,) = offline.glob("files/media/table/test/examples_*.table.json")
+    rows = json.loads(table.read_text())["data"]
+    assert len(rows) == 2 and all(row[2] for row in rows)
+    assert len(list(offline.glob("files/media/images/test/attention_*.png"))) == 2
+    assert (run_dir / "examples.md").read_text().count("**generated:**") == 2
     train(tmp_path, "logger=tensorboard", data_root=shared_data_root)
     assert list((tmp_path / "outputs").glob("**/tensorboard/events.out.tfevents.*"))
 

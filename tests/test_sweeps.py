@@ -181,4 +181,4 @@ def test_launcher_configs_select_the_hydra_plugins(launcher, target):
         cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher != "parallel":
-        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.timeout_min >= 60
+        assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min >= 60
