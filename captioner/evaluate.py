@@ -39,7 +39,7 @@ def _results_image_id(image_id: str) -> int | str:
 def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test",
              decode: dict[str, Any] | None = None, output: Path | None = None,
              devices: int | str = 1, accelerator: str = "auto", strategy: str = "auto",
-             batch_size: int = 256) -> dict[str, Any]:
+             batch_size: int = 256, spice: bool = False) -> dict[str, Any]:
     """Caption every image of `split` and score the captions; rank 0 writes the files."""
     module = load_module(checkpoint)
     features = Path(features) if features else _features_of_run(checkpoint)
@@ -55,6 +55,7 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
                               + "; ".join(differences))
     settings = {**(module.hparams.decode or {}), **(decode or {})}
     module.hparams.decode = settings
+    module.hparams.spice = spice
 
     datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
                                    max_caption_length=module.hparams.max_caption_length,
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--devices", default="1", help="number of devices; >1 runs Lightning DDP")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--spice", action="store_true", help="also SPICE, where it can run (Java 8, CoreNLP)")
     args = parser.parse_args(argv)
 
     decode = decode_overrides(args)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = evaluate(args.checkpoint, args.features, args.split, decode, args.output, devices=devices,
                            accelerator=args.accelerator,
                            strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, spice=args.spice)
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     if "output" in summary:

@@ -96,8 +96,13 @@ def _warn_no_java() -> None:
                 "install a Java runtime (e.g. apt-get install default-jre) for the full metric set")
 
 
-def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]]) -> dict[str, float]:
-    """coco-caption scores of one generated caption per key against its references."""
+def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
+                   spice: bool = False) -> dict[str, float]:
+    """coco-caption scores of one generated caption per key against its references.
+
+    `spice`: also SPICE, if it can run here (it needs Java 8 and downloads Stanford CoreNLP on
+    first use); if not, it is left out with a warning. The other scores never depend on it.
+    """
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -116,7 +121,21 @@ def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence
         scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
     else:
         _warn_no_java()
-    return {name: scores[name] for name in SCORE_NAMES if name in scores}
+    ordered = {name: scores[name] for name in SCORE_NAMES if name in scores}
+    if spice and (value := _spice(gts, res)) is not None:
+        ordered["spice"] = value
+    return ordered
+
+
+def _spice(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float | None:
+    try:
+        from pycocoevalcap.spice.spice import Spice
+
+        return float(Spice().compute_score(gts, res)[0])
+    except Exception as error:  # subprocess, download and parse errors alike: SPICE is optional
+        log.warning("SPICE could not run and is left out (%s: %s); it needs Java 8 and, once, "
+                    "network access to fetch Stanford CoreNLP", type(error).__name__, str(error)[:200])
+        return None
 
 
 class CaptionScores(Metric):
@@ -130,8 +149,10 @@ class CaptionScores(Metric):
 
     full_state_update = False
 
-    def __init__(self, references: Mapping[int, Sequence[str]], vocabulary: Vocabulary, width: int):
+    def __init__(self, references: Mapping[int, Sequence[str]], vocabulary: Vocabulary, width: int,
+                 spice: bool = False):
         super().__init__()
+        self.spice = spice
         self.references = references
         self.vocabulary = vocabulary
         self.width = width
@@ -156,5 +177,5 @@ class CaptionScores(Metric):
         for index, row in zip(indices, tokens, strict=True):
             captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
         self.captions = dict(sorted(captions.items()))
-        scores = score_captions(self.captions, {i: self.references[i] for i in self.captions})
+        scores = score_captions(self.captions, {i: self.references[i] for i in self.captions}, self.spice)
         return {name: torch.tensor(value, dtype=torch.float64) for name, value in scores.items()}

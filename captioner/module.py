@@ -41,7 +41,8 @@ class CaptionModule(pl.LightningModule):
                  embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
                  attention_regularization: float = 1.0, max_caption_length: int = 20,
-                 encoder: dict[str, Any] | None = None, decode: dict[str, Any] | None = None):
+                 encoder: dict[str, Any] | None = None, decode: dict[str, Any] | None = None,
+                 spice: bool = False):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `encoder`, what made the features (cnn, weights, ...).
@@ -88,7 +89,8 @@ class CaptionModule(pl.LightningModule):
         if stage not in self.scores:
             datamodule = self.trainer.datamodule
             references = datamodule.references(datamodule.eval_split(stage))
-            metric = CaptionScores(references, self.vocabulary, self.hparams.max_caption_length + 1)
+            metric = CaptionScores(references, self.vocabulary, self.hparams.max_caption_length + 1,
+                                   spice=bool(self.hparams.get("spice", False)))
             self.scores[stage] = metric.to(self.device)
         return self.scores[stage]
 

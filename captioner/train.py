@@ -68,7 +68,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
                                feature_dim=datamodule.feature_dim, rnn=cfg.rnn.cell,
                                max_caption_length=cfg.text.max_caption_length,
                                encoder=datamodule.features.encoder(),
-                               decode=OmegaConf.to_container(cfg.decode), **cfg.model)
+                               decode=OmegaConf.to_container(cfg.decode), spice=cfg.get("spice", False),
+                               **cfg.model)
 
         tags = [f"dataset={cfg.dataset.name}", f"cnn={cfg.cnn.name}", f"rnn={cfg.rnn.cell}"]
         loggers = build_loggers(cfg.get("logger"), run_dir, tags,

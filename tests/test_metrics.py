@@ -74,3 +74,13 @@ def test_without_java_meteor_is_left_out_and_the_rest_unchanged(monkeypatch, cap
     without = score_captions(RESULTS, REFERENCES)
     assert "meteor" not in without
     assert without == pytest.approx({k: v for k, v in with_java.items() if k != "meteor"}, abs=1e-9)
+
+
+def test_spice_is_optional_and_never_changes_the_other_scores(caplog):
+    plain = score_captions(RESULTS, REFERENCES)
+    asked = score_captions(RESULTS, REFERENCES, spice=True)
+    if "spice" in asked:  # a machine where SPICE runs (Java 8, CoreNLP cached)
+        assert 0.0 <= asked.pop("spice") <= 1.0
+    else:  # here: Java 17 and no network; one warning says why
+        assert "SPICE could not run" in caplog.text
+    assert asked == pytest.approx(plain, abs=1e-12)
