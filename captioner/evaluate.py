@@ -21,6 +21,9 @@ from captioner.datamodule import CaptionDataModule
 from captioner.decode_options import add_decode_arguments, decode_overrides
 from captioner.features import FeatureFile
 
+# The file's feature_scale too: the model learned features at that scale.
+ENCODER_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
+
 
 def _features_of_run(checkpoint: Path) -> Path | None:
     """The features file the checkpoint's run trained on (`<run>/checkpoints/x.ckpt`)."""
@@ -48,8 +51,9 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
                                 "(made by the same CNN as the checkpoint)")
     expected = module.hparams.get("encoder") or {}
     found = FeatureFile(features).encoder()
-    differences = [f"{key}: checkpoint {value!r}, features {found.get(key)!r}"
-                   for key, value in expected.items() if found.get(key) != value]
+    # What makes features comparable; the dataset may differ (train on one, evaluate on another).
+    differences = [f"{key}: checkpoint {expected[key]!r}, features {found.get(key)!r}"
+                   for key in ENCODER_KEYS if key in expected and found.get(key) != expected[key]]
     if differences:
         raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
                               + "; ".join(differences))

@@ -16,6 +16,8 @@ import torch
 from captioner.checkpoint_io import CheckpointError, load_module
 from captioner.evaluate import evaluate
 from captioner.features import FeatureFile
+from captioner.prepare import prepare
+from tests.conftest import compose_config
 from tests.test_metrics import _pycocoevalcap_directly
 
 
@@ -74,3 +76,10 @@ def test_a_checkpoint_is_weights_and_json_metadata(trained_run):
     assert metadata["vocabulary"][:4] == ["<pad>", "<start>", "<end>", "<unk>"]
     assert metadata["encoder"]["cnn"] == "vgg16" and metadata["encoder"]["feature_scale"] > 0
     assert all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values())
+
+
+def test_features_from_another_cnn_are_refused(trained_run, tmp_path):
+    cfg = compose_config("cnn=resnet101", "cnn.input_size=64", data_root=tmp_path / "data")
+    _, other = prepare(cfg, tmp_path)
+    with pytest.raises(CheckpointError, match="cnn: checkpoint 'vgg16', features 'resnet101'"):
+        evaluate(trained_run / "checkpoints" / "last.ckpt", features=other, accelerator="cpu")
