@@ -58,6 +58,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 @contextmanager
 def ddp_job() -> Iterator[None]:
     """Around one job: Lightning starts its ranks with `job_command`; afterwards the process is clean."""
+    lightning_command = subprocess_script._hydra_subprocess_cmd
     subprocess_script._hydra_subprocess_cmd = job_command
     saved = {name: os.environ.get(name) for name in RANK_VARIABLES}
     threads = torch.get_num_threads()  # Lightning divides the CPU threads among the ranks
@@ -72,3 +73,4 @@ def ddp_job() -> Iterator[None]:
             else:
                 os.environ[name] = value
         torch.set_num_threads(threads)
+        subprocess_script._hydra_subprocess_cmd = lightning_command
