@@ -9,6 +9,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 
 def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
@@ -30,7 +31,8 @@ def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
             logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
                                  tags=[*tags, *(entry.get("tags") or [])],
                                  group=entry.get("group") or group)
-            logger.experiment.config.update(config, allow_val_change=True)
+            if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
+                logger.experiment.config.update(config, allow_val_change=True)
         else:
             logger = instantiate(entry, save_dir=str(run_dir))
         loggers.append(logger)
@@ -40,7 +42,7 @@ def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
 def record_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
     """Final test scores and run facts as the W&B run's summary (the columns of its runs table)."""
     for logger in loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             logger.experiment.summary.update(
                 {**{f"test/{k}": v for k, v in summary.get("test", {}).items()},
                  **{k: summary.get(k) for k in ("status", "best_val_cider", "epochs", "train_time_s")}})

@@ -45,7 +45,8 @@ def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_
     # basic: both jobs in this process, one after the other; parallel: each in a joblib worker.
     overrides = [o for o in TINY if not o.startswith("trainer.devices")]
     command(tmp_path, str(REPO / "train.py"), "-m", *overrides, f"data_root={shared_data_root}",
-            f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=2", "rnn=gru,lstm")
+            f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=2", "rnn=gru,lstm",
+            "logger=wandb")
     # Lightning alone would re-run the whole `-m` command line in each extra rank: more sweeps.
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert list((tmp_path / "outputs").iterdir()) == [tmp_path / "outputs" / "multirun"]
@@ -55,3 +56,4 @@ def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_
         assert metrics["status"] == "completed" and metrics["config"]["rnn"] == rnn
         assert [e["epoch"] for e in metrics["history"]] == [0]
         assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+        assert len(list((sweep / job / "wandb").glob("offline-run-*"))) == 1  # rank 0's only
