@@ -18,10 +18,10 @@ import torch
 from omegaconf import OmegaConf
 
 from captioner.attention_figure import plot_attention
-from captioner.backbones import build_backbone, calibrate_random_network
+from captioner.backbones import build_backbone
 from captioner.checkpoint_io import CheckpointError, load_module
 from captioner.decode_options import add_decode_arguments, decode_overrides
-from captioner.encoders import ImageFiles, ImageReadError
+from captioner.encoders import ImageFiles, ImageReadError, calibrate_on_images
 from captioner.module import CaptionModule
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
@@ -80,18 +80,14 @@ class ImageEncoder:
             if missing:
                 raise FileNotFoundError(f"the CNN is randomly initialised and calibrated on the training "
                                         f"data's first {len(paths)} images; {missing[0]} is missing")
-            # As extraction did: unreadable calibration images are left out.
-            images = self._pixels([Path(p) for p in paths], strict=False)
-            calibrate_random_network(self.net, images, batch_size=32)
-
-    def _pixels(self, paths: list[Path], strict: bool = True) -> torch.Tensor:
-        files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=strict)
-        readable = [image for image, error in (files[i] for i in range(len(files))) if not error]
-        return torch.stack(readable).to(self.device, memory_format=torch.channels_last)
+            calibrate_on_images(self.net, [Path(p) for p in paths], self.cnn, device,
+                                int(encoder.get("calibration_batch_size", 32)))
 
     @torch.inference_mode()
     def __call__(self, paths: list[Path]) -> torch.Tensor:
-        grid = self.net(self._pixels(paths)).float()
+        files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=True)
+        pixels = torch.stack([files[i][0] for i in range(len(files))])
+        grid = self.net(pixels.to(self.device, memory_format=torch.channels_last)).float()
         regions = grid.flatten(2).transpose(1, 2) * torch.tensor(self.scale, dtype=torch.float32)
         return regions.half().float()  # what training read from the float16 file
 

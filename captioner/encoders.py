@@ -61,6 +61,16 @@ class ImageFiles(Dataset):
         return (pixels.float() / 255.0 - self.mean) / self.std, ""
 
 
+def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: Any, device: str,
+                        batch_size: int, strict: bool = False) -> str:
+    """`calibrate_random_network` on these image files, preprocessed as `cnn` says; unreadable
+    ones are left out (an error if `strict`). Returns what was done."""
+    files = ImageFiles(paths, cnn.input_size, cnn.mean, cnn.std, strict=strict)
+    readable = [image for image, error in (files[i] for i in range(len(files))) if not error]
+    batch = torch.stack(readable).to(device, memory_format=torch.channels_last)
+    return calibrate_random_network(net, batch, batch_size)
+
+
 def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                      identity: dict[str, Any], batch_size: int = 32, num_workers: int = 2,
                      device: str | None = None, strict: bool = False) -> Path:
@@ -78,11 +88,8 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     calibrated = "none"
     if calibration:
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
-        first = ImageFiles([r.path for r in records[:calibration]], cnn.input_size, cnn.mean, cnn.std,
-                           strict=strict)
-        readable = [image for image, error in (first[i] for i in range(len(first))) if not error]
-        batch = torch.stack(readable).to(device, memory_format=torch.channels_last)
-        calibrated = calibrate_random_network(net, batch, cnn.batch_size)
+        calibrated = calibrate_on_images(net, [r.path for r in records[:calibration]], cnn, device,
+                                         cnn.batch_size, strict)
         log.info("random %s: %s", cnn.name, calibrated)
     with torch.inference_mode():
         probe = net(torch.zeros(1, 3, cnn.input_size, cnn.input_size, device=device))
@@ -127,8 +134,10 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                              mean=list(cnn.mean), std=list(cnn.std), feature_scale_rule=
                              "features multiplied by feature_scale = 1/RMS of the first batch",
                              random_init_calibration=calibrated,
-                             # the caption CLI rebuilds a random network from these images
+                             # the caption CLI rebuilds a random network from these images, in
+                             # batches of this size (BatchNorm statistics depend on it)
                              calibration_paths=json.dumps([str(r.path) for r in records[:calibration]]),
+                             calibration_batch_size=int(cnn.batch_size),
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         writer.close()

@@ -183,7 +183,8 @@ class FeatureFile:
     def encoder(self) -> dict[str, Any]:
         """How the features were made (CNN, weights, input size, normalisation, scaling), as plain
         data: stored in every checkpoint so the same encoder can be rebuilt for new images."""
-        keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration")
+        keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration",
+                "calibration_batch_size")
         encoder = {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
         if "calibration_paths" in self.attrs:
             encoder["calibration_paths"] = json.loads(self.attrs["calibration_paths"])

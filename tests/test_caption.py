@@ -16,6 +16,8 @@ from PIL import Image
 from captioner.caption import ImageEncoder, image_files
 from captioner.checkpoint_io import load_module
 from captioner.features import FeatureFile
+from captioner.prepare import prepare
+from tests.conftest import compose_config
 
 
 def caption_cli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -64,3 +66,15 @@ def test_missing_images_and_empty_folders_are_clear_errors(trained_run, tmp_path
     assert result.returncode == 2 and "nope.jpg: no such image file or folder" in result.stderr
     with pytest.raises(FileNotFoundError, match="no images"):
         image_files([tmp_path])
+
+
+def test_a_random_batchnorm_cnn_is_rebuilt_with_its_calibration_batches(tmp_path):
+    # BatchNorm statistics depend on the calibration batch size: 16 here, not the CLI's own choice.
+    cfg = compose_config("cnn=resnet101", "cnn.input_size=64", "cnn.batch_size=16",
+                         data_root=tmp_path / "data")
+    records, path = prepare(cfg, tmp_path)
+    features = FeatureFile(path)
+    shown = [int(i) for i in features.splits["test"][:3]]
+    path_of = {r.image_id: r.path for r in records}
+    again = ImageEncoder(features.encoder())([path_of[features.image_ids[i]] for i in shown])
+    assert torch.equal(again, torch.from_numpy(features.read(shown)).float())
