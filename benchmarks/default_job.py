@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from table import print_table  # benchmarks/ is on sys.path when run as a script
+from table import (  # benchmarks/ is on sys.path when run as a script
+    last_extraction_rate,
+    machine_row,
+    peak_child_rss_mib,
+    print_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,14 +38,13 @@ def main(overrides: list[str]) -> None:
             sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
         (metrics_path,) = Path(scratch, "outputs").glob("**/metrics.json")
         metrics = json.loads(metrics_path.read_text())
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    rates = re.findall(r"features \d+/\d+\s+([\d.]+) images/s", result.stderr + result.stdout)
+    peak_mib = peak_child_rss_mib()
     rows = [
-        ("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"),
+        machine_row(),
         ("command", "python train.py " + " ".join(overrides)),
         ("wall time", f"{wall:.0f} s"),
         ("training (fit)", f"{metrics['train_time_s']:.0f} s for {metrics['epochs']} epochs"),
-        ("extraction rate", f"{rates[-1]} images/s" if rates else "n/a"),
+        ("extraction rate", last_extraction_rate(result.stderr + result.stdout)),
         ("peak RSS", f"{peak_mib:.0f} MiB"),
         *((f"test {k}", f"{v:.3f}") for k, v in metrics["test"].items()),
     ]

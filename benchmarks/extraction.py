@@ -8,10 +8,7 @@ tutorial's cache (one float32 .npy file per image).
 
 from __future__ import annotations
 
-import os
-import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -19,7 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from table import print_table  # benchmarks/ is on sys.path when run as a script
+from table import (  # benchmarks/ is on sys.path when run as a script
+    last_extraction_rate,
+    machine_row,
+    peak_child_rss_mib,
+    print_table,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,14 +43,13 @@ def main(count: int, overrides: list[str]) -> None:
         regions, channels = int(grid.group(1)), int(grid.group(2))
         np.save(Path(scratch, "one.npy"), np.zeros((regions, channels), np.float32))
         npy_bytes = Path(scratch, "one.npy").stat().st_size * count
-    rates = re.findall(r"features \d+/\d+\s+([\d.]+) images/s", result.stderr + result.stdout)
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mib = peak_child_rss_mib()
     rows = [
-        ("machine", f"{platform.machine()}, {os.cpu_count()} cores"),
+        machine_row(),
         ("command", "python -m captioner.prepare " + " ".join(common)),
         ("images", f"{count} JPEGs of 299x299 ({jpeg_bytes / 2**20:.1f} MiB)"),
         ("wall time (generate + extract)", f"{wall:.0f} s"),
-        ("extraction rate", f"{rates[-1]} images/s" if rates else "n/a"),
+        ("extraction rate", last_extraction_rate(result.stderr + result.stdout)),
         ("peak RSS", f"{peak_mib:.0f} MiB"),
         ("features file (float16 HDF5)", f"{h5_bytes / 2**20:.0f} MiB"),
         ("float32 .npy per image (seed tutorial)", f"{npy_bytes / 2**20:.0f} MiB ({count} files)"),

@@ -10,14 +10,13 @@ report's test CIDEr-D per run.
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from table import print_table  # benchmarks/ is on sys.path when run as a script
+from table import machine_row, print_table  # benchmarks/ is on sys.path when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from captioner.report import collect_runs  # noqa: E402
@@ -42,7 +41,7 @@ def time_sweep(launcher: str, overrides: list[str]) -> tuple[float, list[str]]:
 
 
 def main(overrides: list[str]) -> None:
-    rows = [("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")]
+    rows = [machine_row()]
     for launcher in ("basic", "parallel"):
         wall, ciders = time_sweep(launcher, overrides)
         rows.append((f"{launcher}: wall time, 4 runs", f"{wall:.0f} s"))

@@ -1,6 +1,12 @@
-"""The two-column Markdown table every benchmark prints (pasted into docs/benchmarks.md)."""
+"""The two-column Markdown table every benchmark prints (pasted into docs/benchmarks.md), and
+the rows several benchmarks measure the same way."""
 
 from __future__ import annotations
+
+import os
+import platform
+import re
+import resource
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
@@ -8,3 +14,18 @@ def print_table(rows: list[tuple[str, str]]) -> None:
     print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
     for key, value in rows:
         print(f"| {key:<{width}} | {value} |")
+
+
+def machine_row() -> tuple[str, str]:
+    return ("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+
+
+def peak_child_rss_mib() -> float:
+    """The largest resident memory of any finished child process (the command benchmarked)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def last_extraction_rate(output: str) -> str:
+    """The images/s of extraction's last progress line in a command's output, or n/a."""
+    rates = re.findall(r"features \d+/\d+\s+([\d.]+) images/s", output)
+    return f"{rates[-1]} images/s" if rates else "n/a"

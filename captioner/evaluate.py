@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from captioner.checkpoint_io import CheckpointError, load_module
 from captioner.datamodule import CaptionDataModule
 from captioner.decode_options import add_decode_arguments, decode_overrides
 from captioner.features import FeatureFile
+from captioner.paths import write_atomically
 
 # The file's feature_scale too: the model learned features at that scale.
 ENCODER_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
@@ -79,16 +79,10 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
         output.mkdir(parents=True, exist_ok=True)
         results = [{"image_id": _results_image_id(image_ids[index]), "caption": captions[index]}
                    for index in sorted(captions)]
-        _write_json(output / "results.json", results)
-        _write_json(output / "scores.json", summary)
+        write_atomically(output / "results.json", json.dumps(results, indent=1))
+        write_atomically(output / "scores.json", json.dumps(summary, indent=1))
         summary["output"] = str(output)
     return summary
-
-
-def _write_json(path: Path, value: Any) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(json.dumps(value, indent=1))
-    os.replace(staging, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Paths from the config, taken relative to where the user started the command."""
+"""Paths from the config, taken relative to where the user started the command, and files
+written whole."""
 
 from __future__ import annotations
 
@@ -10,3 +11,11 @@ def absolute(path: str | os.PathLike, base_dir: Path) -> Path:
     """`path` with `~` expanded; a relative path is taken from `base_dir`."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `path` through a staging file and a rename: readers never see half a file."""
+    path = Path(path)
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(text)
+    os.replace(staging, path)

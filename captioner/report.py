@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from captioner.metrics import SCORE_NAMES
+from captioner.paths import write_atomically
 
 HEADERS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4",
            "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr-D"}
@@ -150,9 +151,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult]) -> Path:
     if curves:
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
     report = sweep_dir / "report.md"
-    staging = report.with_name(".report.md.partial")
-    staging.write_text("\n".join(lines) + "\n")
-    staging.replace(report)
+    write_atomically(report, "\n".join(lines) + "\n")
     return report
 
 

@@ -25,6 +25,7 @@ from captioner.gpu_lease import lease_for_run
 from captioner.history import ValidationHistory
 from captioner.loggers import build_loggers, finish_loggers, log_examples, record_summary
 from captioner.module import CaptionModule
+from captioner.paths import write_atomically
 from captioner.prepare import prepare
 from captioner.resume import resolve_checkpoint
 from captioner.sources import ImageRecord
@@ -162,7 +163,7 @@ def _write_examples_page(run_dir: Path, examples: list[dict[str, Any]]) -> None:
             lines += [f"![attention]({Path(example['figure']).relative_to(run_dir)})", ""]
         lines += [f"**generated:** {example['caption']}", "", "references:", ""]
         lines += [f"- {reference}" for reference in example["references"]] + [""]
-    (run_dir / "examples.md").write_text("\n".join(lines))
+    write_atomically(run_dir / "examples.md", "\n".join(lines))
 
 
 def _as_float(value: Any) -> float | None:
@@ -176,7 +177,5 @@ def _config_summary(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(json.dumps(value, indent=2))
-    os.replace(staging, path)
+    write_atomically(path, json.dumps(value, indent=2))
 
