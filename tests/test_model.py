@@ -1,3 +1,6 @@
+import itertools
+import random
+
 import pytest
 import torch
 
@@ -138,3 +141,55 @@ def test_trigram_blocking_never_repeats_a_trigram():
         words = [t for t in row if t not in (0, 2)]
         trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
         assert len(trigrams) == len(set(trigrams))
+
+
+
+def _decoder_of_varied_lengths(images: int) -> tuple[CaptionDecoder, torch.Tensor]:
+    """A decoder trained on three random captions of 1-4 words (3 and 4) per image, so that
+    captions of several lengths compete for the best score."""
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    decoder, features = _decoder(vocab=5).train(), torch.randn(images, 5, 8)
+    rows = []
+    for _ in range(images):
+        for _ in range(3):
+            n = rng.randint(1, 4)
+            rows.append([1] + [rng.choice([3, 4]) for _ in range(n)] + [2] + [0] * (4 - n))
+    tokens = torch.tensor(rows)
+    optimiser = torch.optim.Adam(decoder.parameters(), lr=0.03)
+    for _ in range(150):
+        logits, _ = decoder(features.repeat_interleave(3, 0), tokens)
+        loss = masked_caption_loss(logits, tokens[:, 1:], 0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return decoder.eval(), features
+
+
+def _best_caption_by_enumeration(decoder: CaptionDecoder, features: torch.Tensor, max_length: int,
+                                 length_penalty: float) -> list[int]:
+    """Score every caption the search may return (words 3 and 4, `<end>` 2) and keep the best."""
+    captions = [list(words) + [2] for n in range(max_length + 1)
+                for words in itertools.product([3, 4], repeat=n)]
+    captions += [list(words) for words in itertools.product([3, 4], repeat=max_length + 1)]  # cut
+    best, best_score = None, float("-inf")
+    for caption in captions:
+        logits, _ = decoder(features, torch.tensor([[1] + caption + [0]]))  # trailing pad: never read
+        log_probs = torch.log_softmax(logits[0, :len(caption)], dim=-1)
+        score = log_probs.gather(1, torch.tensor(caption).unsqueeze(1)).sum().item()
+        score /= ((5 + len(caption)) / 6) ** length_penalty
+        if score > best_score:
+            best, best_score = caption, score
+    return best
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0, 2.0, -0.5])
+def test_a_beam_that_holds_every_open_caption_finds_the_best_one(length_penalty):
+    decoder, features = _decoder_of_varied_lengths(images=30)
+    with torch.no_grad():
+        tokens, _ = beam_search(decoder, features, max_length=4, start_id=1, end_id=2, beam_size=16,
+                                length_penalty=length_penalty)
+        best = [_best_caption_by_enumeration(decoder, features[i:i + 1], 4, length_penalty)
+                for i in range(len(features))]
+    assert len({len(caption) for caption in best}) > 1  # lengths really competed
+    assert [[t for t in row if t != 0] for row in tokens.tolist()] == best

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from captioner.model.decoder import CaptionDecoder
 
@@ -32,64 +33,92 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: i
     return torch.stack(words, dim=1), torch.stack(attention, dim=1)
 
 
-def _repeats_trigram(history: list[int], token: int) -> bool:
-    if len(history) < 2:
-        return False
-    trigram = (history[-2], history[-1], token)
-    return any(tuple(history[i:i + 3]) == trigram for i in range(len(history) - 2))
+def _length_normaliser(length: float, length_penalty: float) -> float:
+    """GNMT's length penalty ((5 + length) / 6) ** alpha."""
+    return ((5.0 + length) / 6.0) ** length_penalty
+
+
+def _block_repeated_trigrams(log_probs: torch.Tensor, history: torch.Tensor) -> None:
+    """Forbid every word that would complete a trigram already in the row's history."""
+    if history.shape[1] < 3:
+        return
+    # Where the last two words appeared before, the word that followed them is banned.
+    seen = (history[:, :-2] == history[:, -2:-1]) & (history[:, 1:-1] == history[:, -1:])
+    rows, positions = seen.nonzero(as_tuple=True)
+    log_probs[rows, history[rows, positions + 2]] = float("-inf")
 
 
 @torch.no_grad()
 def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int, start_id: int,
                 end_id: int, pad_id: int = 0, beam_size: int = 3, length_penalty: float = 0.0,
                 block_trigram_repeats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """The most likely caption of each image under a beam of `beam_size`, all images at once.
+    """The best caption of each image under a beam of `beam_size`, all images at once.
 
-    Same output as `greedy_decode` (which `beam_size=1` reproduces token for token). A beam that
-    never emits `<end>` is cut at `max_length + 1` tokens, so every image gets a caption.
-    Finished beams are ranked by log-probability / ((5 + length) / 6) ** length_penalty (GNMT).
+    Same output as `greedy_decode` (which `beam_size=1` reproduces token for token). Each step
+    keeps `beam_size` unfinished beams per image; a beam that emits `<end>` leaves the beam for
+    the image's pool of finished captions, so short captions do not crowd out longer ones still
+    being written. Finished captions are ranked by log-probability / ((5 + length) / 6) **
+    length_penalty (GNMT; length counts `<end>`). Beams still open after `max_length + 1` tokens
+    are finished there, so every image gets a caption. An image stops once no open beam can
+    beat its worst pooled caption.
     """
     batch, k = features.shape[0], beam_size
+    steps = max_length + 1  # max_length words, then room for <end>
+    device = features.device
     regions, keys, state = decoder.prepare(features)
     # Every image's beams side by side: row b * k + j is beam j of image b.
     regions, keys = regions.repeat_interleave(k, 0), keys.repeat_interleave(k, 0)
     state = tuple(s.repeat_interleave(k, 0) for s in state)
-    device = features.device
+    first_row = torch.arange(batch, device=device).unsqueeze(1) * k
     scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam at the start, so the first step does not pick k copies
+    scores[:, 0] = 0.0  # one open beam at the start, so the first step does not pick k copies
     tokens = torch.full((batch * k,), start_id, dtype=torch.long, device=device)
-    finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
-    lengths = torch.zeros(batch * k, device=device)
-    words: list[torch.Tensor] = []
-    attention: list[torch.Tensor] = []
-    for _ in range(max_length + 1):
+    history = torch.zeros((batch * k, 0), dtype=torch.long, device=device)
+    looked = torch.zeros((batch * k, 0, regions.shape[1]), device=device)
+    pool_scores = torch.full((batch, k), float("-inf"), device=device)  # sorted, best first
+    pool_tokens = torch.full((batch, k, steps), pad_id, dtype=torch.long, device=device)
+    pool_attention = torch.zeros((batch, k, steps, regions.shape[1]), device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    rank = torch.arange(2 * k, device=device).expand(batch, -1)
+    for step in range(steps):
         logits, state, weights = decoder.step(tokens, regions, keys, state)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         log_probs[:, [pad_id, start_id]] = float("-inf")  # never words of a caption
-        # A finished beam continues only with <pad>, at no cost, so its score stays put.
-        log_probs[finished] = float("-inf")
-        log_probs[finished, pad_id] = 0.0
-        if block_trigram_repeats and words:
-            history = torch.stack(words, dim=1).tolist()
-            for row in range(batch * k):
-                if not finished[row]:
-                    for token in range(log_probs.shape[1]):
-                        # <end> is never blocked: when every word would repeat, the caption ends.
-                        if token != end_id and _repeats_trigram(history[row], token):
-                            log_probs[row, token] = float("-inf")
+        if block_trigram_repeats:
+            _block_repeated_trigrams(log_probs, history)
         vocab = log_probs.shape[1]
         candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
-        scores, flat = candidates.topk(k, dim=1)
-        origin = (flat // vocab + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
-        tokens = (flat % vocab).view(-1)
+        # 2k candidates: even if k of them end here, k remain to carry on.
+        top, flat = candidates.topk(min(2 * k, k * vocab), dim=1)
+        origin, word = flat // vocab + first_row, flat % vocab
+        ends = word == end_id
+        length = step + 1
+        # Endings among the k best candidates join the pool; at the last step every such beam does.
+        finishing = (ends | (step == steps - 1)) & (rank[:, :top.shape[1]] < k) & top.isfinite()
+        finishing &= ~done.unsqueeze(1)
+        if finishing.any():
+            offered = top.masked_fill(~finishing, float("-inf")) / _length_normaliser(length, length_penalty)
+            words = torch.cat([history[origin], word.unsqueeze(-1)], dim=-1)
+            seen = torch.cat([looked[origin], weights[origin].unsqueeze(2)], dim=2)
+            pool_scores, picked = torch.cat([pool_scores, offered], dim=1).topk(k, dim=1)
+            fill = steps - length
+            all_tokens = torch.cat([pool_tokens, F.pad(words, (0, fill), value=pad_id)], dim=1)
+            all_attention = torch.cat([pool_attention, F.pad(seen, (0, 0, 0, fill))], dim=1)
+            pool_tokens = all_tokens.gather(1, picked[..., None].expand(-1, -1, steps))
+            pool_attention = all_attention.gather(
+                1, picked[..., None, None].expand(-1, -1, steps, all_attention.shape[-1]))
+        # The k best candidates that did not end stay open: sort endings after the rest, by rank.
+        keep = (ends.long() * top.shape[1] + rank[:, :top.shape[1]]).argsort(dim=1)[:, :k]
+        scores = top.gather(1, keep)
+        origin, word = origin.gather(1, keep).view(-1), word.gather(1, keep).view(-1)
         state = tuple(s[origin] for s in state)
-        words = [w[origin] for w in words] + [tokens]
-        attention = [a[origin] for a in attention] + [weights[origin].masked_fill(
-            finished[origin].unsqueeze(1), 0.0)]
-        lengths = lengths[origin] + (~finished[origin]).float()
-        finished = finished[origin] | (tokens == end_id)
-        if finished.all():
+        history = torch.cat([history[origin], word.unsqueeze(1)], dim=1)
+        looked = torch.cat([looked[origin], weights[origin].unsqueeze(1)], dim=1)
+        tokens = word
+        # Open scores only fall; under a positive penalty the longest length divides them least.
+        reach = _length_normaliser(steps if length_penalty > 0 else length, length_penalty)
+        done |= pool_scores[:, -1].isfinite() & (scores.max(dim=1).values / reach <= pool_scores[:, -1])
+        if done.all():
             break
-    normalised = scores.view(-1) / ((5.0 + lengths) / 6.0) ** length_penalty
-    best = normalised.view(batch, k).argmax(dim=1) + torch.arange(batch, device=device) * k
-    return torch.stack(words, dim=1)[best], torch.stack(attention, dim=1)[best]
+    width = int((pool_tokens[:, 0] != pad_id).sum(dim=1).max())
+    return pool_tokens[:, 0, :width], pool_attention[:, 0, :width]
