@@ -79,9 +79,9 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
     pool_tokens = torch.full((batch, k, steps), pad_id, dtype=torch.long, device=device)
     pool_attention = torch.zeros((batch, k, steps, regions.shape[1]), device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
-    rank = torch.arange(2 * k, device=device).expand(batch, -1)
     for step in range(steps):
         logits, state, weights = decoder.step(tokens, regions, keys, state)
+        weights = weights.float()  # the pool keeps float32 attention, whatever autocast computed
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         log_probs[:, [pad_id, start_id]] = float("-inf")  # never words of a caption
         if block_trigram_repeats:
@@ -91,10 +91,11 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
         # 2k candidates: even if k of them end here, k remain to carry on.
         top, flat = candidates.topk(min(2 * k, k * vocab), dim=1)
         origin, word = flat // vocab + first_row, flat % vocab
+        rank = torch.arange(top.shape[1], device=device)
         ends = word == end_id
         length = step + 1
         # Endings among the k best candidates join the pool; at the last step every such beam does.
-        finishing = (ends | (step == steps - 1)) & (rank[:, :top.shape[1]] < k) & top.isfinite()
+        finishing = (ends | (step == steps - 1)) & (rank < k) & top.isfinite()
         finishing &= ~done.unsqueeze(1)
         if finishing.any():
             offered = top.masked_fill(~finishing, float("-inf")) / _length_normaliser(length, length_penalty)
@@ -108,14 +109,15 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
             pool_attention = all_attention.gather(
                 1, picked[..., None, None].expand(-1, -1, steps, all_attention.shape[-1]))
         # The k best candidates that did not end stay open: sort endings after the rest, by rank.
-        keep = (ends.long() * top.shape[1] + rank[:, :top.shape[1]]).argsort(dim=1)[:, :k]
+        keep = (ends.long() * top.shape[1] + rank).argsort(dim=1)[:, :k]
         scores = top.gather(1, keep)
         origin, word = origin.gather(1, keep).view(-1), word.gather(1, keep).view(-1)
         state = tuple(s[origin] for s in state)
         history = torch.cat([history[origin], word.unsqueeze(1)], dim=1)
         looked = torch.cat([looked[origin], weights[origin].unsqueeze(1)], dim=1)
         tokens = word
-        # Open scores only fall; under a positive penalty the longest length divides them least.
+        # Open scores only fall, so the best an open beam can still reach is its score now, divided
+        # at the longest length under a positive penalty (which favours length), else at this one.
         reach = _length_normaliser(steps if length_penalty > 0 else length, length_penalty)
         done |= pool_scores[:, -1].isfinite() & (scores.max(dim=1).values / reach <= pool_scores[:, -1])
         if done.all():
