@@ -1,10 +1,12 @@
 import json
+import random
+from collections import Counter
 
 import pytest
 from PIL import Image
 
 from captioner.sources import load_records
-from captioner.sources.shapes import COLOURS, SHAPES
+from captioner.sources.shapes import COLOURS, SHAPES, SIZES, TEMPLATE_WEIGHTS, describe, random_scene
 from tests.conftest import compose_config
 
 
@@ -29,9 +31,26 @@ def test_each_image_has_five_different_captions_naming_its_shapes(tmp_path):
         assert len(set(record.captions)) == 5
         for caption in record.captions:
             words = caption.replace(",", "").replace(":", "").split()
-            assert any(c in words for c in COLOURS) and any(s in words for s in SHAPES)
+            colours = sum(w in COLOURS for w in words)
+            # every caption states every shape's colour, kind and size
+            assert colours >= 1
+            assert colours == sum(w in SHAPES for w in words) == sum(w in SIZES for w in words)
     splits = [r.split for r in records]
     assert (splits.count("train"), splits.count("val"), splits.count("test")) == (160, 20, 20)
+
+
+def test_common_phrasings_are_drawn_more_often_than_rare_ones():
+    rng, scenes = random.Random(0), {}
+    while len(scenes) < 3:  # one scene of each size
+        scene = random_scene(rng, 3)
+        scenes.setdefault(len(scene), scene)
+    for scene in scenes.values():
+        drawn = Counter()
+        for _ in range(2000):
+            drawn.update(describe(scene, rng, 5))
+        counts = [count for _, count in sorted(drawn.items(), key=lambda item: -item[1])]
+        assert len(counts) == len(TEMPLATE_WEIGHTS)
+        assert counts[0] > 0.95 * 2000 and counts[-1] < 0.6 * 2000
 
 
 def test_changed_parameters_regenerate_the_dataset(tmp_path):
