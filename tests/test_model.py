@@ -143,7 +143,6 @@ def test_trigram_blocking_never_repeats_a_trigram():
         assert len(trigrams) == len(set(trigrams))
 
 
-
 def _decoder_of_varied_lengths(images: int) -> tuple[CaptionDecoder, torch.Tensor]:
     """A decoder trained on three random captions of 1-4 words (3 and 4) per image, so that
     captions of several lengths compete for the best score."""
