@@ -105,12 +105,12 @@ class CaptionModule(pl.LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         metric = self._metric(stage)
-        scores = metric.compute()
+        scores = {name: float(value) for name, value in metric.compute().items()}  # full precision
+        self.last_scores[stage] = scores
+        self.last_captions[stage] = dict(metric.captions)
         # Every rank computed the same scores from the gathered captions: the mean changes nothing.
         # (floats: Lightning puts them on this rank's device, which NCCL needs)
-        self.log_dict({f"{stage}/{name}": float(value) for name, value in scores.items()}, sync_dist=True)
-        self.last_captions[stage] = dict(metric.captions)
-        self.last_scores[stage] = {name: float(value) for name, value in scores.items()}  # full precision
+        self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, sync_dist=True)
         metric.reset()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
