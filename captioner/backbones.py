@@ -51,6 +51,12 @@ def resnet101_grid(weights: Any) -> nn.Module:
     return _children(torchvision.models.resnet101(weights=weights), RESNET_LAYERS)
 
 
+def mobilenet_v2_grid(weights: Any) -> nn.Module:
+    """MobileNetV2's conv trunk (`features`, up to the 1x1 conv to 1280): 224 px -> 7x7x1280."""
+    net = torchvision.models.mobilenet_v2(weights=weights)
+    return nn.Sequential(OrderedDict(features=net.features))
+
+
 class TimmGrid(nn.Module):
     """A timm model's `forward_features`: its last convolutional grid."""
 
@@ -82,6 +88,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "inception_v3": Architecture(inception_v3_grid, "Inception_V3_Weights"),
     "vgg16": Architecture(vgg16_grid, "VGG16_Weights"),
     "resnet101": Architecture(resnet101_grid, "ResNet101_Weights"),
+    "mobilenet_v2": Architecture(mobilenet_v2_grid, "MobileNet_V2_Weights"),
     "inception_resnet_v2": Architecture(inception_resnet_v2_grid, "timm"),
 }
 
@@ -171,16 +178,30 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickled whole model, a TorchScript archive, a truncated file, ...
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a loadable state dict ({first}); save one with "
+                         "torch.save(model.state_dict(), path) and point cnn.weights_path at it") from error
 
 
 def _load_state(net: nn.Module, name: str, state: dict, path: Path) -> None:
     """Load a full-model state dict into the grid network; layers past the grid are ignored."""
     target = net.model if isinstance(net, TimmGrid) else net
-    missing, _ = target.load_state_dict(state, strict=False)
+    fix = (f"point cnn.weights_path at a state dict of {name} (e.g. torch.save(model.state_dict(), "
+           "path)), or choose the cnn= whose architecture made this file")
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict but a {type(state).__name__}; {fix}")
+    try:
+        missing, _ = target.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # the same names with other shapes: a sibling architecture
+        mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line),
+                        str(error).splitlines()[0])
+        raise ValueError(f"{path}: not {name} weights ({mismatch}); {fix}") from None
     if missing:
         raise ValueError(f"{path}: not {name} weights, missing {len(missing)} tensors "
-                         f"(first: {missing[0]})")
+                         f"(first: {missing[0]}); {fix}")
 
 
 def calibrate_random_network(net: nn.Module, images: torch.Tensor, batch_size: int = 32) -> str:

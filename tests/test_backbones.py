@@ -20,6 +20,7 @@ def _cnn(name: str, **values):
 @pytest.mark.parametrize("name, full_model", [
     ("vgg16", lambda: torchvision.models.vgg16(weights=None)),
     ("resnet101", lambda: torchvision.models.resnet101(weights=None)),
+    ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None)),
     ("inception_v3", lambda: torchvision.models.inception_v3(weights=None, aux_logits=True,
                                                              init_weights=True)),
 ])
@@ -56,12 +57,62 @@ def test_unloadable_imagenet_weights_say_where_to_put_the_file(tmp_path, monkeyp
     assert "cnn.weights_path=" in str(error.value) and "cnn.weights=null" in str(error.value)
 
 
+@pytest.mark.parametrize("other, why", [
+    (lambda: torchvision.models.resnet18(weights=None), "missing"),  # other names
+    (lambda: torchvision.models.mobilenet_v3_small(weights=None), "size mismatch"),  # same names
+])
+def test_a_weights_file_of_another_architecture_names_the_file_and_the_fix(tmp_path, other, why):
+    path = tmp_path / "other.pth"
+    torch.save(other().state_dict(), path)
+    with pytest.raises(ValueError) as error:
+        build_backbone(_cnn("mobilenet_v2", weights_path=str(path)))
+    message = str(error.value)
+    assert message.startswith(f"{path}: not mobilenet_v2 weights") and why in message
+    assert "point cnn.weights_path at a state dict of mobilenet_v2" in message
+
+
+def test_a_whole_pickled_model_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None), path)  # the module, not its state dict
+    with pytest.raises(ValueError, match=f"{path}: not a loadable state dict .*model.state_dict()"):
+        build_backbone(_cnn("mobilenet_v2", weights_path=str(path)))
+
+
+def test_mobilenet_v2_weights_come_from_the_torchvision_enum(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: offline, nothing to load
+    for tag, url in [("IMAGENET1K_V1", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
+                     ("IMAGENET1K_V2", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2.url)]:
+        identity = weights_identity(_cnn("mobilenet_v2", weights=tag))
+        assert identity == f"torchvision:MobileNet_V2_Weights.{tag}"
+        expected = Path(tmp_path) / "hub" / "checkpoints" / Path(url).name
+        expected.parent.mkdir(parents=True, exist_ok=True)
+        expected.write_bytes(b"a truncated download")
+        with pytest.raises(WeightsNotFoundError, match=f"Download {url} and put it at {expected}"):
+            build_backbone(_cnn("mobilenet_v2", weights=tag))
+
+
+SHARED_MOBILENET = Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2_imagenet.pth"
+
+
+@pytest.mark.skipif(not SHARED_MOBILENET.is_file(), reason=f"{SHARED_MOBILENET} not present")
+def test_the_shared_mobilenet_v2_file_gives_a_pretrained_grid():
+    cnn = OmegaConf.load(CONF / "cnn" / "mobilenet_v2.yaml")
+    cnn.weights_path = str(SHARED_MOBILENET)
+    net = build_backbone(cnn)
+    state = torch.load(SHARED_MOBILENET, weights_only=True)
+    torch.testing.assert_close(net.features[18][0].weight, state["features.18.0.weight"])
+    with torch.inference_mode():
+        grid = net(torch.randn(2, 3, cnn.input_size, cnn.input_size))
+    assert tuple(grid.shape[1:]) == (cnn.channels, *cnn.grid) and grid.isfinite().all()
+
+
 def test_an_unknown_weights_name_is_a_clear_error():
     with pytest.raises(ValueError, match="cnn.weights='IMAGENET9K' is not a weight of VGG16_Weights"):
         build_backbone(_cnn("vgg16", weights="IMAGENET9K"))
 
 
-@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet101", "inception_resnet_v2"])
+@pytest.mark.parametrize("name", ["inception_v3", "vgg16", "resnet101", "mobilenet_v2",
+                                  "inception_resnet_v2"])
 def test_each_cnn_config_gives_the_grid_it_documents(name):
     cnn = OmegaConf.load(CONF / "cnn" / f"{name}.yaml")
     cnn.weights = None
