@@ -119,7 +119,7 @@ def test_flickr8k_official_layout_skips_and_counts_missing_images(tmp_path, capl
     assert records[0].image_id == "1000_abcdef"
     assert records[0].captions[0] == "a red square on a white background"
     assert "skipped 1 captioned images missing" in caplog.text  # 9999_missing.jpg
-    assert "1 in no split file" in caplog.text  # 2258277193_586949ec62.jpg.1
+    assert "skipped 1 captioned images listed in no split file" in caplog.text  # 2258277193_586949ec62.jpg.1
 
 
 def test_flickr8k_csv_and_karpathy_layouts(tmp_path):
@@ -142,7 +142,7 @@ def test_flickr8k_reader_on_the_real_official_files(caplog):
     assert len(records) == 1000 and {r.split for r in records} == {"test"}
     assert all(len(r.captions) == 5 for r in records)
     assert "skipped 7000 captioned images missing" in caplog.text
-    assert "92 in no split file" in caplog.text  # including 2258277193_586949ec62.jpg.1
+    assert "skipped 92 captioned images listed in no split file" in caplog.text  # incl. ...jpg.1
 
 
 def test_coco_random_split_and_the_seed_reports_subset_rule(tmp_path):
@@ -221,3 +221,166 @@ def test_parse_extract_train_and_score_each_dataset(tmp_path, dataset):
     captions = json.loads((tmp_path / "run" / "captions.json").read_text())
     assert captions and all(c["references"] for c in captions)
     assert (tmp_path / "data" / "features" / f"{dataset}-vgg16.h5").is_file()
+
+
+# Hostile and broken input: files as they circulate, not as they ship.
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_a_windows_or_latin_1_token_file_is_read_with_one_warning(tmp_path, caplog, encoding):
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    text = token_file.read_text().replace("a red square on a white background",
+                                          "a red square in a caf\xe9, na\xefve and \xbd done")
+    token_file.write_bytes(text.encode(encoding))
+    with caplog.at_level(logging.WARNING):
+        records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert records[0].captions[0] == "a red square in a caf\xe9, na\xefve and \xbd done"
+    fallbacks = [m for m in _warnings(caplog) if "is not UTF-8" in m]
+    assert len(fallbacks) == 1 and str(token_file) in fallbacks[0] and "read it as cp1252" in fallbacks[0]
+
+
+def test_a_cp1252_kaggle_captions_file_is_read_with_one_warning(tmp_path, caplog):
+    root = flickr8k_csv(tmp_path / "kaggle")
+    table = root / "captions.txt"
+    text = table.read_text().replace('"a red square on a white background"',
+                                     '"a red square \u2014 on a white background \u2019"')
+    table.write_bytes(text.encode("cp1252"))  # the dash and quote are cp1252-only bytes 0x97, 0x92
+    with caplog.at_level(logging.WARNING):
+        records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    first = next(r for r in records if r.image_id == "2000_x")
+    assert first.captions[0] == "a red square \u2014 on a white background \u2019"
+    fallbacks = [m for m in _warnings(caplog) if "is not UTF-8" in m]
+    assert len(fallbacks) == 1 and str(table) in fallbacks[0] and "cp1252" in fallbacks[0]
+
+
+def test_a_bom_and_crlf_token_file_keeps_every_caption(tmp_path):
+    root = flickr8k_official(tmp_path / "flickr8k")
+    for name in ("Flickr8k.token.txt", "Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt",
+                 "Flickr_8k.testImages.txt"):
+        file = root / name
+        file.write_bytes(("\ufeff" + file.read_text().replace("\n", "\r\n")).encode("utf-8"))
+    records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert len(records) == 12 and all(len(r.captions) == 5 for r in records)
+    assert records[0].image_id == "1000_abcdef"
+    assert records[0].captions[0] == "a red square on a white background"
+    assert all(not c.endswith("\r") for r in records for c in r.captions)
+    # The Kaggle copy with a BOM before its header, re-saved with CRLF line ends.
+    kaggle = flickr8k_csv(tmp_path / "kaggle")
+    table = kaggle / "captions.txt"
+    table.write_bytes(("\ufeff" + table.read_text().replace("\n", "\r\n")).encode("utf-8"))
+    records = load_records("flickr8k", kaggle, compose_config(dataset="flickr8k").dataset)
+    assert len(records) == 12 and all(len(r.captions) == 5 for r in records)
+
+
+def _edit_json(path: Path, change) -> None:
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
+
+
+def test_a_coco_caption_that_is_null_names_the_file_entry_and_field(tmp_path):
+    root = coco(tmp_path / "coco")
+    file = root / "annotations" / "captions_val2014.json"
+    _edit_json(file, lambda c: c["annotations"][3].update(caption=None))
+    with pytest.raises(ValueError) as error:
+        load_records("coco", root, compose_config(dataset="coco").dataset)
+    message = str(error.value)
+    assert str(file) in message and "annotations[3]" in message and "'caption'" in message
+    assert "image_id 1000" in message  # the fourth annotation belongs to the first val image
+    _edit_json(file, lambda c: c["annotations"][3].update(caption="ok") or c["images"][1].pop("file_name"))
+    with pytest.raises(ValueError, match=r"captions_val2014\.json: images\[1\] \(id 1001\) has no field "
+                                         r"'file_name'"):
+        load_records("coco", root, compose_config(dataset="coco").dataset)
+
+
+@pytest.mark.parametrize("field", ["sentences", "filename", "split"])
+def test_a_karpathy_entry_without_a_field_names_the_file_entry_and_field(tmp_path, field):
+    root = tmp_path / "flickr30k"
+    root.mkdir()
+    karpathy(root, root / "flickr30k-images", "dataset_flickr30k.json")
+    file = root / "dataset_flickr30k.json"
+    _edit_json(file, lambda c: c["images"][2].pop(field))
+    with pytest.raises(ValueError) as error:
+        load_records("flickr30k", root, compose_config(dataset="flickr30k").dataset)
+    message = str(error.value)
+    assert str(file) in message and "image entry 2 (imgid 2" in message and f"no field '{field}'" in message
+
+
+def _blank_some_captions(dataset: str, root: Path) -> None:
+    """Image 0: every caption empty or punctuation; image 1: one of five is '...'."""
+    blanks = ["", "  ", ".", " ... ", "-- !"]
+    if dataset == "flickr8k":
+        lines = (root / "Flickr8k.token.txt").read_text().splitlines()
+        for k in range(5):
+            lines[k] = lines[k].split("\t")[0] + "\t" + blanks[k]
+        lines[5] = lines[5].split("\t")[0] + "\t..."
+        (root / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    elif dataset == "flickr30k":
+        def change(content):
+            for k, sentence in enumerate(content["images"][0]["sentences"]):
+                sentence["raw"] = blanks[k]
+            content["images"][1]["sentences"][0]["raw"] = "..."
+        _edit_json(root / "dataset_flickr30k.json", change)
+    elif dataset == "coco":
+        def change(content):
+            for k in range(5):
+                content["annotations"][k]["caption"] = blanks[k]
+            content["annotations"][5]["caption"] = "..."
+        _edit_json(root / "annotations" / "captions_train2014.json", change)
+    else:  # iapr: one description per image
+        for index, text in ((0, " ; . "), (1, "...")):
+            file = root / "annotations_complete_eng" / "00" / f"{100 + index}.eng"
+            record = file.read_bytes().decode("iso-8859-1")
+            start, end = record.index("<DESCRIPTION>") + 13, record.index("</DESCRIPTION>")
+            file.write_bytes((record[:start] + text + record[end:]).encode("iso-8859-1"))
+
+
+@pytest.mark.parametrize("dataset", sorted(LAYOUTS))
+def test_empty_and_punctuation_only_captions_are_dropped_counted_and_reported(tmp_path, caplog, dataset):
+    root = tmp_path / dataset
+    root.mkdir()
+    LAYOUTS[dataset](root)
+    options = compose_config(dataset=dataset).dataset
+    before = load_records(dataset, root, options)
+    _blank_some_captions(dataset, root)
+    with caplog.at_level(logging.WARNING):
+        after = load_records(dataset, root, options)
+    assert all(any(ch.isalnum() for ch in c) for r in after for c in r.captions)
+    lost = {r.image_id for r in before} - {r.image_id for r in after}
+    dropped = [m for m in _warnings(caplog) if "empty or punctuation-only" in m]
+    assert len(dropped) == 1
+    if dataset == "iapr":  # one caption per image: both images go
+        assert len(lost) == 2 and "dropped 2 empty or punctuation-only captions" in dropped[0]
+        assert "2 images left with no caption" in dropped[0]
+    else:
+        assert len(lost) == 1 and "dropped 6 empty or punctuation-only captions" in dropped[0]
+        assert "1 images left with no caption" in dropped[0]
+        assert sorted(len(r.captions) for r in after)[:2] == [4, 5]
+
+
+def test_the_flickr8k_reader_warns_about_skipped_images_only_when_some_were_skipped(tmp_path, caplog):
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    token_file.write_text("".join(line + "\n" for line in token_file.read_text().splitlines()
+                                  if "9999_missing" not in line))  # every listed image is on disk
+    with caplog.at_level(logging.WARNING):
+        records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert len(records) == 12
+    assert not any("missing from" in m for m in _warnings(caplog)), _warnings(caplog)
+    assert any("skipped 1 captioned images listed in no split file" in m for m in _warnings(caplog))
+
+
+def test_official_text_files_without_the_image_folder_say_which_folder_and_the_fix(tmp_path):
+    root = flickr8k_official(tmp_path / "flickr8k")
+    for image in (root / "Flicker8k_Dataset").iterdir():
+        image.unlink()
+    (root / "Flicker8k_Dataset").rmdir()  # only Flickr8k_text.zip was unpacked
+    with pytest.raises(DatasetLayoutError) as error:
+        load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    message = str(error.value)
+    assert f"image folder {root / 'Flicker8k_Dataset'} does not exist" in message
+    assert "dataset.images_dir=<folder>" in message

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from captioner.sources import coco, flickr8k, flickr30k, iapr, shapes
+from captioner.sources.checks import DatasetLayoutError
 from captioner.sources.record import SPLITS, ImageRecord
 
 SOURCES: dict[str, Callable[[Path, Any], list[ImageRecord]]] = {
@@ -32,7 +33,8 @@ def load_records(source: str, root: Path, options: Any) -> list[ImageRecord]:
         ) from None
     records = reader(Path(root), options)
     if not records:
-        raise ValueError(f"dataset source {source!r} found no images under {root}")
+        raise DatasetLayoutError(f"dataset source {source!r} found no images under {root}; point "
+                                 "dataset.root at the unpacked dataset (see its module's layout)")
     return records
 
 

@@ -19,10 +19,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from captioner.sources.checks import require_file, require_root
+from captioner.sources.checks import DatasetFormatError, require_file, require_images, require_root
 from captioner.sources.karpathy import read_karpathy_split
-from captioner.sources.record import ImageRecord
+from captioner.sources.record import ImageRecord, real_captions
 from captioner.sources.splits import random_splits
+from captioner.sources.text_files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     root = require_root(root, "coco", DOWNLOAD)
     split = options.get("split", "random")
     if split == "karpathy":
-        records = read_karpathy_split(root / options.get("karpathy_json", "dataset_coco.json"), root, "coco")
+        records = read_karpathy_split(root / options.get("karpathy_json", "dataset_coco.json"), root, "coco",
+                                      images_option=None)
         return _subset(records, options)
     if split != "random":
         raise ValueError(f"dataset.split={split!r}: expected karpathy or random")
@@ -44,12 +46,8 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     pairs = []
     for part in PARTS:
         file = require_file(root / "annotations" / f"captions_{part}.json", "coco", f"{part} captions")
-        try:
-            content = json.loads(file.read_text(encoding="utf-8"))
-            names = {image["id"]: image["file_name"] for image in content["images"]}
-            pairs += [(names[a["image_id"]], a["caption"].strip()) for a in content["annotations"]]
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{file}: not a COCO captions file ({error})") from error
+        names, part_pairs = read_captions_file(file)
+        pairs += part_pairs
         for name in names.values():
             paths[name] = root / part / name
     seed = options.get("seed", 0)
@@ -58,13 +56,52 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
         pairs = pairs[: options.max_captions]
     for name, caption in pairs:
         captions[name].append(caption)
+    captions = real_captions(captions, "coco", root / "annotations")
     present = sorted(name for name in captions if paths[name].is_file())
     if len(present) < len(captions):
         log.warning("coco: skipped %d captioned images that are not on disk", len(captions) - len(present))
     records = [ImageRecord(Path(name).stem, paths[name], captions[name], "train") for name in present]
+    require_images(records, "coco", root / PARTS[0], root / "annotations")
     records = _subset(records, options)
     splits = random_splits(len(records), dict(options.get("split_fractions")), seed)
     return [ImageRecord(r.image_id, r.path, r.captions, s) for r, s in zip(records, splits, strict=True)]
+
+
+def read_captions_file(file: Path) -> tuple[dict[int, str], list[tuple[str, str]]]:
+    """Image id -> file name, and (file name, caption) pairs, of one `captions_*.json`."""
+    try:
+        content = json.loads(read_text(file, "coco"))
+        images, annotations = content["images"], content["annotations"]
+        if not isinstance(images, list) or not isinstance(annotations, list):
+            raise TypeError("'images' and 'annotations' must be lists")
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetFormatError(f"{file}: not a COCO captions file ({error})") from error
+    names = {}
+    for index, image in enumerate(images):
+        _require(image, index, "images", ("id", "file_name"), file)
+        names[image["id"]] = image["file_name"]
+    pairs = []
+    for index, annotation in enumerate(annotations):
+        _require(annotation, index, "annotations", ("image_id", "caption"), file)
+        if annotation["image_id"] not in names:
+            raise DatasetFormatError(f"{file}: annotations[{index}] (id {annotation.get('id')}) names "
+                                     f"image_id {annotation['image_id']}, which 'images' does not list")
+        pairs.append((names[annotation["image_id"]], annotation["caption"]))
+    return names, pairs
+
+
+def _require(entry: object, index: int, array: str, keys: tuple[str, ...], file: Path) -> None:
+    """Each of `keys` is present and not null (`caption` is a string) in `array[index]`."""
+    where = f"{file}: {array}[{index}]"
+    if not isinstance(entry, dict):
+        raise DatasetFormatError(f"{where} is a {type(entry).__name__}, not an object")
+    where += f" (id {entry.get('id')}" + (f", image_id {entry['image_id']})" if "image_id" in entry else ")")
+    for key in keys:
+        if entry.get(key) is None:
+            problem = "has no field" if key not in entry else "has null in"
+            raise DatasetFormatError(f"{where} {problem} '{key}'; fix or remove that entry")
+    if "caption" in keys and not isinstance(entry["caption"], str):
+        raise DatasetFormatError(f"{where}: 'caption' is a {type(entry['caption']).__name__}, not a string")
 
 
 def _subset(records: list[ImageRecord], options: Any) -> list[ImageRecord]:

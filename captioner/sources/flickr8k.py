@@ -14,15 +14,23 @@ counted, not fatal.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from captioner.sources.checks import DatasetLayoutError, require_file, require_root
+from captioner.sources.checks import (
+    DatasetFormatError,
+    DatasetLayoutError,
+    require_file,
+    require_images,
+    require_root,
+)
 from captioner.sources.karpathy import read_karpathy_split
-from captioner.sources.record import ImageRecord
+from captioner.sources.record import ImageRecord, real_captions
 from captioner.sources.splits import random_splits
+from captioner.sources.text_files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +69,22 @@ def _detect_layout(root: Path, options: Any) -> str:
 
 def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
     token_file = require_file(root / "Flickr8k.token.txt", "flickr8k", "the captions")
+    if not images_dir.is_dir():  # e.g. only Flickr8k_text.zip unpacked
+        require_images([], "flickr8k", images_dir, token_file, "images_dir")
     captions: dict[str, list[str]] = defaultdict(list)
-    for number, line in enumerate(token_file.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(token_file, "flickr8k").splitlines(), 1):
         if not line.strip():
             continue
         key, sep, caption = line.partition("\t")
         if not sep or "#" not in key:
-            raise ValueError(f"{token_file}:{number}: expected 'name.jpg#k<TAB>caption', got {line[:80]!r}")
-        captions[key.rsplit("#", 1)[0]].append(caption.strip())
+            raise DatasetFormatError(f"{token_file}:{number}: expected 'name.jpg#k<TAB>caption', "
+                                     f"got {line[:80]!r}")
+        captions[key.strip().rsplit("#", 1)[0]].append(caption)
+    captions = real_captions(captions, "flickr8k", token_file)
     split_of: dict[str, str] = {}
     for split, name in OFFICIAL_SPLIT_FILES.items():
         listed = require_file(root / name, "flickr8k", f"the {split} split")
-        for image in listed.read_text(encoding="utf-8").split():
+        for image in read_text(listed, "flickr8k").split():
             split_of[image] = split
     records, missing, unsplit = [], [], 0
     for image, texts in captions.items():
@@ -84,27 +96,34 @@ def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
             missing.append(image)
             continue
         records.append(ImageRecord(Path(image).stem, path, texts, split_of[image]))
-    if missing or unsplit:
-        log.warning("flickr8k: skipped %d captioned images missing from %s (e.g. %s) and %d in no "
-                    "split file", len(missing), images_dir, ", ".join(missing[:3]), unsplit)
-    return records
+    if missing:
+        log.warning("flickr8k: skipped %d captioned images missing from %s (e.g. %s)",
+                    len(missing), images_dir, ", ".join(missing[:3]))
+    if unsplit:
+        log.warning("flickr8k: skipped %d captioned images listed in no split file (%s)", unsplit,
+                    ", ".join(OFFICIAL_SPLIT_FILES.values()))
+    return require_images(records, "flickr8k", images_dir, token_file, "images_dir")
 
 
 def _csv(root: Path, images_dir: Path, options: Any) -> list[ImageRecord]:
     table = require_file(root / "captions.txt", "flickr8k", "the captions")
+    if not images_dir.is_dir():
+        require_images([], "flickr8k", images_dir, table, "images_dir_csv")
     captions: dict[str, list[str]] = defaultdict(list)
-    with table.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"image", "caption"} <= set(reader.fieldnames):
-            raise ValueError(f"{table}: expected a header 'image,caption', got {reader.fieldnames}")
-        for row in reader:
-            if row["image"] and row["caption"]:
-                captions[row["image"]].append(row["caption"].strip())
+    reader = csv.DictReader(io.StringIO(read_text(table, "flickr8k"), newline=""))
+    if reader.fieldnames is None or not {"image", "caption"} <= {f.strip() for f in reader.fieldnames}:
+        raise DatasetFormatError(f"{table}: expected a header 'image,caption', got {reader.fieldnames}")
+    reader.fieldnames = [f.strip() for f in reader.fieldnames]
+    for row in reader:
+        if row["image"]:
+            captions[row["image"].strip()].append(row["caption"] or "")
+    captions = real_captions(captions, "flickr8k", table)
     present = {image: texts for image, texts in captions.items() if (images_dir / image).is_file()}
     if len(present) < len(captions):
         log.warning("flickr8k: skipped %d captioned images missing from %s",
                     len(captions) - len(present), images_dir)
     images = sorted(present)
     splits = random_splits(len(images), dict(options.get("split_fractions")), options.get("seed", 0))
-    return [ImageRecord(Path(image).stem, images_dir / image, present[image], split)
-            for image, split in zip(images, splits, strict=True)]
+    records = [ImageRecord(Path(image).stem, images_dir / image, present[image], split)
+               for image, split in zip(images, splits, strict=True)]
+    return require_images(records, "flickr8k", images_dir, table, "images_dir_csv")

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from captioner.sources.checks import DatasetLayoutError, require_root
-from captioner.sources.record import ImageRecord
+from captioner.sources.checks import DatasetLayoutError, require_images, require_root
+from captioner.sources.record import ImageRecord, real_captions
 from captioner.sources.splits import random_splits
+from captioner.sources.text_files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,25 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     if not files:
         raise DatasetLayoutError(f"iapr: no annotation files {annotations}/NN/NNNN.eng. {DOWNLOAD}")
     whole = options.get("caption", "first_sentence") == "description"
-    found, skipped = [], 0
+    captions, images, missing = {}, {}, 0
     for file in files:
         fields = {name.upper(): value.strip() for name, value in _FIELD.findall(
-            file.read_text(encoding="iso-8859-1"))}
+            read_text(file, "iapr", encodings=("iso-8859-1",)))}
         description = " ".join(fields.get("DESCRIPTION", "").split())
         image = root / fields.get("IMAGE", f"images/{file.parent.name}/{file.stem}.jpg")
-        caption = description if whole else first_sentence(description)
-        if not caption or not image.is_file():
-            skipped += 1
+        if not image.is_file():
+            missing += 1
             continue
-        found.append((file.stem, image, caption))
-    if skipped:
-        log.warning("iapr: skipped %d annotations without a description or an image", skipped)
+        captions[file.stem] = [description if whole else first_sentence(description)]
+        images[file.stem] = image
+    if missing:
+        log.warning("iapr: skipped %d annotations whose image is missing", missing)
+    captions = real_captions(captions, "iapr", annotations)
+    found = list(captions)
     splits = random_splits(len(found), dict(options.get("split_fractions")), options.get("seed", 0))
-    return [ImageRecord(stem, image, [caption], split)
-            for (stem, image, caption), split in zip(found, splits, strict=True)]
+    records = [ImageRecord(stem, images[stem], captions[stem], split)
+               for stem, split in zip(found, splits, strict=True)]
+    return require_images(records, "iapr", root / "images", annotations)
 
 
 def first_sentence(description: str) -> str:
