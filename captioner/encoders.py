@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 
 class ImageReadError(OSError):
     pass
+
+
+# What PIL raises on a file that is not the image it claims to be: not an image, truncated,
+# corrupt inside, or a decompression bomb (a header declaring far more pixels than any photo).
+UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, struct.error,
+              zlib.error, Image.DecompressionBombError)
 
 
 class ImageFiles(Dataset):
@@ -52,7 +60,7 @@ class ImageFiles(Dataset):
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        except (OSError, UnidentifiedImageError) as error:
+        except UNREADABLE as error:
             if self.strict:
                 raise ImageReadError(f"{path}: cannot read image ({error}); replace or remove the "
                                      "file, or set dataset.strict=false to skip such images") from error
@@ -66,7 +74,17 @@ def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: Any, d
     """`calibrate_random_network` on these image files, preprocessed as `cnn` says; unreadable
     ones are left out (an error if `strict`). Returns what was done."""
     files = ImageFiles(paths, cnn.input_size, cnn.mean, cnn.std, strict=strict)
-    readable = [image for image, error in (files[i] for i in range(len(files))) if not error]
+    readable = []
+    for path, (image, error) in zip(files.paths, (files[i] for i in range(len(files))), strict=True):
+        if error:
+            log.warning("calibration: skipping unreadable image %s: %s", path, error)
+        else:
+            readable.append(image)
+    if not readable:
+        raise ImageReadError(
+            f"none of the {len(paths)} calibration image(s) of the random {cnn.name} can be read "
+            f"({', '.join(map(str, paths[:3]))}{' ...' if len(paths) > 3 else ''}); replace them, or "
+            "raise cnn.calibration_images so that readable images are among the first ones")
     batch = torch.stack(readable).to(device, memory_format=torch.channels_last)
     return calibrate_random_network(net, batch, batch_size)
 

@@ -10,14 +10,20 @@ Layout (one file per dataset x cnn):
     attrs            schema_version, identity (dataset, cnn, weights, ...), feature_scale, ...
 
 A file is written as `<name>.partial` and renamed when complete, so a crash never leaves a file
-that looks finished; a partial file with the same identity is resumed where it stopped.
+that looks finished; a partial file with the same identity is resumed where it stopped. The
+numeric datasets carry HDF5's fletcher32 checksum per chunk, so bit rot is an error on reading,
+never garbage served to training. A disk that fills up stops the extraction before HDF5 is
+left with a failed write, so the partial file stays resumable.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,12 +33,25 @@ import numpy as np
 
 from captioner.sources import SPLITS, ImageRecord
 
-SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2  # 2: fletcher32 checksums on every numeric dataset
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+# Room kept free beyond each batch for HDF5's own metadata (chunk index, attributes).
+METADATA_MARGIN = 1 << 20
 
 
 class FeatureFileError(ValueError):
     """A features file that is missing, unfinished, corrupt or made for another config."""
+
+
+class FeatureWriteError(FeatureFileError):
+    """The disk refused a write (full, over quota, over a size limit); the partial file resumes."""
+
+
+def _numeric(file: h5py.File, name: str, data: np.ndarray) -> None:
+    """A numeric dataset with a checksum per chunk (fletcher32 needs a chunked layout)."""
+    file.create_dataset(name, data=data, fletcher32=len(data) > 0)  # an empty one cannot be chunked
 
 
 def partial_path(path: Path) -> Path:
@@ -62,6 +81,9 @@ class FeatureFileWriter:
         if not self.partial.exists():
             self._create(records, regions, channels)
         self.file = h5py.File(self.partial, "r+")
+        # One handle for the whole write: a write error then surfaces in `write`, not later when a
+        # temporary handle is garbage-collected (where h5py can only print it).
+        self.features = self.file["features"]
         self.images_done = int(self.file.attrs["images_done"])
 
     def _resumable(self, regions: int, channels: int) -> bool:
@@ -77,15 +99,15 @@ class FeatureFileWriter:
         text = h5py.string_dtype("utf-8")
         with h5py.File(self.partial, "w") as f:
             f.create_dataset("features", shape=(len(records), regions, channels), dtype="float16",
-                             chunks=(1, regions, channels))
+                             chunks=(1, regions, channels), fletcher32=True)
             f.create_dataset("image_ids", data=[r.image_id for r in records], dtype=text)
             captions = [c for r in records for c in r.captions]
             owner = [i for i, r in enumerate(records) for _ in r.captions]
             f.create_dataset("captions", data=captions, dtype=text)
-            f.create_dataset("caption_image", data=np.asarray(owner, dtype=np.int32))
+            _numeric(f, "caption_image", np.asarray(owner, dtype=np.int32))
             for split in SPLITS:
                 members = [i for i, r in enumerate(records) if r.split == split]
-                f.create_dataset(f"splits/{split}", data=np.asarray(members, dtype=np.int32))
+                _numeric(f, f"splits/{split}", np.asarray(members, dtype=np.int32))
             f.attrs["identity"] = json.dumps(self.identity, sort_keys=True)
             f.attrs["images_done"] = 0
 
@@ -112,29 +134,64 @@ class FeatureFileWriter:
             raise FeatureFileError(
                 f"{self.partial}: features of images {start}..{start + len(features) - 1} are not "
                 f"finite in float16 (max |x| = {peak:.3g}); the CNN output needs scaling")
-        self.file["features"][start:start + len(features)] = features.astype(np.float16)
+        half = features.astype(np.float16)
+        self._require_space(half.nbytes)
+        try:
+            self.features[start:start + len(features)] = half
+            self.file.flush()  # the features reach the disk before the count that vouches for them
+            self.file.attrs["images_done"] = start + len(features)
+            self.file.flush()
+        except OSError as error:
+            raise self._write_error(error, self._free_bytes()) from error
         self.images_done = start + len(features)
-        self.file.attrs["images_done"] = self.images_done
-        self.file.flush()
+
+    def _free_bytes(self) -> int:
+        return shutil.disk_usage(self.partial.parent).free
+
+    def _require_space(self, batch_bytes: int) -> None:
+        """Stop before the disk is full: a write HDF5 cannot finish leaves its file (and the
+        library, at exit) in a state nothing recovers from cleanly."""
+        free = self._free_bytes()
+        if free < batch_bytes + METADATA_MARGIN:
+            raise self._write_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), free)
+
+    def _write_error(self, error: OSError, free: int) -> FeatureWriteError:
+        left = (self.num_images - self.images_done) * int(np.prod(self.features.shape[1:])) * 2
+        where = (f"while writing {self.partial} (image {self.images_done} of {self.num_images}, "
+                 f"about {_size(left)} still to write)")
+        if error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
+            problem = f"no space left on the disk of {self.partial.parent} ({_size(free)} free)"
+        elif error.errno == errno.EFBIG:
+            problem = "the file reached the size limit of this process or file system"
+        else:
+            problem = f"the disk refused a write ({' '.join(str(error).split())[:200]})"
+        return FeatureWriteError(f"{problem} {where}; free space (or set data_root=<a disk with room>) and "
+                                 f"rerun: extraction resumes at image {self.images_done}")
 
     def finish(self, **attrs: Any) -> Path:
         if self.images_done != self.num_images:
             raise FeatureFileError(f"{self.partial}: only {self.images_done} of {self.num_images} "
                                    "images written")
         skipped = {int(i) for i in json.loads(self.file.attrs.get("skipped_images", "{}"))}
-        if skipped:
-            for name in list(self.file["splits"]):
-                kept = [i for i in self.file[f"splits/{name}"][:] if int(i) not in skipped]
-                del self.file[f"splits/{name}"]
-                self.file.create_dataset(f"splits/{name}", data=np.asarray(kept, dtype=np.int32))
-        self.set_attrs(complete=True, skipped_count=len(skipped), **attrs)
-        self.file.close()
+        try:
+            if skipped:
+                for name in list(self.file["splits"]):
+                    kept = [i for i in self.file[f"splits/{name}"][:] if int(i) not in skipped]
+                    del self.file[f"splits/{name}"]
+                    _numeric(self.file, f"splits/{name}", np.asarray(kept, dtype=np.int32))
+            self.set_attrs(complete=True, skipped_count=len(skipped), **attrs)
+            self.file.close()
+        except OSError as error:
+            raise self._write_error(error, self._free_bytes()) from error
         os.replace(self.partial, self.path)
         return self.path
 
     def close(self) -> None:
         if self.file.id.valid:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError as error:  # after a failed write: that error is the one to report
+                log.debug("closing %s after a failed write: %s", self.partial, error)
 
 
 class FeatureFile:
@@ -202,7 +259,7 @@ class FeatureFile:
         return refs
 
     def load_into_memory(self) -> None:
-        self._memory = self._features()[:]
+        self._memory = self._checked_read(slice(None))
 
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Features of `indices` in the given order, with one sorted read from disk."""
@@ -210,7 +267,27 @@ class FeatureFile:
         if self._memory is not None:
             return self._memory[indices]
         unique, inverse = np.unique(indices, return_inverse=True)
-        return self._features()[unique][inverse]
+        return self._checked_read(unique)[inverse]
+
+    def _checked_read(self, selection: slice | np.ndarray) -> np.ndarray:
+        try:
+            return self._features()[selection]
+        except OSError as error:  # fletcher32 mismatch: "filter returned failure during read"
+            what = "some images"
+            if not isinstance(selection, slice):  # an error path: find which, one by one
+                bad = [int(i) for i in selection if not self._readable(int(i))]
+                what = f"images {', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}"
+            raise FeatureFileError(
+                f"{self.path}: the features of {what} are corrupt on disk (checksum mismatch or read "
+                f"error: {' '.join(str(error).split())}); delete {self.path} and run again to "
+                "re-extract it, and check the disk") from error
+
+    def _readable(self, index: int) -> bool:
+        try:
+            self._features()[index]
+        except OSError:
+            return False
+        return True
 
     def _features(self) -> h5py.Dataset:
         # h5py handles do not survive fork/pickle: each worker process opens its own.
@@ -231,3 +308,7 @@ def _attr_value(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"

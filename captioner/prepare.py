@@ -69,6 +69,11 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
     path = Path(explicit_path) if explicit else default_features_path(
         data_root, cfg.dataset.name, cfg.cnn.name)
     identity = expected_identity(cfg, records)
+    # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
+    # works. Complete files appear by an atomic rename, so none is ever seen half-written.
+    if path.exists() and not _differences(path, identity):
+        log.info("reusing features %s", path)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Runs of a sweep that need the same file wait here while the first one extracts it.
     with _exclusive(path):

@@ -1,13 +1,26 @@
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from captioner.features import FeatureFile, FeatureFileError, FeatureFileWriter, partial_path
+from captioner.encoders import ImageReadError
+from captioner.features import (
+    FeatureFile,
+    FeatureFileError,
+    FeatureFileWriter,
+    FeatureWriteError,
+    partial_path,
+)
 from captioner.prepare import ensure_features
 from captioner.sources import ImageRecord, load_records
 from tests.conftest import compose_config
+from tests.hostile_files import decompression_bomb_png
 
 
 def _records(n: int) -> list[ImageRecord]:
@@ -43,6 +56,7 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(read.read([9, 0]), features[[9, 0]].astype(np.float16))
     with h5py.File(path) as f:
         assert f["features"].chunks == (1, 4, 6)
+        assert f["features"].fletcher32 and f["caption_image"].fletcher32 and f["splits/val"].fletcher32
 
 
 def test_a_half_written_file_is_never_taken_for_a_finished_one(tmp_path):
@@ -130,3 +144,127 @@ def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path
     in_splits = np.concatenate(list(read.splits.values())).tolist()
     assert sorted(in_splits) == [i for i in range(16) if i not in (3, 9)]
     assert np.isfinite(read.read(range(16)).astype(np.float32)).all()
+
+
+# Hostile input and a hostile machine: bit rot, a bomb among the images, a full or read-only disk.
+
+def test_bit_rot_in_a_chunk_is_an_error_naming_the_file(tmp_path):
+    records = _records(10)
+    features = np.random.default_rng(2).normal(size=(10, 4, 6)).astype(np.float32)
+    path = _write(tmp_path / "f.h5", records, features)
+    with h5py.File(path) as f:
+        chunk = f["features"].id.get_chunk_info(7)  # image 7's chunk: offset and size on disk
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:  # flip 8 bytes inside it, as a failing disk or copy would
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        rotten = bytes(b ^ 0x5A for b in handle.read(8))
+        handle.seek(chunk.byte_offset + chunk.size // 2)
+        handle.write(rotten)
+    assert path.stat().st_size == size
+    read = FeatureFile(path)  # the metadata is intact: the file opens
+    np.testing.assert_allclose(read.read([2, 9]), features[[2, 9]], rtol=1e-3, atol=1e-3)
+    with pytest.raises(FeatureFileError, match=r"f\.h5: the features of images 7 are corrupt.*delete .* "
+                                               r"re-extract"):
+        read.read([2, 7])
+    with pytest.raises(FeatureFileError, match="corrupt"):
+        FeatureFile(path).load_into_memory()
+
+
+def test_a_decompression_bomb_among_the_images_is_skipped_and_counted(tmp_path):
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    bomb = decompression_bomb_png(records[5].path)  # a 20000 x 20000 PNG named .jpg
+    assert bomb.stat().st_size < 100_000 and not cfg.dataset.strict
+    read = FeatureFile(ensure_features(cfg, records, tmp_path))
+    assert sorted(read.skipped) == [5] and "decompression bomb" in read.skipped[5]
+    assert 5 not in np.concatenate(list(read.splits.values()))
+    cfg.dataset.strict = True  # strict: the same file stops the extraction, named
+    cfg.cnn.seed = 1
+    with pytest.raises(ImageReadError, match=f"{bomb}: cannot read image"):
+        ensure_features(cfg, records, tmp_path)
+
+
+def test_calibration_skips_unreadable_images_and_names_them_when_none_is_left(tmp_path, caplog):
+    cfg = compose_config("dataset.num_images=12", "cnn.calibration_images=2", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    records[0].path.write_bytes(b"not a jpeg at all")
+    with caplog.at_level(logging.WARNING):
+        read = FeatureFile(ensure_features(cfg, records, tmp_path))
+    assert read.attrs["random_init_calibration"] == "conv outputs standardised on 1 images"
+    assert f"calibration: skipping unreadable image {records[0].path}" in caplog.text
+    assert sorted(read.skipped) == [0]  # and extraction skipped it too
+    cfg.cnn.calibration_images = 1
+    with pytest.raises(ImageReadError, match=f"none of the 1 calibration image.*{records[0].path}"):
+        ensure_features(cfg, records, tmp_path)
+
+
+def _mount(*arguments: str) -> bool:
+    return subprocess.run(["mount", *arguments], capture_output=True).returncode == 0
+
+
+@contextmanager
+def _read_only(folder: Path) -> Iterator[None]:
+    """`folder` read-only for this process: a read-only bind mount (root ignores permission bits),
+    or the permission bits when not root."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if not _mount("--bind", str(folder), str(folder)):
+        pytest.skip("running as root without permission to mount: cannot make a read-only folder")
+    try:
+        assert _mount("-o", "remount,bind,ro", str(folder))
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_complete_file_in_a_read_only_data_root_is_read_without_writing(tmp_path):
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    path = ensure_features(cfg, records, tmp_path)
+    for leftover in path.parent.glob("*.lock"):  # a shared store holds the finished file only
+        leftover.unlink()
+    with _read_only(path.parent):
+        with pytest.raises(OSError):  # it really is read-only
+            (path.parent / "probe").touch()
+        assert ensure_features(cfg, records, tmp_path) == path
+        assert FeatureFile(path).read([0, 3]).shape == (2, 16, 512)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+@contextmanager
+def _small_disk(folder: Path, size: str) -> Iterator[None]:
+    folder.mkdir()
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)):
+        pytest.skip("needs permission to mount a tmpfs (root in a container that allows it)")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resumes(tmp_path, caplog):
+    cfg = compose_config("dataset.num_images=120", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    whole = FeatureFile(ensure_features(cfg, records, tmp_path / "roomy")).read(range(120))
+    disk = tmp_path / "disk"
+    with _small_disk(disk, "2m"):  # 120 x 16 KiB of features do not fit
+        with pytest.raises(FeatureWriteError) as error:
+            ensure_features(cfg, records, disk)
+        message = str(error.value)
+        partial = partial_path(disk / "features" / "shapes-vgg16.h5")
+        assert f"no space left on the disk of {partial.parent}" in message
+        assert f"while writing {partial}" in message and "rerun: extraction resumes at image" in message
+        assert not (disk / "features" / "shapes-vgg16.h5").exists()
+        with h5py.File(partial, "r") as f:  # closed cleanly and resumable
+            done = int(f.attrs["images_done"])
+        assert 0 < done < 120 and f"resumes at image {done}" in message
+        assert _mount("-o", "remount,size=8m", str(disk))  # the user frees space
+        with caplog.at_level(logging.INFO):
+            path = ensure_features(cfg, records, disk)
+        assert f"at image {done} of 120" in caplog.text
+        np.testing.assert_array_equal(FeatureFile(path).read(range(120)), whole)
