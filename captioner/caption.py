@@ -3,6 +3,10 @@
 The checkpoint says which CNN made its training features (name, weights, input size,
 normalisation, scale); the same encoder is rebuilt here, so a new image gets exactly the features
 training would have given it. `--attention out.png` draws one panel per generated word.
+
+One bad file among good ones (not an image, empty, a decompression bomb) does not stop the
+others: every readable image is captioned, each bad one is reported on its own line on stderr,
+and the exit status is 1 at the end (2: nothing could be done, e.g. a missing checkpoint).
 """
 
 from __future__ import annotations
@@ -83,10 +87,25 @@ class ImageEncoder:
             calibrate_on_images(self.net, [Path(p) for p in paths], self.cnn, device,
                                 int(encoder.get("calibration_batch_size", 32)))
 
-    @torch.inference_mode()
+    def read(self, paths: list[Path]) -> tuple[list[Path], torch.Tensor | None, dict[Path, str]]:
+        """The readable `paths`, their preprocessed pixels, and why each other one is unreadable."""
+        files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=False)
+        readable, pixels, failures = [], [], {}
+        for path, (image, error) in zip(paths, (files[i] for i in range(len(files))), strict=True):
+            if error:
+                failures[path] = error
+            else:
+                readable.append(path)
+                pixels.append(image)
+        return readable, torch.stack(pixels) if pixels else None, failures
+
     def __call__(self, paths: list[Path]) -> torch.Tensor:
+        """Region features of `paths`; an unreadable one is an error naming it."""
         files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=True)
-        pixels = torch.stack([files[i][0] for i in range(len(files))])
+        return self.encode(torch.stack([files[i][0] for i in range(len(files))]))
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         grid = self.net(pixels.to(self.device, memory_format=torch.channels_last)).float()
         regions = grid.flatten(2).transpose(1, 2) * torch.tensor(self.scale, dtype=torch.float32)
         return regions.half().float()  # what training read from the float16 file
@@ -94,18 +113,22 @@ class ImageEncoder:
 
 def caption_images(module: CaptionModule, encoder: ImageEncoder, paths: list[Path],
                    batch_size: int = 16) -> list[dict[str, Any]]:
-    """Caption and attention (one row of region weights per word) for each image."""
+    """Caption and attention (one row of region weights per word) for each image, in order; an
+    unreadable image gets `error` (why) instead."""
     module.eval()
     results = []
     for start in range(0, len(paths), batch_size):
         batch = paths[start:start + batch_size]
-        with torch.inference_mode():
-            tokens, attention = module(encoder(batch).to(module.device))
-        for path, ids, weights in zip(batch, tokens.tolist(), attention.cpu(), strict=True):
-            caption = module.vocabulary.decode(ids)
-            words = caption.split()
-            results.append({"image": str(path), "caption": caption,
-                            "attention": weights[: len(words)].numpy()})
+        readable, pixels, failures = encoder.read(batch)
+        captioned = {}
+        if pixels is not None:
+            with torch.inference_mode():
+                tokens, attention = module(encoder.encode(pixels).to(module.device))
+            for path, ids, weights in zip(readable, tokens.tolist(), attention.cpu(), strict=True):
+                caption = module.vocabulary.decode(ids)
+                captioned[path] = {"image": str(path), "caption": caption,
+                                   "attention": weights[: len(caption.split())].numpy()}
+        results += [captioned.get(path) or {"image": str(path), "error": failures[path]} for path in batch]
     return results
 
 
@@ -132,20 +155,40 @@ def main(argv: list[str] | None = None) -> None:
         results = caption_images(module, encoder, paths)
     except (FileNotFoundError, CheckpointError, ImageReadError, KeyError) as error:
         parser.exit(2, f"error: {error}\n")
-    grid = tuple(module.hparams.encoder.get("grid") or (1, results[0]["attention"].shape[1]))
-    for result in results:
-        if args.attention:
-            words = result["caption"].split()
-            figure = _figure_path(args.attention, Path(result["image"]), len(results) > 1)
-            result["figure"] = str(plot_attention(Path(result["image"]), words, result["attention"],
-                                                  grid, figure))
+    captioned = [r for r in results if "caption" in r]
+    problems = [f"error: {r['image']}: cannot read image ({r['error']}); not captioned"
+                for r in results if "error" in r]
+    if args.attention and captioned:
+        problems += _draw_figures(captioned, args.attention, module.hparams.encoder.get("grid"),
+                                  several=len(paths) > 1)
+    for result in captioned:
         del result["attention"]
     if args.json:
-        json.dump(results, sys.stdout, indent=1)
+        json.dump(captioned, sys.stdout, indent=1)
         print()
     else:
-        for result in results:
+        for result in captioned:
             print(f"{result['image']}\t{result['caption']}")
+    sys.stdout.flush()  # the captions first, then what went wrong
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        sys.exit(1)
+
+
+def _draw_figures(results: list[dict[str, Any]], base: Path, grid: Any, several: bool) -> list[str]:
+    """Write each result's attention figure (adding its path as `figure`); the errors, one line each."""
+    grid = tuple(grid or (1, results[0]["attention"].shape[1]))
+    problems = []
+    for result in results:
+        figure = _figure_path(base, Path(result["image"]), several)
+        try:
+            result["figure"] = str(plot_attention(Path(result["image"]), result["caption"].split(),
+                                                  result["attention"], grid, figure))
+        except (OSError, ValueError) as error:
+            problems.append(f"error: cannot write the attention figure {figure} ({error}); the caption "
+                            f"of {result['image']} is printed without it")
+    return problems
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from captioner.checkpoint_io import load_module
 from captioner.features import FeatureFile
 from captioner.prepare import prepare
 from tests.conftest import compose_config
+from tests.hostile_files import decompression_bomb_png
 
 
 def caption_cli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -78,3 +79,36 @@ def test_a_random_batchnorm_cnn_is_rebuilt_with_its_calibration_batches(tmp_path
     path_of = {r.image_id: r.path for r in records}
     again = ImageEncoder(features.encoder())([path_of[features.image_ids[i]] for i in shown])
     assert torch.equal(again, torch.from_numpy(features.read(shown)).float())
+
+
+def test_one_bad_file_among_good_ones_is_reported_and_the_rest_captioned(trained_run, tmp_path):
+    for name in ("a.jpg", "c.png"):
+        Image.new("RGB", (80, 80), (40, 200, 40)).save(tmp_path / name)
+    (tmp_path / "b_text.jpg").write_text("a text file named .jpg")
+    (tmp_path / "d_empty.png").write_bytes(b"")
+    decompression_bomb_png(tmp_path / "e_bomb.png")
+    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(tmp_path))
+    assert result.returncode == 1, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(tmp_path / "a.jpg"), str(tmp_path / "c.png")]
+    assert all(line.split("\t")[1] for line in lines)
+    errors = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    for bad in ("b_text.jpg", "d_empty.png", "e_bomb.png"):
+        (line,) = [e for e in errors if str(tmp_path / bad) in e]
+        assert line.startswith("error: ") and "cannot read image" in line and "not captioned" in line
+    assert "decompression bomb" in next(e for e in errors if "e_bomb.png" in e)
+
+
+def test_an_attention_figure_that_cannot_be_written_keeps_the_caption(trained_run, tmp_path):
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (80, 80), (200, 40, 40)).save(photo)
+    (tmp_path / "taken").write_text("a file where the figure's folder should be")
+    figure = tmp_path / "taken" / "out.png"  # unwritable even for root
+    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(photo),
+                         "--attention", str(figure), "--json")
+    assert result.returncode == 1, result.stderr[-3000:]
+    (found,) = json.loads(result.stdout)
+    assert found["image"] == str(photo) and found["caption"] and "figure" not in found
+    (line,) = [e for e in result.stderr.splitlines() if e.startswith("error:")]
+    assert line.startswith(f"error: cannot write the attention figure {figure}")
