@@ -96,6 +96,18 @@ class FeatureFileWriter:
 
     def _create(self, records: Sequence[ImageRecord], regions: int, channels: int) -> None:
         self.partial.parent.mkdir(parents=True, exist_ok=True)
+        free = self._free_bytes()
+        metadata = sum(len(c.encode()) + 32 for r in records for c in r.captions) + 64 * len(records)
+        if free < metadata + METADATA_MARGIN:
+            raise FeatureWriteError(
+                f"no space left on the disk of {self.partial.parent} ({_size(free)} free) to start "
+                f"writing {self.partial} (captions and index: about {_size(metadata)}); free space "
+                "(or set data_root=<a disk with room>) and rerun")
+        features = len(records) * regions * channels * 2
+        if free < metadata + features + METADATA_MARGIN:
+            log.warning("%s needs about %s and %s is free on its disk: extraction will stop when the "
+                        "disk is full (free space and rerun to resume)", self.path,
+                        _size(metadata + features), _size(free))
         text = h5py.string_dtype("utf-8")
         with h5py.File(self.partial, "w") as f:
             f.create_dataset("features", shape=(len(records), regions, channels), dtype="float16",

@@ -252,9 +252,14 @@ def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resum
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     whole = FeatureFile(ensure_features(cfg, records, tmp_path / "roomy")).read(range(120))
     disk = tmp_path / "disk"
-    with _small_disk(disk, "2m"):  # 120 x 16 KiB of features do not fit
-        with pytest.raises(FeatureWriteError) as error:
+    with _small_disk(disk, "512k"):  # full from the start: not even the captions fit
+        with pytest.raises(FeatureWriteError, match=r"no space left on the disk of .*features \(.* free\) "
+                                                    r"to start writing .*\.partial"):
             ensure_features(cfg, records, disk)
+        assert _mount("-o", "remount,size=2m", str(disk))  # 120 x 16 KiB of features do not fit
+        with caplog.at_level(logging.WARNING), pytest.raises(FeatureWriteError) as error:
+            ensure_features(cfg, records, disk)
+        assert "extraction will stop when the disk is full" in caplog.text
         message = str(error.value)
         partial = partial_path(disk / "features" / "shapes-vgg16.h5")
         assert f"no space left on the disk of {partial.parent}" in message
