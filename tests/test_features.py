@@ -1,6 +1,7 @@
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from captioner.features import (
 )
 from captioner.prepare import ensure_features
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -273,3 +274,17 @@ def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resum
             path = ensure_features(cfg, records, disk)
         assert f"at image {done} of 120" in caplog.text
         np.testing.assert_array_equal(FeatureFile(path).read(range(120)), whole)
+
+
+def test_prepare_on_a_disk_that_fills_up_exits_2_with_one_line_not_a_crash(tmp_path):
+    tiny = [o for o in TINY if not o.startswith("dataset.num_images")]
+    disk = tmp_path / "disk"
+    with _small_disk(disk, "2m"):
+        result = subprocess.run(
+            [sys.executable, "-m", "captioner.prepare", *tiny, "dataset.num_images=120",
+             f"dataset.root={tmp_path / 'shapes'}", f"data_root={disk}"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert result.returncode == 2, result.stderr[-3000:]  # not 139, the segfault it used to be
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (line,) = [e for e in result.stderr.splitlines() if "no space left" in e]
+    assert f"while writing {disk / 'features' / 'shapes-vgg16.h5.partial'}" in line
