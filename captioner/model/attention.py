@@ -29,7 +29,13 @@ class BahdanauAttention(nn.Module):
 
         `region_mask` (B, R), True where a region exists, gives absent regions zero weight.
         """
-        scores = self.score(torch.tanh(keys + self.query(hidden).unsqueeze(1))).squeeze(-1)
+        return self.attend(regions, keys, self.query(hidden), region_mask)
+
+    def attend(self, regions: torch.Tensor, keys: torch.Tensor, query: torch.Tensor,
+               region_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` with the query `W_q h` (B, A) already computed (the decoder computes it in
+        the same matrix product as its cell's hidden-state gates)."""
+        scores = self.score(torch.tanh(keys + query.unsqueeze(1))).squeeze(-1)
         if region_mask is not None:
             scores = scores.masked_fill(~region_mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from captioner.model.attention import BahdanauAttention
@@ -46,16 +47,47 @@ class CaptionDecoder(nn.Module):
         state = torch.tanh(self.init_state(regions.mean(dim=1))).chunk(parts, dim=-1)
         return regions, keys, tuple(s.contiguous() for s in state)
 
+    # The cell's input is [word embedding; context], so its input gates split into a word part,
+    # known before decoding starts (one matrix product over all steps in `forward`), and a
+    # context part, known only once the step has attended. The previous hidden state feeds both
+    # the cell's hidden gates and the attention query: one matrix product gives both.
+    # The arithmetic is nn.GRUCell's / nn.LSTMCell's, on the same parameters.
+
+    def word_gates(self, embedded: torch.Tensor) -> torch.Tensor:
+        """Embedded words (..., E) -> their share of the cell's input gates (..., G), bias included."""
+        embed_dim = embedded.shape[-1]
+        return F.linear(embedded, self.cell.weight_ih[:, :embed_dim], self.cell.bias_ih)
+
+    def hidden_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[W_hh; W_query] and its bias: the hidden gates and the attention query in one product."""
+        weight = torch.cat([self.cell.weight_hh, self.attention.query.weight])
+        bias = torch.cat([self.cell.bias_hh, self.attention.query.bias])
+        return weight, bias
+
+    def advance(self, word_gates: torch.Tensor, regions: torch.Tensor, keys: torch.Tensor,
+                state: State, hidden_weights: tuple[torch.Tensor, torch.Tensor],
+                ) -> tuple[State, torch.Tensor]:
+        """One recurrence step from the word's gates (B, G): new state and attention (B, R)."""
+        hidden_gates, query = F.linear(state[0], *hidden_weights).split(
+            [hidden_weights[0].shape[0] - keys.shape[-1], keys.shape[-1]], dim=-1)
+        context, weights = self.attention.attend(regions, keys, query)
+        embed_dim = regions.shape[-1]
+        input_gates = torch.addmm(word_gates, context, self.cell.weight_ih[:, embed_dim:].t())
+        if self.cell_type == "lstm":
+            i, f, g, o = (input_gates + hidden_gates).chunk(4, dim=-1)
+            cell = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
+            return (torch.sigmoid(o) * torch.tanh(cell), cell), weights
+        input_r, input_z, input_n = input_gates.chunk(3, dim=-1)
+        hidden_r, hidden_z, hidden_n = hidden_gates.chunk(3, dim=-1)
+        reset = torch.sigmoid(input_r + hidden_r)
+        update = torch.sigmoid(input_z + hidden_z)
+        new = torch.tanh(input_n + reset * hidden_n)
+        return (new + update * (state[0] - new),), weights  # (1 - z) * n + z * h
+
     def recur(self, embedded: torch.Tensor, regions: torch.Tensor, keys: torch.Tensor,
               state: State) -> tuple[State, torch.Tensor]:
         """One recurrence step on an embedded word (B, E): new state and attention (B, R)."""
-        context, weights = self.attention(regions, keys, state[0])
-        step_input = torch.cat([embedded, context], dim=-1)
-        if self.cell_type == "lstm":
-            state = self.cell(step_input, state)
-        else:
-            state = (self.cell(step_input, state[0]),)
-        return state, weights
+        return self.advance(self.word_gates(embedded), regions, keys, state, self.hidden_weights())
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., H) -> vocabulary logits (..., V)."""
@@ -71,9 +103,11 @@ class CaptionDecoder(nn.Module):
         """Teacher forcing: logits (B, T-1, V) predicting tokens[:, 1:] and attention (B, T-1, R)."""
         regions, keys, state = self.prepare(features)
         embedded = self.dropout(self.embedding(tokens[:, :-1]))  # all input words at once
+        word_gates = self.word_gates(embedded)                   # every step's word gates at once
+        hidden_weights = self.hidden_weights()
         hiddens, attention = [], []
         for t in range(embedded.shape[1]):
-            state, weights = self.recur(embedded[:, t], regions, keys, state)
+            state, weights = self.advance(word_gates[:, t], regions, keys, state, hidden_weights)
             hiddens.append(state[0])
             attention.append(weights)
         # One vocabulary projection over all steps instead of one per step.

@@ -1,0 +1,117 @@
+"""The fast training path (issue 11): the decoder's fused step, the compiled pass, static-shape
+batches, and training features resident on a device (cpu here; the same code runs on CUDA)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from captioner.datamodule import CaptionDataModule
+from captioner.features import FeatureFile
+from captioner.model import CaptionDecoder
+from captioner.model.compiled import CompiledForward, compiled_graphs, use_compile
+from captioner.module import doubly_stochastic_penalty, masked_caption_loss
+from captioner.prepare import ensure_features
+from captioner.resident_features import ResidentFeatures
+from captioner.sources import load_records
+
+
+@pytest.fixture
+def path(tiny_cfg, shared_data_root) -> Path:
+    records = load_records("shapes", Path(tiny_cfg.dataset.root), tiny_cfg.dataset)
+    return ensure_features(tiny_cfg, records, shared_data_root)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_decoder_step_is_the_torch_cell_on_the_same_parameters(cell):
+    """The split input gates and the stacked [W_hh; W_query] product are nn.GRUCell / nn.LSTMCell."""
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(50, 16, 8, 12, 10, cell).eval().double()
+    features, tokens = torch.randn(3, 5, 16, dtype=torch.double), torch.randint(1, 50, (3, 7))
+    logits, attention = decoder(features, tokens)
+    regions, keys, state = decoder.prepare(features)
+    for t in range(tokens.shape[1] - 1):
+        context, weights = decoder.attention(regions, keys, state[0])
+        step_input = torch.cat([decoder.embedding(tokens[:, t]), context], dim=-1)
+        state = decoder.cell(step_input, state) if cell == "lstm" else (decoder.cell(step_input, state[0]),)
+        torch.testing.assert_close(logits[:, t], decoder.logits(state[0]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(attention[:, t], weights, rtol=0, atol=1e-12)
+
+
+def _loss(forward, features, tokens):
+    logits, attention = forward(features, tokens)
+    targets = tokens[:, 1:]
+    return masked_caption_loss(logits, targets) + doubly_stochastic_penalty(
+        attention, (targets != 0).float())
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_compiled_pass_gives_the_eager_loss_and_gradients(cell):
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(40, 24, 16, 32, 16, cell, dropout=0.0)
+    features = torch.rand(6, 4, 24)
+    tokens = torch.randint(4, 40, (6, 6))
+    tokens[:, 0], tokens[3:, 4:] = 1, 0  # padded rows too
+    eager = _loss(decoder, features, tokens)
+    eager_grads = torch.autograd.grad(eager, list(decoder.parameters()))
+    before = compiled_graphs()
+    compiled = _loss(CompiledForward(decoder), features, tokens)
+    compiled_grads = torch.autograd.grad(compiled, list(decoder.parameters()))
+    assert compiled_graphs() == before + 1
+    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_static_batches_compile_once_for_the_whole_epoch(path):
+    words = 4  # captions cut to 4 words: a short pass compiles in seconds
+    static = words + 2
+    datamodule = CaptionDataModule(path, batch_size=8, max_caption_length=words,
+                                   static_caption_length=static)
+    datamodule.setup()
+    loader = datamodule.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(datamodule.train_captions) // 8  # the last, smaller batch dropped
+    assert {tuple(b["tokens"].shape) for b in batches} == {(8, static)}
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(len(datamodule.vocabulary), datamodule.feature_dim, 8, 16, 8, "gru")
+    forward = CompiledForward(decoder)
+    before = compiled_graphs()
+    for batch in batches[:4]:
+        _loss(forward, batch["features"], batch["tokens"]).backward()
+    assert compiled_graphs() == before + 1  # the first batch compiles; no batch after it does
+
+
+@pytest.mark.parametrize("setting, device, expected", [
+    ("auto", "cuda", True), ("auto", "cpu", False), (True, "cpu", True), ("false", "cuda", False)])
+def test_compile_switch(setting, device, expected):
+    assert use_compile(setting, device) is expected
+
+
+def test_compile_switch_names_a_bad_value():
+    with pytest.raises(ValueError, match="model.compile='yes': expected auto, true or false"):
+        use_compile("yes", "cuda")
+
+
+def test_resident_features_answer_like_the_file(path):
+    features = FeatureFile(path)
+    train = features.splits["train"]
+    resident = ResidentFeatures(features, train, "cpu")
+    asked = np.asarray([train[3], train[0], train[3], train[-1]])
+    got = resident.read(asked)
+    assert got.dtype == torch.float16 and got.shape == (4, features.regions, features.channels)
+    np.testing.assert_array_equal(got.numpy(), features.read(asked))
+
+
+def test_resident_training_batches_match_the_streamed_ones(path):
+    streamed = CaptionDataModule(path, batch_size=8, in_memory=False)
+    resident = CaptionDataModule(path, batch_size=8, in_memory=False, resident_device="cpu")
+    for datamodule in (streamed, resident):
+        datamodule.setup()
+    assert streamed.resident is None and resident.resident is not None
+    for a, b in zip(streamed.train_dataloader(), resident.train_dataloader(), strict=True):
+        torch.testing.assert_close(a["features"], b["features"], rtol=0, atol=0)
+        torch.testing.assert_close(a["tokens"], b["tokens"], rtol=0, atol=0)
