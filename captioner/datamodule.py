@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.features import FeatureFile
+from captioner.resident_features import ResidentFeatures, fits_on_device, resident_bytes
 from captioner.text import Vocabulary
 from captioner.worker_processes import worker_context
 
@@ -20,9 +21,12 @@ class CaptionBatches(Dataset):
     `__getitems__` lets the DataLoader fetch a whole batch with one sorted read of the features.
     """
 
-    def __init__(self, features: FeatureFile, caption_ids: np.ndarray, lengths: np.ndarray,
-                 caption_image: np.ndarray):
+    def __init__(self, features: FeatureFile | ResidentFeatures, caption_ids: np.ndarray,
+                 lengths: np.ndarray, caption_image: np.ndarray, static_length: int | None = None):
         self.features = features
+        if static_length is not None and caption_ids.shape[1] < static_length:  # compiled step: one shape
+            caption_ids = np.pad(caption_ids, ((0, 0), (0, static_length - caption_ids.shape[1])))
+        self.static_length = static_length
         self.caption_ids = caption_ids
         self.lengths = lengths
         self.caption_image = caption_image
@@ -35,9 +39,11 @@ class CaptionBatches(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         lengths = self.lengths[indices]
-        longest = int(lengths.max())
+        longest = self.static_length or int(lengths.max())
+        features = self.features.read(self.caption_image[indices])
         return {
-            "features": torch.from_numpy(self.features.read(self.caption_image[indices])).float(),
+            "features": (torch.from_numpy(features) if isinstance(features, np.ndarray)
+                         else features).float(),
             "tokens": torch.from_numpy(self.caption_ids[indices, :longest]),
             "lengths": torch.from_numpy(lengths),
         }
@@ -76,8 +82,15 @@ class CaptionDataModule(pl.LightningDataModule):
                  num_workers: int = 0, in_memory: bool = True, max_caption_length: int = 20,
                  max_words: int | None = 5000, min_word_count: int = 1,
                  vocabulary: Vocabulary | None = None, val_split: str = "val",
-                 test_split: str = "test"):
+                 test_split: str = "test",
+                 static_caption_length: int | None = None, resident_device: str | None = None):
         super().__init__()
+        # The compiled training step (model.compile): every batch padded to this many tokens,
+        # the last, smaller batch dropped, so the step has one shape.
+        self.static_caption_length = static_caption_length
+        # Training features on this device once, where they fit in its free memory.
+        self.resident_device = resident_device
+        self.resident: ResidentFeatures | None = None
         self.features_path = Path(features_path)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -107,6 +120,10 @@ class CaptionDataModule(pl.LightningDataModule):
         ids, lengths = self.vocabulary.encode_batch(
             [self.features.captions[c] for c in self.train_captions], self.max_caption_length)
         self.caption_ids, self.caption_lengths = ids.numpy(), lengths.numpy()
+        train_images = self.features.splits["train"]
+        if self.resident_device and fits_on_device(resident_bytes(self.features, train_images),
+                                                   self.resident_device):
+            self.resident = ResidentFeatures(self.features, train_images, self.resident_device)
 
     def references(self, split: str) -> dict[int, list[str]]:
         """Image index -> raw reference captions, for every image of `split`."""
@@ -129,8 +146,13 @@ class CaptionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         owners = self.features.caption_image[self.train_captions]
-        dataset = CaptionBatches(self.features, self.caption_ids, self.caption_lengths, owners)
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        dataset = CaptionBatches(self.resident or self.features, self.caption_ids, self.caption_lengths,
+                                 owners, self.static_caption_length)
+        workers = 0 if self.resident is not None else self.num_workers  # batches are indexed on the device
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=workers,
+                          collate_fn=_already_batched, persistent_workers=workers > 0,
+                          multiprocessing_context=worker_context(workers),
+                          drop_last=self.static_caption_length is not None)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         images = self.features.splits[self.split_of_stage[stage]]

@@ -9,8 +9,12 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from captioner.lr_schedule import with_lr_schedule
 from captioner.metrics import CaptionScores
 from captioner.model import CaptionDecoder, beam_search, greedy_decode
+from captioner.model.compiled import CompiledForward, compile_mode, use_compile
+from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
+from captioner.scst import SelfCritical
 from captioner.text import Vocabulary
 
 # CaptionScores scores each image once, so the images a DistributedSampler repeats to even out the
@@ -18,10 +22,11 @@ from captioner.text import Vocabulary
 warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
 
 
-def masked_caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+def masked_caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int = 0,
+                        label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over real (non-`<pad>`) target positions only."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=pad_id)
+                           ignore_index=pad_id, label_smoothing=label_smoothing)
 
 
 def doubly_stochastic_penalty(attention: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
@@ -42,7 +47,9 @@ class CaptionModule(pl.LightningModule):
                  dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
                  attention_regularization: float = 1.0, max_caption_length: int = 20,
                  encoder: dict[str, Any] | None = None, decode: dict[str, Any] | None = None,
-                 spice: bool = False):
+                 spice: bool = False, label_smoothing: float = 0.0,
+                 scheduled_sampling: dict[str, float] | None = None,
+                 lr_schedule: dict[str, Any] | None = None, compile: bool | str = "auto"):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `encoder`, what made the features (cnn, weights, ...).
@@ -54,6 +61,9 @@ class CaptionModule(pl.LightningModule):
         self.test_attention: dict[int, torch.Tensor] = {}
         self.last_captions: dict[str, dict[int, str]] = {}
         self.last_scores: dict[str, dict[str, float]] = {}
+        # Set for the self-critical stage (captioner/scst_stage.py): it then owns the training step.
+        self.self_critical: SelfCritical | None = None
+        self._compiled: CompiledForward | None = None  # model.compile (captioner/model/compiled.py)
 
     def forward(self, features: torch.Tensor,
                 strategy: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,16 +82,43 @@ class CaptionModule(pl.LightningModule):
         raise ValueError(f"decode.strategy={strategy!r}: expected greedy or beam")
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.self_critical is not None:
+            return self.self_critical.training_step(self, batch)
         tokens = batch["tokens"]
-        logits, attention = self.decoder(batch["features"], tokens)
+        logits, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
         targets = tokens[:, 1:]
-        loss = masked_caption_loss(logits, targets, Vocabulary.pad_id)
+        loss = masked_caption_loss(logits, targets, Vocabulary.pad_id,
+                                   self.hparams.get("label_smoothing", 0.0))
         self.log("train/xent", loss, prog_bar=True, batch_size=len(tokens))
         if self.hparams.attention_regularization > 0:
             penalty = doubly_stochastic_penalty(attention, (targets != Vocabulary.pad_id).float())
             loss = loss + self.hparams.attention_regularization * penalty
         self.log("train/loss", loss, batch_size=len(tokens))
         return loss
+
+    # --- the training recipe (model.scheduled_sampling, model.lr_schedule; README "Recipe") ---
+
+    def _teacher_forced(self, features: torch.Tensor, tokens: torch.Tensor,
+                        batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's teacher-forced pass, or scheduled sampling's once its probability is > 0."""
+        probability = self.scheduled_sampling_probability(batch_idx)
+        if probability > 0:
+            self.log("train/sampling_probability", probability, batch_size=len(tokens))
+            return scheduled_sampling_forward(self.decoder, features, tokens, probability, Vocabulary.pad_id)
+        if use_compile(self.hparams.get("compile", False), self.device.type):
+            if self._compiled is None:
+                self._compiled = CompiledForward(self.decoder, compile_mode(self.device.type))
+            return self._compiled(features, tokens)
+        return self.decoder(features, tokens)
+
+    def scheduled_sampling_probability(self, batch_idx: int = 0) -> float:
+        settings = self.hparams.get("scheduled_sampling") or {}
+        if not settings.get("max_prob"):
+            return 0.0
+        batches = max(1, int(self.trainer.num_training_batches)) if self._trainer is not None else 1
+        epoch = (self.current_epoch + batch_idx / batches) if self._trainer is not None else 0.0
+        return sampling_probability(epoch, settings["max_prob"], settings.get("start_epoch", 0),
+                                    settings.get("ramp_epochs", 0))
 
     # --- evaluation: decode every image of the split once, score at epoch end ---
 
@@ -126,5 +163,14 @@ class CaptionModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr,
-                                weight_decay=self.hparams.weight_decay)
+        lr = self.self_critical.lr if self.self_critical is not None else self.hparams.lr
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay,
+                                     fused=self.device.type == "cuda")  # one kernel, not one per tensor
+        if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
+            return optimizer
+        return with_lr_schedule(optimizer, self.hparams.get("lr_schedule"),
+                                self.trainer.estimated_stepping_batches)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Which stage wrote it: resuming picks the stage up again (captioner/scst_stage.py).
+        checkpoint["training_stage"] = "scst" if self.self_critical is not None else "xe"

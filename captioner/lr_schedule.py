@@ -1,0 +1,57 @@
+"""The cross-entropy stage's learning-rate schedule (`model.lr_schedule`), in Lightning's format.
+
+- `constant`: `model.lr` throughout (after `warmup_steps`, if any);
+- `cosine`: linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` x lr at the
+  last training step (per step, so it follows `trainer.max_epochs` and `limit_train_batches`);
+- `plateau`: ReduceLROnPlateau on val/cider: x `plateau_factor` after `plateau_patience`
+  validations without a better CIDEr-D.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from captioner.errors import ConfigError
+
+SCHEDULES = ("constant", "cosine", "plateau")
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_ratio: float) -> float:
+    """The factor on lr at optimiser step `step` (0-based); `total_steps` None: no decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if total_steps is None:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict[str, Any] | None,
+                     total_steps: float) -> Any:
+    """What `configure_optimizers` returns: the optimizer alone, or with its scheduler."""
+    schedule = dict(schedule or {})
+    name = schedule.get("name", "constant")
+    warmup = int(schedule.get("warmup_steps", 0) or 0)
+    if name not in SCHEDULES:
+        raise ConfigError(f"model.lr_schedule.name={name!r}: expected one of {', '.join(SCHEDULES)}")
+    if name == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=float(schedule.get("plateau_factor", 0.5)),
+            patience=int(schedule.get("plateau_patience", 1)))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": plateau, "monitor": "val/cider", "interval": "epoch"}}
+    if name == "constant" and warmup == 0:
+        return optimizer
+    total = None
+    if name == "cosine":
+        if not math.isfinite(total_steps):
+            raise ConfigError("model.lr_schedule.name=cosine needs a finite trainer.max_epochs "
+                              "(it decays to the last step); use constant or plateau for open-ended runs")
+        total = int(total_steps)
+    ratio = float(schedule.get("min_lr_ratio", 0.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, warmup, total, ratio))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,99 @@
+"""The training recipe: scheduled sampling, the learning-rate schedule, label smoothing, early stopping."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from captioner.errors import ConfigError
+from captioner.lr_schedule import warmup_cosine, with_lr_schedule
+from captioner.model import CaptionDecoder
+from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
+from tests.conftest import compose_config
+
+
+def test_the_sampling_probability_ramps_from_the_start_epoch_to_its_maximum():
+    assert sampling_probability(0.5, 0.25, start_epoch=1, ramp_epochs=2) == 0.0
+    assert sampling_probability(2.0, 0.25, start_epoch=1, ramp_epochs=2) == pytest.approx(0.125)
+    assert sampling_probability(9.0, 0.25, start_epoch=1, ramp_epochs=2) == 0.25
+    assert sampling_probability(1.0, 0.25, start_epoch=1, ramp_epochs=0) == 0.25
+    assert sampling_probability(5.0, 0.0, start_epoch=0, ramp_epochs=1) == 0.0
+
+
+def _decoder_and_batch():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(vocab_size=30, feature_dim=12, embed_dim=16, hidden_dim=24,
+                             attention_dim=8).eval()  # no dropout: runs compare exactly
+    features = torch.randn(4, 5, 12)
+    tokens = torch.randint(4, 30, (4, 7))
+    tokens[:, 0] = 1  # <start>
+    tokens[2, 5:] = 0  # a shorter caption, padded
+    return decoder, features, tokens
+
+
+def test_probability_zero_is_exactly_teacher_forcing():
+    decoder, features, tokens = _decoder_and_batch()
+    with torch.no_grad():
+        expected = decoder(features, tokens)
+        found = scheduled_sampling_forward(decoder, features, tokens, 0.0)
+    for a, b in zip(found, expected, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_probability_one_feeds_the_model_its_own_words():
+    decoder, features, tokens = _decoder_and_batch()
+    other = tokens.clone()
+    other[:, 1:] = torch.where(tokens[:, 1:] > 0, (tokens[:, 1:] + 7) % 26 + 4, 0)  # other words, same pads
+    with torch.no_grad():
+        own = [scheduled_sampling_forward(decoder, features, t, 1.0,
+                                          generator=torch.Generator().manual_seed(3))
+               for t in (tokens, other)]
+        forced = [decoder(features, t)[0] for t in (tokens, other)]
+    # The reference words past <start> no longer reach the model; with teacher forcing they do.
+    torch.testing.assert_close(own[0][0], own[1][0])
+    assert not torch.allclose(forced[0], forced[1])
+    assert not torch.allclose(own[0][0], forced[0])
+
+
+def test_warm_up_then_cosine_decay_to_the_floor():
+    factors = [warmup_cosine(step, 4, 20, 0.1) for step in range(21)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
+    assert factors[20] == pytest.approx(0.1)
+    assert warmup_cosine(100, 4, None, 0.1) == 1.0
+
+
+def test_schedule_choices_and_an_open_ended_cosine():
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    assert with_lr_schedule(optimizer, {"name": "constant"}, 100) is optimizer
+    plateau = with_lr_schedule(optimizer, {"name": "plateau"}, 100)["lr_scheduler"]
+    assert plateau["monitor"] == "val/cider"
+    with pytest.raises(ConfigError, match="cosine needs a finite trainer.max_epochs"):
+        with_lr_schedule(optimizer, {"name": "cosine"}, math.inf)
+    with pytest.raises(ConfigError, match="model.lr_schedule.name='linear'"):
+        with_lr_schedule(optimizer, {"name": "linear"}, 100)
+
+
+def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_path):
+    from captioner.train import run
+
+    # lr so small that nothing is learnt: val CIDEr-D never improves, so patience 1 stops at epoch 2.
+    cfg = compose_config("trainer.max_epochs=5", "model.lr=1e-9", "model.label_smoothing=0.1",
+                         "model.scheduled_sampling.max_prob=0.5", "model.scheduled_sampling.ramp_epochs=1",
+                         "model.lr_schedule.name=cosine", "model.lr_schedule.warmup_steps=2",
+                         "model.lr_schedule.min_lr_ratio=0.1", "early_stopping.patience=1",
+                         "trainer.log_every_n_steps=1",
+                         data_root=tmp_path / "data")
+    summary = run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
+    assert summary["status"] == "completed" and summary["epochs"] == 2  # of 5
+    checkpoint = torch.load(summary["checkpoint"], weights_only=True)  # the first epoch's (the best)
+    steps = checkpoint["global_step"]
+    total = 5 * steps // (checkpoint["epoch"] + 1)  # the schedule spans all max_epochs
+    lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-9 * warmup_cosine(steps, 2, total, 0.1), rel=1e-6)
+    assert checkpoint["hyper_parameters"]["label_smoothing"] == 0.1
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        probabilities = [float(row["train/sampling_probability"]) for row in csv.DictReader(f)
+                         if row.get("train/sampling_probability")]
+    assert probabilities and max(probabilities) == pytest.approx(0.5)
