@@ -257,7 +257,7 @@ def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resum
         with pytest.raises(FeatureWriteError, match=r"no space left on the disk of .*features \(.* free\) "
                                                     r"to start writing .*\.partial"):
             ensure_features(cfg, records, disk)
-        assert _mount("-o", "remount,size=2m", str(disk))  # 120 x 16 KiB of features do not fit
+        assert _mount("-o", "remount,size=1600k", str(disk))  # 120 x 16 KiB (1.9 MiB) do not fit
         with caplog.at_level(logging.WARNING), pytest.raises(FeatureWriteError) as error:
             ensure_features(cfg, records, disk)
         assert "extraction will stop when the disk is full" in caplog.text
@@ -279,7 +279,7 @@ def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resum
 def test_prepare_on_a_disk_that_fills_up_exits_2_with_one_line_not_a_crash(tmp_path):
     tiny = [o for o in TINY if not o.startswith("dataset.num_images")]
     disk = tmp_path / "disk"
-    with _small_disk(disk, "2m"):
+    with _small_disk(disk, "1600k"):  # 120 x 16 KiB of features (1.9 MiB) do not fit
         result = subprocess.run(
             [sys.executable, "-m", "captioner.prepare", *tiny, "dataset.num_images=120",
              f"dataset.root={tmp_path / 'shapes'}", f"data_root={disk}"],
