@@ -39,10 +39,11 @@ class CompiledForward:
     next replay: use them (compute the loss) before the next call, clone what you keep.
     """
 
-    def __init__(self, decoder: nn.Module, mode: str | None = None):
+    def __init__(self, decoder: nn.Module, mode: str | None = None, backend: str = "inductor"):
         self.decoder = decoder
         self.mode = mode
-        self.forward = torch.compile(decoder.forward, mode=mode, dynamic=False, fullgraph=True)
+        self.forward = torch.compile(decoder.forward, mode=mode, dynamic=False, fullgraph=True,
+                                     backend=backend)
 
     def __call__(self, features: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "reduce-overhead":
