@@ -227,7 +227,10 @@ def _fast_path(cfg: DictConfig, gpus: list[int] | None) -> dict[str, Any]:
     step is compiled (`model.compile`), training features on the GPU where one GPU trains."""
     accelerator = cfg.trainer.accelerator
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    compiled = use_compile(cfg.model.get("compile", "auto"), "cuda" if on_cuda else "cpu")
+    setting = cfg.model.get("compile", "auto")
+    if str(setting).lower() == "auto" and cfg.trainer.get("devices", 1) != 1:
+        setting = False  # auto compiles single-device runs only: DDP's hooks around a graph are untested
+    compiled = use_compile(setting, "cuda" if on_cuda else "cpu")
     resident = on_cuda and gpus is not None and len(gpus) == 1 and cfg.data.get("resident", True)
     return {"static_caption_length": cfg.text.max_caption_length + 2 if compiled else None,
             "resident_device": f"cuda:{gpus[0]}" if resident else None}
