@@ -199,7 +199,8 @@ def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, s
     s = SETTINGS
     compiled = compile_setting == "true" or (compile_setting == "auto" and device.type == "cuda")
     datamodule = CaptionDataModule(path, batch_size=s["batch"], max_caption_length=s["tokens"] - 2,
-                                   static_caption_length=s["tokens"] if compiled else None)
+                                   static_caption_length=s["tokens"] if compiled else None,
+                                   resident_device=str(device) if device.type == "cuda" else None)
     datamodule.setup()
     module = CaptionModule(datamodule.vocabulary.words, s["channels"], cell, s["embed"], s["hidden"],
                            s["attention"], compile=compiled)
