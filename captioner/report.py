@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from captioner.errors import exit_for_user_error
 from captioner.metrics import SCORE_NAMES
 from captioner.paths import write_atomically
 
@@ -33,7 +36,9 @@ class RunResult:
 
     path: Path
     overrides: dict[str, str]
-    status: str  # completed | failed | running | missing (no metrics.json: killed or never started)
+    # completed | failed | preempted | running | killed (said running, its process is gone) |
+    # missing (no metrics.json: killed before it wrote one, or never started)
+    status: str
     error: str | None = None
     test: dict[str, float] = field(default_factory=dict)
     epochs: int | None = None
@@ -74,14 +79,35 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
         except json.JSONDecodeError as error:
             runs.append(RunResult(folder, overrides, "missing", error=f"{metrics_file}: {error}"))
             continue
+        status, error = _status(metrics)
         runs.append(RunResult(
-            folder, overrides, metrics.get("status", "missing"), error=metrics.get("error"),
+            folder, overrides, status, error=error,
             test={k: float(v) for k, v in (metrics.get("test") or {}).items()},
             epochs=metrics.get("epochs"), train_time_s=metrics.get("train_time_s"),
             history=metrics.get("history") or []))
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
     return runs
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _status(metrics: dict[str, Any]) -> tuple[str, str | None]:
+    """The run's status and error; `running` is checked against its process on this host."""
+    status, error = metrics.get("status", "missing"), metrics.get("error")
+    pid, host = metrics.get("pid"), metrics.get("host")
+    here = host == socket.gethostname()  # another machine's process cannot be checked from here
+    if status == "running" and isinstance(pid, int) and here and not _process_alive(pid):
+        return "killed", f"process {pid} ended without a word (kill -9?); resume it with ckpt_path=last"
+    return status, error
 
 
 def swept_factors(runs: list[RunResult]) -> list[str]:
@@ -186,7 +212,12 @@ def _plot_val_cider(runs: list[RunResult], factors: list[str], path: Path) -> Pa
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axis = figure.subplots()
     for run, points in curves:
-        axis.plot(*zip(*points, strict=True), marker="o", label=run.label(factors))
+        line, = axis.plot(*zip(*points, strict=True), marker="o", label=run.label(factors))
+        scst = [(e["epoch"], e["cider"]) for e in run.history if "cider" in e and e.get("stage") == "scst"]
+        if scst:  # the self-critical stage's epochs: filled squares on the same line
+            axis.plot(*zip(*scst, strict=True), "s", color=line.get_color(), markersize=8)
+    if any(e.get("stage") == "scst" for run, _ in curves for e in run.history):
+        axis.set_title("squares: self-critical (SCST) epochs")
     axis.set_xlabel("epoch")
     axis.set_ylabel("val CIDEr-D")
     axis.legend(fontsize="small")
@@ -205,7 +236,8 @@ def print_report(runs: list[RunResult], console: Console | None = None) -> None:
         table.add_column(header, justify="left" if header in ("run", "status", *factors) else "right")
     for run in runs:
         row = _row(run, factors)
-        table.add_row(row[0], *(run.overrides.get(f, "-") for f in factors), run.status, *row[3:],
+        status = run.status if not run.error else f"{run.status}: {run.error}"[:60]
+        table.add_row(row[0], *(run.overrides.get(f, "-") for f in factors), status, *row[3:],
                       style=None if run.status == "completed" else "red")
     console.print(table)
 
@@ -217,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs = collect_runs(args.sweep_dir)
     except FileNotFoundError as error:
-        parser.error(str(error))
+        exit_for_user_error(error, parser.prog)
     report = write_report(args.sweep_dir, runs)
     print_report(runs)
     print(f"wrote {report}")
