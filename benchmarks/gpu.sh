@@ -4,7 +4,8 @@
 # On the development box, from the repo root, once per session:
 #     bash ../shared/device/stage.sh          # hydra-core, omegaconf, pycocoevalcap -> .device-site/
 # then one device call:  run(command="bash benchmarks/gpu.sh", carry=[".device-site"], timeout_s=590)
-# Its tables come back in $OUT (*.md, one per stage, and gpu.log with everything printed).
+# Its tables come back in $OUT: one NAME.md per stage, gpu.log (what this script printed) and
+# stages.log (every stage's full output): 7 files, within the 8 that come back.
 # Each stage has its own time limit, so one that overruns costs only itself.
 #
 #     bash benchmarks/gpu.sh --cpu-check      # here: the same stages, tiny, on the CPU (a dry run)
@@ -45,11 +46,13 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, keep its 
     local name=$1 limit=$2; shift 2
     echo "=== $name (limit ${limit}s): $*"
     local began=$SECONDS
-    timeout "$limit" "$@" > "$OUT/$name.out" 2>&1
+    local log=/tmp/captioner-gpu-$name.out
+    timeout "$limit" "$@" > "$log" 2>&1
     local status=$?
-    grep '^|' "$OUT/$name.out" > "$OUT/$name.md"
+    grep '^|' "$log" > "$OUT/$name.md"
+    { echo "=== $name: $*"; cat "$log"; } >> "$OUT/stages.log"  # every stage's full output, one file
     cat "$OUT/$name.md"
-    [[ $status -eq 0 ]] || { echo "--- $name exited $status; its last lines:"; tail -20 "$OUT/$name.out"; }
+    [[ $status -eq 0 ]] || { echo "--- $name exited $status; its last lines:"; tail -20 "$log"; }
     echo "=== $name took $((SECONDS - began)) s"
 }
 
