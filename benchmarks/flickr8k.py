@@ -62,7 +62,7 @@ def main(overrides: list[str]) -> None:
         ("epochs", f"{metrics['epochs']} trained, best dev CIDEr-D (greedy) at epoch {best_epoch}"),
         ("wall time", f"{train_wall + eval_wall:.0f} s (train.py {train_wall:.0f} s, of which fit "
                       f"{metrics['train_time_s']:.0f} s; the four evaluations {eval_wall:.0f} s)"),
-        ("extraction rate", last_extraction_rate(log_text) + " (n/a: features reused)"),
+        ("extraction rate", last_extraction_rate(log_text).replace("n/a", "n/a (features reused)")),
         ("peak RSS", f"{peak_mib:.0f} MiB"),
         ("beam length penalty", f"{length_penalty}"),
         ("scores", header),
