@@ -9,6 +9,7 @@ from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
 
+from captioner.errors import UserError
 from captioner.module import CaptionModule
 
 
@@ -22,15 +23,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(staging, path)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be loaded or does not fit the features it is asked to caption."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file named (or `ckpt_path=last`) is not there."""
 
 
 def load_module(checkpoint: Path) -> CaptionModule:
     """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+        raise CheckpointNotFoundError(f"{checkpoint}: no such checkpoint file; pass the path of a .ckpt "
+                                      "file from a run's checkpoints/ folder")
     try:
         return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...

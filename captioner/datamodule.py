@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from captioner.features import FeatureFile
 from captioner.resident_features import ResidentFeatures, fits_on_device, resident_bytes
 from captioner.text import Vocabulary
+from captioner.training_order import EpochShuffle, ResumableDataLoader
 from captioner.worker_processes import worker_context
 
 
@@ -82,7 +83,7 @@ class CaptionDataModule(pl.LightningDataModule):
                  num_workers: int = 0, in_memory: bool = True, max_caption_length: int = 20,
                  max_words: int | None = 5000, min_word_count: int = 1,
                  vocabulary: Vocabulary | None = None, val_split: str = "val",
-                 test_split: str = "test",
+                 test_split: str = "test", shuffle_seed: int = 0,
                  static_caption_length: int | None = None, resident_device: str | None = None):
         super().__init__()
         # The compiled training step (model.compile): every batch padded to this many tokens,
@@ -91,6 +92,7 @@ class CaptionDataModule(pl.LightningDataModule):
         # Training features on this device once, where they fit in its free memory.
         self.resident_device = resident_device
         self.resident: ResidentFeatures | None = None
+        self.shuffle_seed = shuffle_seed  # the training order: a function of (seed, epoch)
         self.features_path = Path(features_path)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -149,10 +151,21 @@ class CaptionDataModule(pl.LightningDataModule):
         dataset = CaptionBatches(self.resident or self.features, self.caption_ids, self.caption_lengths,
                                  owners, self.static_caption_length)
         workers = 0 if self.resident is not None else self.num_workers  # batches are indexed on the device
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, num_workers=workers,
-                          collate_fn=_already_batched, persistent_workers=workers > 0,
-                          multiprocessing_context=worker_context(workers),
-                          drop_last=self.static_caption_length is not None)
+        # Resumable: checkpoints record the epoch and the batches done (training_order.py).
+        return ResumableDataLoader(dataset, batch_size=self.batch_size,
+                                   sampler=EpochShuffle(len(dataset), self.shuffle_seed),
+                                   # its own generator: starting an epoch draws no global RNG number
+                                   generator=torch.Generator().manual_seed(self.shuffle_seed),
+                                   num_workers=workers, collate_fn=_already_batched,
+                                   persistent_workers=workers > 0,
+                                   multiprocessing_context=worker_context(workers),
+                                   drop_last=self.static_caption_length is not None,
+                                   batches_done=self._train_batches_done)
+
+    def _train_batches_done(self) -> int:
+        """Batches of the current epoch that training has finished (Lightning's own count)."""
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loader(self, stage: str) -> DataLoader:
         images = self.features.splits[self.split_of_stage[stage]]

@@ -14,24 +14,54 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 from captioner.checkpoint_io import CheckpointError, load_module
 from captioner.datamodule import CaptionDataModule
 from captioner.decode_options import add_decode_arguments, decode_overrides
+from captioner.errors import UserError, exit_for_user_error, user_errors
 from captioner.features import FeatureFile
-from captioner.paths import write_atomically
+from captioner.paths import absolute, write_atomically
+from captioner.prepare import default_features_path
+
+
+class FeaturesNotFoundError(UserError, FileNotFoundError):
+    """No features file to evaluate on."""
+
 
 # The file's feature_scale too: the model learned features at that scale.
 ENCODER_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
 
 
 def _features_of_run(checkpoint: Path) -> Path | None:
-    """The features file the checkpoint's run trained on (`<run>/checkpoints/x.ckpt`)."""
-    metrics = Path(checkpoint).resolve().parent.parent / "metrics.json"
+    """The features file the checkpoint's run trained on (`<run>/checkpoints/x.ckpt`).
+
+    From the run's metrics.json (written as soon as the features are ready, so also for a killed or
+    unfinished run), else from the config it recorded in `.hydra/`.
+    """
+    run_dir = Path(checkpoint).resolve().parent.parent
+    metrics = run_dir / "metrics.json"
     if metrics.is_file():
-        found = json.loads(metrics.read_text()).get("features")
-        return Path(found) if found else None
-    return None
+        try:
+            found = json.loads(metrics.read_text()).get("features")
+        except json.JSONDecodeError:
+            found = None
+        if found:
+            return Path(found)
+    config_file, hydra_file = run_dir / ".hydra" / "config.yaml", run_dir / ".hydra" / "hydra.yaml"
+    if not config_file.is_file():
+        return None
+    config = OmegaConf.load(config_file)
+    # relative paths in the config start where the run was launched (recorded by Hydra)
+    launched = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd") \
+        if hydra_file.is_file() else None
+    base = Path(launched or run_dir)
+    try:
+        if config.get("features_path"):
+            return absolute(config.features_path, base)
+        return default_features_path(absolute(config.data_root, base), config.dataset.name, config.cnn.name)
+    except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
+        return None
 
 
 def _results_image_id(image_id: str) -> int | str:
@@ -45,10 +75,16 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
              batch_size: int = 256, spice: bool = False) -> dict[str, Any]:
     """Caption every image of `split` and score the captions; rank 0 writes the files."""
     module = load_module(checkpoint)
-    features = Path(features) if features else _features_of_run(checkpoint)
-    if features is None or not features.is_file():
-        raise FileNotFoundError(f"features file {features} not found; pass --features <file.h5> "
-                                "(made by the same CNN as the checkpoint)")
+    given = features is not None
+    features = Path(features) if given else _features_of_run(checkpoint)
+    if features is None:
+        raise FeaturesNotFoundError(
+            f"{checkpoint}: its run folder records no features file (no metrics.json nor "
+            ".hydra/config.yaml); pass --features <file.h5> (made by the same CNN as the checkpoint)")
+    if not features.is_file():
+        source = "" if given else " (the file the checkpoint's run trained on)"
+        raise FeaturesNotFoundError(f"features file {features}{source} not found; pass --features "
+                                    "<file.h5> (made by the same CNN as the checkpoint)")
     expected = module.hparams.get("encoder") or {}
     found = FeatureFile(features).encoder()
     # What makes features comparable; the dataset may differ (train on one, evaluate on another).
@@ -107,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
                            accelerator=args.accelerator,
                            strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
                            batch_size=args.batch_size, spice=args.spice)
-    except (FileNotFoundError, CheckpointError, ValueError) as error:
-        parser.exit(2, f"error: {error}\n")
+    except (*user_errors(), FileNotFoundError, ValueError) as error:  # e.g. a --split the file lacks
+        exit_for_user_error(error, parser.prog)
     if "output" in summary:
         shown = " ".join(f"{name}={value:.3f}" for name, value in summary["scores"].items())
         print(f"{summary['split']} ({summary['images']} images, {summary['decode']['strategy']}): {shown}")

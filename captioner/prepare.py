@@ -15,15 +15,19 @@ from typing import Any
 import hydra
 from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from captioner.backbones import weights_identity
 from captioner.encoders import extract_features
+from captioner.errors import exit_for_user_error, run_hydra_app, user_errors, verbose
 from captioner.features import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
 from captioner.paths import absolute
+from captioner.run_folders import register_resolver
 from captioner.sources import ImageRecord, load_records
 
 log = logging.getLogger(__name__)
+register_resolver()  # ${unique_dir:...} in conf/train.yaml's run folders
 
 
 def default_features_path(data_root: Path, dataset: str, cnn: str) -> Path:
@@ -112,9 +116,19 @@ def prepare(cfg: Any, base_dir: Path, device: str | None = None) -> tuple[list[I
     return records, path
 
 
+_job_started = False  # see errors.run_hydra_app
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    records, path = prepare(cfg, Path(HydraConfig.get().runtime.cwd))
+    global _job_started
+    _job_started = True
+    try:
+        records, path = prepare(cfg, Path(HydraConfig.get().runtime.cwd))
+    except user_errors() as error:
+        if verbose() or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        exit_for_user_error(error, "captioner.prepare")
     features = FeatureFile(path)
     print(f"{path}: {features.num_images} images ({len(records)} records), "
           f"{features.regions} regions x {features.channels} channels, "
@@ -122,4 +136,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main, lambda: _job_started)

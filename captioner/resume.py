@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from captioner.checkpoint_io import CheckpointNotFoundError
 from captioner.paths import absolute
 
 IGNORED_OVERRIDES = ("ckpt_path=",)
@@ -19,16 +20,21 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, overrides: list[str
                        base_dir: Path) -> Path | None:
     """The checkpoint file to resume from, or None to start fresh.
 
-    `last` picks `checkpoints/last.ckpt` of the newest earlier run under `<base_dir>/outputs`
-    whose command-line overrides equal this run's (ignoring `ckpt_path` itself).
+    `last` picks this run folder's own `checkpoints/last.ckpt` when there is one (a fixed
+    `hydra.run.dir` after a kill or a preemption), otherwise the one of the newest earlier run
+    under `<base_dir>/outputs` whose command-line overrides equal this run's (ignoring `ckpt_path`).
     """
     if not ckpt_path:
         return None
     if ckpt_path != "last":
         path = absolute(ckpt_path, base_dir)
         if not path.is_file():
-            raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path})")
+            raise CheckpointNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path}); "
+                                          "pass an existing .ckpt file, or ckpt_path=last")
         return path
+    own = Path(run_dir) / "checkpoints" / "last.ckpt"
+    if own.is_file():
+        return own
     wanted = _comparable(overrides)
     candidates = []
     for last in (base_dir / "outputs").glob("**/checkpoints/last.ckpt"):
@@ -39,7 +45,8 @@ def resolve_checkpoint(ckpt_path: str | None, run_dir: Path, overrides: list[str
         if recorded.is_file() and _comparable(yaml.safe_load(recorded.read_text()) or []) == wanted:
             candidates.append(last)
     if not candidates:
-        raise FileNotFoundError(
-            f"ckpt_path=last: no earlier run under {base_dir / 'outputs'} with overrides {wanted} "
-            "has checkpoints/last.ckpt; pass ckpt_path=<path to a .ckpt file> instead")
+        raise CheckpointNotFoundError(
+            f"ckpt_path=last: neither this run's folder {run_dir} nor an earlier run under "
+            f"{base_dir / 'outputs'} with overrides {wanted} has checkpoints/last.ckpt; "
+            "pass ckpt_path=<path to a .ckpt file> instead")
     return max(candidates, key=lambda p: p.stat().st_mtime)

@@ -38,7 +38,7 @@ from captioner.scst_stage import fit_self_critical, skips_cross_entropy, stage_s
 from captioner.sources import ImageRecord
 from captioner.summary import print_summary
 from captioner.third_party_noise import quiet_known_noise
-from captioner.training_order import RandomState
+from captioner.training_order import RandomState, RestoreTrainingOrder
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         gpus = held.enter_context(lease_for_run(cfg.trainer.accelerator, cfg.trainer.devices))
         records, features_path = prepare(cfg, base_dir, device=f"cuda:{gpus[0]}" if gpus else None)
         summary["features"] = str(features_path)  # evaluate finds it here, also for a killed run
+        # again: extracting features draws random numbers, reusing a file does not; training must
+        # not depend on which of the two happened
+        pl.seed_everything(cfg.seed, workers=True)
         if rank_zero_only.rank == 0:
             _write_json(run_dir / "metrics.json", summary)
 
@@ -102,7 +105,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         history = ValidationHistory()
         every = cfg.get("checkpoint", {}).get("every_minutes")
         terminal = sys.stdout.isatty()
-        callbacks: list = [checkpoints, history, RandomState(),
+        callbacks: list = [checkpoints, history, RandomState(), RestoreTrainingOrder(),
                            MidEpochCheckpoint(last_checkpoint, every, signals),
                            ProgressLines(None if terminal else cfg.get("progress_every_s", 60))]
         if cfg.trainer.enable_progress_bar and terminal:

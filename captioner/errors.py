@@ -1,0 +1,77 @@
+"""What a user can fix: the errors that entry points print as one line and exit 2 for.
+
+`UserError` is the base for this project's own "you gave me something wrong" errors; the older
+error classes (dataset layout, features file, weights, unreadable image) are listed beside it, so
+an entry point catches them all with `except user_errors()`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+# Exit codes every entry point uses (README: "Exit codes").
+OK = 0
+FAILED = 1  # a run failed, or a sweep had a failed run
+USER_ERROR = 2  # a bad option, a missing or malformed file: the message says what to fix
+PREEMPTED_BASE = 128  # preempted by a signal: 128 + its number (SIGTERM 143, SIGINT 130, SIGUSR1 138)
+
+
+class UserError(Exception):
+    """Something the user gave (an option, a path, a file) is wrong; the message names it and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """An option of the composed config has a value that cannot work."""
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Every exception type that means "fix your input", imported here so entry points need one name."""
+    from captioner.backbones import WeightsNotFoundError
+    from captioner.checkpoint_io import CheckpointError
+    from captioner.encoders import ImageReadError
+    from captioner.features import FeatureFileError
+    from captioner.sources.checks import DatasetFormatError, DatasetLayoutError
+
+    return (UserError, CheckpointError, DatasetLayoutError, DatasetFormatError, FeatureFileError,
+            WeightsNotFoundError, ImageReadError)
+
+
+def verbose() -> bool:
+    """Tracebacks for user errors too: `HYDRA_FULL_ERROR=1` (Hydra's own switch) or `CAPTIONER_VERBOSE=1`."""
+    return any(os.environ.get(name, "") not in ("", "0")
+               for name in ("HYDRA_FULL_ERROR", "CAPTIONER_VERBOSE"))
+
+
+def exit_for_user_error(error: BaseException, prog: str) -> None:
+    """Print `prog: error: <message>` (the traceback too when verbose) and exit 2."""
+    if verbose():
+        traceback.print_exception(error)
+    message = " ".join(str(error).split("\n")) or type(error).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.exit(USER_ERROR)
+
+
+def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:
+    """Run a `@hydra.main` function with this project's exit codes.
+
+    Hydra exits 1 after printing its own errors about the command line (unknown group, bad
+    override), which happen before the job starts: those are user errors, exit 2. With
+    `HYDRA_FULL_ERROR=1` Hydra re-raises instead: user errors still exit 2, after the traceback.
+    """
+    try:
+        main()
+    except SystemExit as exit:
+        if exit.code == 1 and not job_started():
+            sys.exit(USER_ERROR)
+        raise
+    except Exception as error:
+        from hydra.errors import HydraException
+
+        if isinstance(error, (HydraException, *user_errors())):
+            traceback.print_exception(error)
+            sys.exit(USER_ERROR)
+        raise

@@ -1,0 +1,82 @@
+"""Preemption: SIGTERM, SIGINT or SIGUSR1 during training asks for a checkpoint and a clean stop.
+
+Schedulers (SLURM, Kubernetes, `kill`) send SIGTERM, or SIGUSR1 with `--signal=USR1@90`, some
+seconds before they kill. The handler only records the signal; `MidEpochCheckpoint` saves at the
+end of the batch in progress and raises `Preempted`, whose exit code is 128 + the signal number
+(143 for SIGTERM). A second Ctrl+C stops at once.
+
+Lightning installs its own SIGTERM handler when fit starts (it raises mid-validation and saves
+nothing outside SLURM), so `PreemptionSignals.install()` is called again from the callback once
+training has started and takes over; whatever handled SIGUSR1 before (Lightning's SLURM
+auto-requeue: `hpc_ckpt_*.ckpt` and `scontrol requeue`) is still called. Every handler is put back
+when training ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from captioner.errors import PREEMPTED_BASE
+
+log = logging.getLogger(__name__)
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class Preempted(SystemExit):
+    """Training stopped on a signal after saving a resumable checkpoint; exits 128 + signal number.
+
+    A SystemExit: nothing in between (a sweep's per-run error handling) mistakes it for a failed
+    run and goes on with the next one while the machine is being taken away.
+    """
+
+    def __init__(self, signum: int, checkpoint: str | None = None) -> None:
+        super().__init__(PREEMPTED_BASE + int(signum))
+        self.signum = int(signum)
+        self.checkpoint = checkpoint
+
+    def __str__(self) -> str:
+        saved = f"; saved {self.checkpoint}" if self.checkpoint else ""
+        return f"preempted by {signal.Signals(self.signum).name}{saved}"
+
+
+class PreemptionSignals:
+    """Records the first preemption signal instead of dying; `restore()` puts the old handlers back."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}  # what restore() puts back
+        self._chained: dict[int, Any] = {}  # what was there when we took over (called for SIGUSR1)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only
+        for signum in SIGNALS:
+            current = signal.getsignal(signum)
+            if current is not self._handle:
+                self._previous.setdefault(signum, current)
+                self._chained[signum] = current
+                signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous.clear()
+        self._chained.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl+C: the user does not want to wait
+        if self.received is None:
+            log.warning("received %s: saving a checkpoint at the end of this batch, then stopping",
+                        signal.Signals(signum).name)
+        self.received = signum
+        chained = self._chained.get(signum)
+        if signum == signal.SIGUSR1 and callable(chained):
+            chained(signum, frame)  # Lightning's SLURM auto-requeue, where it is configured

@@ -1,0 +1,199 @@
+"""Runs in the real world: preemption, kill -9 mid-epoch, exit codes, progress lines, run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, TINY
+
+# 48 train scenes x 5 captions in batches of 8: 30 batches an epoch, a checkpoint after each one
+SMALL_BATCHES = ["data.batch_size=8", "++trainer.deterministic=true"]
+ENV = {**os.environ, "WANDB_MODE": "offline"}
+
+
+def command(data_root: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(REPO / "train.py"), *TINY, f"data_root={data_root}", *overrides]
+
+
+def start(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(command(data_root, *overrides), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def finish(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command(data_root, *overrides), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env=ENV)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def batches_done(checkpoint: Path) -> tuple[int, int]:
+    """(epoch, batches of it done) as the training order saved them in `checkpoint`."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    (order,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    return order["epoch"], order["batches_done"]
+
+
+def wait_for(condition, timeout: float = 300, every: float = 0.02):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def mid_epoch_checkpoint(run_root: Path, process: subprocess.Popen) -> Path | None:
+    for last in (run_root / "outputs").glob("**/checkpoints/last.ckpt"):
+        try:
+            epoch, done = batches_done(last)
+        except Exception:  # being replaced right now
+            return None
+        if done > 3:
+            return last
+    assert process.poll() is None, process.stdout.read()[-3000:]
+    return None
+
+
+def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_killed(tmp_path, shared_data_root):
+    overrides = [*SMALL_BATCHES, "trainer.max_epochs=2", "checkpoint.every_minutes=0.00001"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    finish(whole, shared_data_root, *overrides)
+    (reference,) = (whole / "outputs").glob("**/metrics.json")
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    process = start(killed, shared_data_root, *overrides)
+    last = wait_for(lambda: mid_epoch_checkpoint(killed, process))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_dir = last.parent.parent
+    epoch, done = batches_done(last)
+    assert 0 < done < 30, (epoch, done)  # in the middle of an epoch
+
+    finish(killed, shared_data_root, *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads(reference.read_text())
+    assert metrics["status"] == "completed" and metrics["resumed_from"] == str(last)
+    assert metrics["test"] == expected["test"]
+    assert [e["cider"] for e in metrics["history"]] == [e["cider"] for e in expected["history"]]
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference_weights = torch.load(reference.parent / "checkpoints" / "last.ckpt",
+                                   weights_only=True)["state_dict"]
+    assert weights.keys() == reference_weights.keys()
+    for name, value in weights.items():
+        assert torch.equal(value, reference_weights[name]), name
+
+
+def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path, shared_data_root):
+    overrides = [*SMALL_BATCHES, "trainer.max_epochs=50", "checkpoint.every_minutes=null"]
+    process = start(tmp_path, shared_data_root, *overrides)
+    # after the first epoch's checkpoint, so the signal lands in training
+    first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
+    saved_before = first.stat().st_mtime
+    process.send_signal(signal.SIGTERM)
+    sent = time.time()
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert time.time() - sent < 20
+    run_dir = first.parent.parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
+    assert metrics["checkpoint"] == str(first) and first.stat().st_mtime > saved_before
+    epoch, done = batches_done(first)
+    assert "saved" in output and "ckpt_path=last" in output
+
+    # the same command pointed at that folder goes on from there
+    finish(tmp_path, shared_data_root, *overrides[:-2], f"trainer.max_epochs={epoch + 1}",
+           f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["resumed_from"] == str(first)
+    assert metrics["epochs"] == epoch + 1
+
+
+def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_root):
+    # A fixed base folder stands for "the same second": both claim it at once.
+    shared = "hydra.run.dir=${unique_dir:outputs/same-second}"
+    processes = [start(tmp_path, shared_data_root, f"rnn={rnn}", "trainer.max_epochs=1", shared)
+                 for rnn in ("gru", "lstm")]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    folders = sorted((tmp_path / "outputs").glob("same-second*"))
+    assert [f.name for f in folders] == ["same-second", "same-second-1"]
+    cells = {json.loads((f / "metrics.json").read_text())["config"]["rnn"] for f in folders}
+    assert cells == {"gru", "lstm"}
+    for folder in folders:
+        checkpoints = sorted(p.name for p in (folder / "checkpoints").iterdir())
+        assert checkpoints == ["best-epoch00.ckpt", "last.ckpt"]
+    # a log without a terminal shows each epoch on one line, and none of the known library noise
+    for output in outputs:
+        assert "epoch 1/1  train loss " in output and "val BLEU-4 " in output and "ETA" in output
+        assert "litlogger" not in output and "LeafSpec" not in output
+    for folder in folders:
+        assert "epoch 1/1  train loss " in (folder / "train.log").read_text()
+    default_run_dir = (REPO / "conf" / "train.yaml").read_text()
+    assert "dir: ${unique_dir:outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}}" in default_run_dir
+
+
+def run_cli(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, env={**ENV, **(env or {})})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["decode.strategy=bem"], "decode.strategy='bem': expected greedy or beam"),
+    (["decode.beam_size=0"], "decode.beam_size=0: expected an integer >= 1"),
+    (["rnn.cell=lsmt"], "rnn.cell='lsmt': expected gru or lstm"),
+    (["dataset=flickr8k", "dataset.root=/no/such/folder", "cnn.weights=null"], "/no/such/folder"),
+    (["rnn=nosuch"], "Could not find 'rnn/nosuch'"),
+])
+def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, overrides, message):
+    tiny = [o for o in TINY if not o.startswith("dataset.")] if overrides[0].startswith("dataset=") else TINY
+    result = run_cli(tmp_path, str(REPO / "train.py"), *tiny, f"data_root={tmp_path / 'data'}", *overrides)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    if not overrides[0].startswith("rnn=nosuch"):
+        assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
+    assert not (tmp_path / "data" / "features").exists()  # nothing was extracted
+
+
+def test_tracebacks_of_user_errors_are_kept_for_hydra_full_error(tmp_path):
+    result = run_cli(tmp_path, str(REPO / "train.py"), *TINY, f"data_root={tmp_path / 'data'}",
+                     "decode.strategy=bem", env={"HYDRA_FULL_ERROR": "1"})
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    assert "decode.strategy='bem'" in result.stderr
+
+
+def test_a_failed_run_exits_1_and_other_commands_exit_2_on_bad_input(tmp_path, shared_data_root):
+    result = run_cli(tmp_path, str(REPO / "train.py"), *TINY, f"data_root={shared_data_root}",
+                     "dataset.split_fractions={train: 1.0, val: 0.0, test: 0.0}")
+    assert result.returncode == 1 and "split 'val' has no images" in result.stderr
+    missing = tmp_path / "no.ckpt"
+    for args in (["-m", "captioner.evaluate", str(missing)],
+                 ["-m", "captioner.report", str(tmp_path / "none")],
+                 ["-m", "captioner.prepare", *(o for o in TINY if not o.startswith("dataset.")),
+                  "dataset=iapr", "dataset.root=/no/such/iapr", "cnn.weights=null",
+                  f"data_root={tmp_path / 'data'}"]):
+        result = run_cli(tmp_path, *args)
+        assert result.returncode == 2, (args, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_help_lists_the_launcher_group(tmp_path):
+    result = run_cli(tmp_path, str(REPO / "train.py"), "--help")
+    assert result.returncode == 0
+    assert "hydra/launcher: " in result.stdout
+    launchers = result.stdout.split("hydra/launcher: ")[1].split("\n")[0]
+    assert {"local_gpus", "parallel", "slurm"} <= {c.strip() for c in launchers.split(",")}
+    assert "rnn: gru, lstm" in result.stdout
