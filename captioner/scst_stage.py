@@ -105,7 +105,8 @@ def fit_self_critical(scst: DictConfig, module: CaptionModule, datamodule: Capti
         if isinstance(callback, ValidationHistory):
             callback.stage = "scst"
         if isinstance(callback, pl.callbacks.ModelCheckpoint):  # epochs and steps count from 0 again
-            callback.filename = "scst-" + str(callback.filename)
+            if callback.monitor is not None:  # best-*.ckpt; last.ckpt keeps its name
+                callback.filename = "scst-" + str(callback.filename)
             callback._last_global_step_saved = -1  # else a step number XE saved at is skipped
     trainer.fit(module, datamodule=ImageTrainData(datamodule, scst.batch_size), ckpt_path=resumed,
                 weights_only=True)

@@ -100,12 +100,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         loggers = build_loggers(cfg.get("logger"), run_dir, tags,
                                 OmegaConf.to_container(cfg, resolve=True), group=group)
         checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}",
-                                      monitor="val/cider", mode="max", save_last=True,
-                                      auto_insert_metric_name=False)
+                                      monitor="val/cider", mode="max", auto_insert_metric_name=False)
+        # Lightning 2.6's save_last writes last.ckpt only at epochs that improved the monitored
+        # score, so a resume would repeat every epoch since the best: a second, unmonitored
+        # callback rewrites last.ckpt after every validation (listed after `checkpoints`, so
+        # the best score it records is current).
+        latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=last_checkpoint.stem,
+                                 monitor=None, save_top_k=1, enable_version_counter=False)
         history = ValidationHistory()
         every = cfg.get("checkpoint", {}).get("every_minutes")
         terminal = sys.stdout.isatty()
-        callbacks: list = [checkpoints, history, RandomState(), RestoreTrainingOrder(),
+        callbacks: list = [checkpoints, latest, history, RandomState(), RestoreTrainingOrder(),
                            MidEpochCheckpoint(last_checkpoint, every, signals),
                            ProgressLines(None if terminal else cfg.get("progress_every_s", 60))]
         if cfg.trainer.enable_progress_bar and terminal:

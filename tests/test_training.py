@@ -68,3 +68,15 @@ def test_test_captions_can_be_written_with_beam_search(tiny_cfg, tmp_path):
     checkpoint = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["decode"]["strategy"] == "beam"
     assert len(json.loads((tmp_path / "captions.json").read_text())) == 6
+
+
+def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(tiny_cfg, tmp_path):
+    # lr ~ 0: every epoch scores the same, so only epoch 0 is ever the best. Lightning's own
+    # save_last wrote last.ckpt only for the best, and a resume then repeated the later epochs.
+    tiny_cfg.model.lr = 1e-12
+    tiny_cfg.trainer.max_epochs = 3
+    summary = run(tiny_cfg, tmp_path)
+    best = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert best["epoch"] == 0
+    assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
