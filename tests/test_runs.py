@@ -194,6 +194,7 @@ def test_help_lists_the_launcher_group(tmp_path):
     result = run_cli(tmp_path, str(REPO / "train.py"), "--help")
     assert result.returncode == 0
     assert "hydra/launcher: " in result.stdout
-    launchers = result.stdout.split("hydra/launcher: ")[1].split("\n")[0]
+    (launchers,) = [line.split(":", 1)[1] for line in result.stdout.splitlines()
+                    if line.startswith("hydra/launcher:")]
     assert {"local_gpus", "parallel", "slurm"} <= {c.strip() for c in launchers.split(",")}
     assert "rnn: gru, lstm" in result.stdout

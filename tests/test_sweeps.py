@@ -68,16 +68,16 @@ def test_the_smoke_sweep_runs_in_parallel_shares_features_and_reports(tmp_path):
 
 
 def test_a_failing_run_does_not_sink_the_sweep(tmp_path, shared_data_root):
-    # dropout=2.0 makes the second run fail inside training, after the sweep has started.
+    # dropout=2.0 makes the second run fail (its up-front config check), after the sweep has started.
     result = run_command(tmp_path, str(REPO / "train.py"), "-m", *TINY, f"data_root={shared_data_root}",
                          "model.dropout=0.1,2.0")
     assert result.returncode == 1  # the sweep finished, and says that not every run did
     (sweep,) = sweep_dirs(tmp_path, "multirun")
     finite_scores(sweep / "0")
     failed = json.loads((sweep / "1" / "metrics.json").read_text())
-    assert failed["status"] == "failed" and "dropout probability" in failed["error"]
+    assert failed["status"] == "failed" and "model.dropout=2.0" in failed["error"]
     report = (sweep / "report.md").read_text()
-    assert "| 1 | model.dropout=2.0 | failed: ValueError: dropout probability" in report
+    assert "| 1 | model.dropout=2.0 | failed: ConfigError: model.dropout=2.0" in report
     assert "| 0 | model.dropout=0.1 | completed |" in report
     assert "1 of 2 runs did not complete" in result.stderr + result.stdout
 
