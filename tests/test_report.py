@@ -64,3 +64,22 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])
     assert "no runs found" in capsys.readouterr().err
+
+
+def test_runs_in_progress_preempted_and_killed_are_told_apart(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    host = socket.gethostname()
+    make_run(tmp_path, 0, ["rnn=gru"], {"status": "running", "pid": os.getpid(), "host": host})
+    make_run(tmp_path, 1, ["rnn=lstm"], {"status": "running", "pid": int(gone.stdout), "host": host})
+    make_run(tmp_path, 2, ["rnn=gru"], {"status": "preempted", "error": "preempted by SIGTERM"})
+    runs = collect_runs(tmp_path)
+    assert [r.status for r in runs] == ["running", "killed", "preempted"]
+    report = write_report(tmp_path, runs).read_text()
+    assert "| 0 | rnn=gru | running |" in report
+    assert "| 2 | rnn=gru | preempted: preempted by SIGTERM |" in report
