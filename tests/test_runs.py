@@ -81,6 +81,11 @@ def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_kille
     run_dir = last.parent.parent
     epoch, done = batches_done(last)
     assert 0 < done < 30, (epoch, done)  # in the middle of an epoch
+    # a killed run's checkpoint can be scored: its features are found without a finished run
+    scored = subprocess.run([sys.executable, "-m", "captioner.evaluate", str(last), "--split", "val"],
+                            cwd=killed, capture_output=True, text=True, timeout=300, env=ENV)
+    assert scored.returncode == 0 and "None" not in scored.stderr, scored.stderr[-3000:]
+    assert (run_dir / "evaluations").is_dir()
 
     finish(killed, shared_data_root, *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last")
     metrics = json.loads((run_dir / "metrics.json").read_text())
