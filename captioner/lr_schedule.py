@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,8 +31,12 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_
 
 
 def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict[str, Any] | None,
-                     total_steps: float) -> Any:
-    """What `configure_optimizers` returns: the optimizer alone, or with its scheduler."""
+                     total_steps: Callable[[], float]) -> Any:
+    """What `configure_optimizers` returns: the optimizer alone, or with its scheduler.
+
+    `total_steps` is asked only by `cosine`: Lightning's `estimated_stepping_batches` builds the
+    train loader and fetches a batch before a resume restores the loader's position.
+    """
     schedule = dict(schedule or {})
     name = schedule.get("name", "constant")
     warmup = int(schedule.get("warmup_steps", 0) or 0)
@@ -47,6 +52,7 @@ def with_lr_schedule(optimizer: torch.optim.Optimizer, schedule: dict[str, Any] 
         return optimizer
     total = None
     if name == "cosine":
+        total_steps = total_steps()
         if not math.isfinite(total_steps):
             raise ConfigError("model.lr_schedule.name=cosine needs a finite trainer.max_epochs "
                               "(it decays to the last step); use constant or plateau for open-ended runs")

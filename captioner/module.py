@@ -169,7 +169,7 @@ class CaptionModule(pl.LightningModule):
         if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
             return optimizer
         return with_lr_schedule(optimizer, self.hparams.get("lr_schedule"),
-                                self.trainer.estimated_stepping_batches)
+                                lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Which stage wrote it: resuming picks the stage up again (captioner/scst_stage.py).

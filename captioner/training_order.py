@@ -78,7 +78,7 @@ class ResumableDataLoader(DataLoader):
 class RestoreTrainingOrder(Callback):
     """Applies the saved position when Lightning set up the train loader before restoring its state.
 
-    `trainer.estimated_stepping_batches` (a learning-rate schedule asks for it in
+    `trainer.estimated_stepping_batches` (the cosine learning-rate schedule asks for it in
     `configure_optimizers`) builds the train loader and fetches its first batch before the
     checkpoint's loop state is restored; Lightning then keeps that loader and never loads the
     saved position into it. Here, once training starts, the position is loaded and the fetcher

@@ -66,13 +66,13 @@ def test_warm_up_then_cosine_decay_to_the_floor():
 
 def test_schedule_choices_and_an_open_ended_cosine():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    assert with_lr_schedule(optimizer, {"name": "constant"}, 100) is optimizer
-    plateau = with_lr_schedule(optimizer, {"name": "plateau"}, 100)["lr_scheduler"]
+    assert with_lr_schedule(optimizer, {"name": "constant"}, lambda: 100) is optimizer
+    plateau = with_lr_schedule(optimizer, {"name": "plateau"}, lambda: 100)["lr_scheduler"]
     assert plateau["monitor"] == "val/cider"
     with pytest.raises(ConfigError, match="cosine needs a finite trainer.max_epochs"):
-        with_lr_schedule(optimizer, {"name": "cosine"}, math.inf)
+        with_lr_schedule(optimizer, {"name": "cosine"}, lambda: math.inf)
     with pytest.raises(ConfigError, match="model.lr_schedule.name='linear'"):
-        with_lr_schedule(optimizer, {"name": "linear"}, 100)
+        with_lr_schedule(optimizer, {"name": "linear"}, lambda: 100)
 
 
 def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_path):
