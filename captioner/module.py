@@ -13,6 +13,7 @@ from captioner.lr_schedule import with_lr_schedule
 from captioner.metrics import CaptionScores
 from captioner.model import CaptionDecoder, beam_search, greedy_decode
 from captioner.model.compiled import CompiledForward, compile_mode, use_compile
+from captioner.model.packed import packed_teacher_forcing
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
 from captioner.scst import SelfCritical
 from captioner.text import Vocabulary
@@ -85,10 +86,10 @@ class CaptionModule(pl.LightningModule):
         if self.self_critical is not None:
             return self.self_critical.training_step(self, batch)
         tokens = batch["tokens"]
-        logits, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
-        targets = tokens[:, 1:]
-        loss = masked_caption_loss(logits, targets, Vocabulary.pad_id,
+        logits, predicted, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
+        loss = masked_caption_loss(logits, predicted, Vocabulary.pad_id,
                                    self.hparams.get("label_smoothing", 0.0))
+        targets = tokens[:, 1:]
         self.log("train/xent", loss, prog_bar=True, batch_size=len(tokens))
         if self.hparams.attention_regularization > 0:
             penalty = doubly_stochastic_penalty(attention, (targets != Vocabulary.pad_id).float())
@@ -99,17 +100,23 @@ class CaptionModule(pl.LightningModule):
     # --- the training recipe (model.scheduled_sampling, model.lr_schedule; README "Recipe") ---
 
     def _teacher_forced(self, features: torch.Tensor, tokens: torch.Tensor,
-                        batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The decoder's teacher-forced pass, or scheduled sampling's once its probability is > 0."""
+                        batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, the targets they predict and attention (B, T-1, R): from the compiled padded
+        pass, scheduled sampling's once its probability is > 0, or else the packed pass, which
+        skips padding (captioner/model/packed.py)."""
         probability = self.scheduled_sampling_probability(batch_idx)
+        pad_id = Vocabulary.pad_id
         if probability > 0:
             self.log("train/sampling_probability", probability, batch_size=len(tokens))
-            return scheduled_sampling_forward(self.decoder, features, tokens, probability, Vocabulary.pad_id)
+            logits, attention = scheduled_sampling_forward(self.decoder, features, tokens,
+                                                           probability, pad_id)
+            return logits, tokens[:, 1:], attention
         if use_compile(self.hparams.get("compile", False), self.device.type):
             if self._compiled is None:
                 self._compiled = CompiledForward(self.decoder, compile_mode(self.device.type))
-            return self._compiled(features, tokens)
-        return self.decoder(features, tokens)
+            logits, attention = self._compiled(features, tokens)
+            return logits, tokens[:, 1:], attention
+        return packed_teacher_forcing(self.decoder, features, tokens, pad_id)
 
     def scheduled_sampling_probability(self, batch_idx: int = 0) -> float:
         settings = self.hparams.get("scheduled_sampling") or {}

@@ -13,6 +13,7 @@ from captioner.datamodule import CaptionDataModule
 from captioner.features import FeatureFile
 from captioner.model import CaptionDecoder
 from captioner.model.compiled import CompiledForward, compiled_graphs, use_compile
+from captioner.model.packed import packed_teacher_forcing
 from captioner.module import doubly_stochastic_penalty, masked_caption_loss
 from captioner.prepare import ensure_features
 from captioner.resident_features import ResidentFeatures
@@ -64,6 +65,41 @@ def test_compiled_pass_gives_the_eager_loss_and_gradients(cell):
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_packed_pass_gives_the_padded_loss_and_gradients(cell):
+    """Skipping padding changes the arithmetic done, not its result: same loss (cross-entropy with
+    label smoothing + attention penalty), same gradient of every parameter, same attention."""
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(40, 24, 16, 32, 16, cell, dropout=0.0).double()
+    features = torch.rand(7, 4, 24, dtype=torch.double)
+    tokens = torch.randint(4, 40, (7, 9))
+    tokens[:, 0] = 1
+    for row, words in enumerate([7, 2, 5, 7, 0, 3, 1]):  # unsorted lengths, one of them empty
+        tokens[row, 1 + words] = 2
+        tokens[row, 2 + words:] = 0
+
+    def loss(logits, targets, attention):
+        step_mask = (tokens[:, 1:] != 0).double()
+        return (masked_caption_loss(logits, targets, label_smoothing=0.1)
+                + doubly_stochastic_penalty(attention, step_mask))
+
+    logits, attention = decoder(features, tokens)
+    padded = loss(logits, tokens[:, 1:], attention)
+    padded_grads = torch.autograd.grad(padded, list(decoder.parameters()))
+    packed_logits, packed_targets, packed_attention = packed_teacher_forcing(decoder, features, tokens)
+    real = tokens[:, 1:] != 0
+    assert packed_logits.shape == (int(real.sum()), 40) and bool((packed_targets != 0).all())
+    packed = loss(packed_logits, packed_targets, packed_attention)
+    packed_grads = torch.autograd.grad(packed, list(decoder.parameters()))
+    torch.testing.assert_close(packed, padded, rtol=1e-12, atol=1e-12)
+    for got, want in zip(packed_grads, padded_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(packed_attention, attention * real.unsqueeze(-1), rtol=0, atol=1e-12)
+    # the packed logits are the padded ones at the real positions, step by step
+    torch.testing.assert_close(packed_logits.sort(dim=0).values,
+                               logits[real].sort(dim=0).values, rtol=0, atol=1e-12)
 
 
 def test_static_batches_compile_once_for_the_whole_epoch(path):
