@@ -24,17 +24,16 @@ def packed_teacher_forcing(decoder: CaptionDecoder, features: torch.Tensor, toke
 
     Padding must only follow a caption (as the datamodule writes it), never sit inside one.
     """
-    targets = tokens[:, 1:]
-    lengths = (targets != pad_id).sum(dim=1)
-    lengths, order = lengths.sort(descending=True)
+    padded_steps = tokens.shape[1] - 1
+    lengths, order = (tokens[:, 1:] != pad_id).sum(dim=1).sort(descending=True)
     steps = int(lengths[0])
+    tokens = tokens.index_select(0, order)[:, :steps + 1]  # sorted, cut to the longest caption
     # Rows still writing at each step: a prefix of the sorted batch, shorter step by step.
     rows = (lengths.unsqueeze(0) > torch.arange(steps, device=lengths.device).unsqueeze(1)).sum(dim=1)
     rows = rows.tolist()
 
     regions, keys, state = decoder.prepare(features.index_select(0, order))
-    inputs = tokens.index_select(0, order)[:, :steps]
-    word_gates = decoder.word_gates(decoder.dropout(decoder.embedding(inputs)))
+    word_gates = decoder.word_gates(decoder.dropout(decoder.embedding(tokens[:, :-1])))
     hidden_weights = decoder.hidden_weights()
     hiddens, attention = [], []
     for t, active in enumerate(rows):
@@ -45,10 +44,9 @@ def packed_teacher_forcing(decoder: CaptionDecoder, features: torch.Tensor, toke
         attention.append(F.pad(weights, (0, 0, 0, len(order) - active)))
     # Step-major, like the targets below: both list step 0's rows, then step 1's, ...
     logits = decoder.logits(torch.cat(hiddens))
-    sorted_targets = targets.index_select(0, order)[:, :steps]
-    real = sorted_targets != pad_id
-    packed_targets = sorted_targets.t()[real.t()]
+    targets = tokens[:, 1:].t()
+    packed_targets = targets[targets != pad_id]
 
     # Attention back in the batch's order and length, for the doubly stochastic penalty.
-    by_step = F.pad(torch.stack(attention, dim=1), (0, 0, 0, targets.shape[1] - steps))
+    by_step = F.pad(torch.stack(attention, dim=1), (0, 0, 0, padded_steps - steps))
     return logits, packed_targets, by_step.index_select(0, order.argsort())
