@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.attention_figure import plot_attention
+from captioner.backbones import weights_identity
 from captioner.checkpoint_io import AtomicCheckpointIO
 from captioner.config_checks import check_config
 from captioner.datamodule import CaptionDataModule
@@ -250,7 +251,7 @@ def _as_float(value: Any) -> float | None:
 
 def _config_summary(cfg: DictConfig) -> dict[str, Any]:
     return {"dataset": cfg.dataset.name, "cnn": cfg.cnn.name, "rnn": cfg.rnn.cell,
-            "cnn_weights": cfg.cnn.get("weights"), "seed": cfg.seed,
+            "cnn_weights": weights_identity(cfg.cnn), "seed": cfg.seed,
             "max_epochs": cfg.trainer.max_epochs, **OmegaConf.to_container(cfg.model, resolve=True)}
 
 
