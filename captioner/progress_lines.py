@@ -2,7 +2,7 @@
 
 A piped, `nohup` or cluster run has no progress bar; these lines (through logging, so Hydra puts
 them on the console and in the run's train.log) show that it lives and when it will end:
-`epoch 3/15  train loss 2.314  val BLEU-4 0.412  CIDEr-D 1.234  63s  ETA 12m40s`.
+`epoch 3/15  train loss 2.314  val BLEU-4 0.412  CIDEr-D 1.234  lr 0.001  63s  ETA 12m40s`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class ProgressLines(Callback):
         if self._validated and "val/cider" in metrics:
             parts.append(f"val BLEU-4 {float(metrics['val/bleu4']):.3f}  "
                          f"CIDEr-D {float(metrics['val/cider']):.3f}")
+        if trainer.optimizers:  # the lr this epoch ran at (plateau and other epoch-wise schedules step later)
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.3g}")
         parts.append(duration(took))
         if _of(trainer):
             remaining = max(trainer.max_epochs - trainer.current_epoch - 1, 0)

@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.attention_figure import plot_attention
@@ -116,6 +116,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
                            ProgressLines(None if terminal else cfg.get("progress_every_s", 60))]
         if cfg.trainer.enable_progress_bar and terminal:
             callbacks.append(RichProgressBar())
+        if loggers:  # `lr-Adam` in every logger: where a cosine or plateau schedule has got to
+            callbacks.append(LearningRateMonitor())
         patience = cfg.get("early_stopping", {}).get("patience")
         stopper = EarlyStopping("val/cider", mode="max", patience=patience) if patience else None
         if stopper:  # cross-entropy stage only: removed again before self-critical training

@@ -94,6 +94,11 @@ def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_pa
     assert lr == pytest.approx(1e-9 * warmup_cosine(steps, 2, total, 0.1), rel=1e-6)
     assert checkpoint["hyper_parameters"]["label_smoothing"] == 0.1
     with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
-        probabilities = [float(row["train/sampling_probability"]) for row in csv.DictReader(f)
-                         if row.get("train/sampling_probability")]
+        rows = list(csv.DictReader(f))
+    probabilities = [float(row["train/sampling_probability"]) for row in rows
+                     if row.get("train/sampling_probability")]
     assert probabilities and max(probabilities) == pytest.approx(0.5)
+    # the loggers see the schedule: half the lr in the first warm-up step, all of it after warm-up
+    rates = [float(row["lr-Adam"]) for row in rows if row.get("lr-Adam")]
+    assert rates[0] == pytest.approx(1e-9 * warmup_cosine(0, 2, total, 0.1), rel=1e-6)
+    assert max(rates) == pytest.approx(1e-9, rel=1e-6)

@@ -144,6 +144,7 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_r
     # a log without a terminal shows each epoch on one line, and none of the known library noise
     for output in outputs:
         assert "epoch 1/1  train loss " in output and "val BLEU-4 " in output and "ETA" in output
+        assert "  lr 0.001  " in output  # model.lr, the epoch's learning rate
         assert "litlogger" not in output and "LeafSpec" not in output
     for folder in folders:
         assert "epoch 1/1  train loss " in (folder / "train.log").read_text()
