@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.attention_figure import plot_attention
-from captioner.backbones import weights_identity
+from captioner.backbones import ARCHITECTURES, weights_identity
 from captioner.checkpoint_io import AtomicCheckpointIO
 from captioner.config_checks import check_config
 from captioner.datamodule import CaptionDataModule
@@ -252,8 +252,9 @@ def _as_float(value: Any) -> float | None:
 
 
 def _config_summary(cfg: DictConfig) -> dict[str, Any]:
+    known = cfg.cnn.name in ARCHITECTURES  # an unknown name is check_config's to report, with the fix
     return {"dataset": cfg.dataset.name, "cnn": cfg.cnn.name, "rnn": cfg.rnn.cell,
-            "cnn_weights": weights_identity(cfg.cnn), "seed": cfg.seed,
+            "cnn_weights": weights_identity(cfg.cnn) if known else cfg.cnn.get("weights"), "seed": cfg.seed,
             "max_epochs": cfg.trainer.max_epochs, **OmegaConf.to_container(cfg.model, resolve=True)}
 
 
