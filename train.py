@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from captioner.run_folders import register_resolver
+from captioner.runs.unique_folders import register_resolver
 
 log = logging.getLogger("train")
 # Inherited by launcher workers: DDP ranks started inside a job re-run this file (ddp_under_hydra.py).
@@ -28,8 +28,8 @@ _job_started = False  # Hydra exits 1 on its own errors (bad override, unknown g
 def main(cfg: DictConfig) -> float | None:
     global _job_started
     _job_started = True
-    from captioner.errors import exit_for_user_error, user_errors, verbose
-    from captioner.train import run  # after Hydra parsed the command line: --help stays fast
+    from captioner.errors import UserError, exit_for_user_error, verbose
+    from captioner.runs.run import run  # after Hydra parsed the command line: --help stays fast
 
     hydra_cfg = HydraConfig.get()
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> float | None:
                       overrides=list(hydra_cfg.overrides.task), base_dir=hydra_cfg.runtime.cwd,
                       group=f"{cfg.sweep_name}-{Path(hydra_cfg.sweep.dir).name}" if sweep else None)
     except Exception as error:  # not Preempted (a SystemExit): a preempted sweep stops here
-        expected = isinstance(error, user_errors())
+        expected = isinstance(error, UserError)
         if not sweep:
             if expected and not verbose():
                 exit_for_user_error(error, "train.py")

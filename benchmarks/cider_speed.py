@@ -18,8 +18,8 @@ import numpy as np
 from pycocoevalcap.cider.cider import Cider
 from table import machine_row, print_table  # benchmarks/ is on sys.path when run as a script
 
-from captioner.cider import CiderD
-from captioner.text import tokenize
+from captioner.data.vocabulary import tokenize
+from captioner.scoring.cider import CiderD
 
 IMAGES, SAMPLES, BATCHES = 32, 5, 20
 

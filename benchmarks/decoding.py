@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 from table import print_table  # benchmarks/ is on sys.path when run as a script
 
-from captioner.features import FeatureFile
-from captioner.metrics import score_captions
-from captioner.module import CaptionModule
+from captioner.features.feature_file import FeatureFile
+from captioner.model.decoding import GREEDY, DecodeOptions
+from captioner.scoring.coco_metrics import score_captions
+from captioner.training.module import CaptionModule
 
 
 def main(run_dir: Path, beam_size: int) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     module = CaptionModule.load_from_checkpoint(metrics["checkpoint"], map_location="cpu").eval()
-    module.hparams.decode = {"beam_size": beam_size}
+    beam = DecodeOptions("beam", beam_size=beam_size)
     features = FeatureFile(metrics["features"])
     images = features.splits["test"]
     batch = torch.from_numpy(features.read(images)).float()
@@ -30,7 +31,7 @@ def main(run_dir: Path, beam_size: int) -> None:
 
     def decode(strategy: str, rows: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return module(rows, strategy)[0]
+            return module(rows, beam if strategy == "beam" else GREEDY)[0]
 
     rows = [("machine", f"x86_64 CPU, torch threads: {torch.get_num_threads()}"),
             ("test images", str(len(images)))]

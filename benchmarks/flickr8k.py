@@ -1,4 +1,4 @@
-"""The Flickr8k benchmark (issue #10): train with the shared MobileNetV2, select on dev, score
+"""The Flickr8k benchmark: train with the shared MobileNetV2, select on dev, score
 dev and test with greedy decoding and beam 3.
 
     python benchmarks/flickr8k.py [extra overrides ...]     # from anywhere; runs in the repo root
@@ -37,7 +37,7 @@ def main(overrides: list[str]) -> None:
         sys.exit(f"train.py failed ({metrics.get('error')}); see {run_dir}")
 
     sys.path.insert(0, str(REPO))
-    from captioner.evaluate import evaluate
+    from captioner.inference.evaluate import evaluate
 
     checkpoint = Path(metrics["checkpoint"])
     beam = {"strategy": "beam", "beam_size": 3}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of issue 11 in one call on a lent H100/H200 (at most ~8.2 minutes).
+# Every GPU check and benchmark in one call on a lent H100/H200 (at most ~8.2 minutes).
 #
 # On the development box, from the repo root, once per session:
 #     bash ../shared/device/stage.sh          # hydra-core, omegaconf, pycocoevalcap -> .device-site/
@@ -25,7 +25,7 @@ if [[ "${1:-}" == "--cpu-check" ]]; then
     gru_args=(--device cpu --rnn gru --precisions fp32 --modes eager --steps 1 --warmup 1
                    --lightning-steps 0 --loader-batches 0)
     job_args=(trainer.max_epochs=1 dataset.num_images=100 trainer.accelerator=cpu)
-    extraction=(60 num_workers=2 cnn.batch_size=16)
+    extraction=(60 cnn.num_workers=2 cnn.batch_size=16)
     bf16_job=false  # no bf16 arithmetic on this CPU
 else
     device=cuda
@@ -36,7 +36,7 @@ else
     gru_args=(--device cuda --rnn gru --precisions fp32,bf16 --modes eager,reduce-overhead
                    --steps 40 --warmup 5 --lightning-steps 0 --loader-batches 0)
     job_args=()
-    extraction=(2000 num_workers=12)
+    extraction=(2000 cnn.num_workers=12)
     bf16_job=true
 fi
 "$PY" -c "import torch, pytorch_lightning, hydra; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \

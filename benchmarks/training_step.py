@@ -4,7 +4,7 @@
     python benchmarks/training_step.py --rnn lstm --modes eager --precisions fp32 --steps 4
     python benchmarks/training_step.py --device cuda --steps 50 --warmup 10 --lightning-steps 200
 
-The step is issue 11's: `CaptionDecoder` with embed 256, hidden 512, attention 512; batch 64 of
+The step of the GPU speed targets: `CaptionDecoder` with embed 256, hidden 512, attention 512; batch 64 of
 64 regions x 2048 channels; vocabulary 5,000; 22 tokens (<start>, 20 words, <end>: every caption
 full length, so no position is padding); forward + backward + Adam; the losses of
 `CaptionModule.training_step` (masked cross-entropy + doubly stochastic attention penalty).
@@ -34,7 +34,7 @@ from table import machine_row, print_table  # noqa: E402  (benchmarks/ is on sys
 
 from captioner.model import CaptionDecoder  # noqa: E402
 from captioner.model.compiled import CompiledForward, compiled_graphs  # noqa: E402
-from captioner.module import doubly_stochastic_penalty, masked_caption_loss  # noqa: E402
+from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss  # noqa: E402
 
 SETTINGS = {"batch": 64, "regions": 64, "channels": 2048, "vocab": 5000, "tokens": 22,
             "embed": 256, "hidden": 512, "attention": 512}
@@ -166,7 +166,7 @@ def compiled_matches_eager(cell: str, device: torch.device, mode: str | None) ->
 def write_features_file(path: Path, images: int, seed: int = 0) -> None:
     """A real features file: `images` x 64 x 2048 float16, five 20-word captions each, from a
     vocabulary of 4,996 words (with the 4 specials: 5,000), all split into train but a few."""
-    from captioner.features import FeatureFileWriter
+    from captioner.features.feature_file import FeatureFileWriter
     from captioner.sources import ImageRecord
 
     s = SETTINGS
@@ -193,8 +193,8 @@ def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, s
     """`Trainer.fit` of CaptionModule over the file, timed from batch `warmup` to the end."""
     import pytorch_lightning as pl
 
-    from captioner.datamodule import CaptionDataModule
-    from captioner.module import CaptionModule
+    from captioner.data.datamodule import CaptionDataModule
+    from captioner.training.module import CaptionModule
 
     s = SETTINGS
     compiled = compile_setting == "true" or (compile_setting == "auto" and device.type == "cuda")
@@ -232,7 +232,7 @@ def loader_alone(path: Path, placement: str, device: torch.device, batches: int,
                  seconds: float = 10.0) -> float:
     """Captions/s the training loader delivers onto `device` (no model), over `batches` batches
     or `seconds`, whichever ends first."""
-    from captioner.datamodule import CaptionDataModule
+    from captioner.data.datamodule import CaptionDataModule
 
     datamodule = CaptionDataModule(path, batch_size=SETTINGS["batch"], in_memory=placement == "in memory",
                                    max_caption_length=SETTINGS["tokens"] - 2,

@@ -1,8 +1,8 @@
 """What a user can fix: the errors that entry points print as one line and exit 2 for.
 
-`UserError` is the base for this project's own "you gave me something wrong" errors; the older
-error classes (dataset layout, features file, weights, unreadable image) are listed beside it, so
-an entry point catches them all with `except user_errors()`.
+Every "you gave me something wrong" error of this project (a bad option, a missing or malformed
+dataset, features file, weights file, image or checkpoint) subclasses `UserError`, so an entry
+point catches them all with `except UserError`; this module imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -26,18 +26,6 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """An option of the composed config has a value that cannot work."""
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Every exception type that means "fix your input", imported here so entry points need one name."""
-    from captioner.backbones import WeightsNotFoundError
-    from captioner.checkpoint_io import CheckpointError
-    from captioner.encoders import ImageReadError
-    from captioner.features import FeatureFileError
-    from captioner.sources.checks import DatasetFormatError, DatasetLayoutError
-
-    return (UserError, CheckpointError, DatasetLayoutError, DatasetFormatError, FeatureFileError,
-            WeightsNotFoundError, ImageReadError)
 
 
 def verbose() -> bool:
@@ -71,7 +59,7 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
     except Exception as error:
         from hydra.errors import HydraException
 
-        if isinstance(error, (HydraException, *user_errors())):
+        if isinstance(error, (HydraException, UserError)):
             traceback.print_exception(error)
             sys.exit(USER_ERROR)
         raise

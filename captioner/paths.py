@@ -13,6 +13,11 @@ def absolute(path: str | os.PathLike, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
+def default_features_path(data_root: Path, dataset: str, cnn: str) -> Path:
+    """Where the features of (dataset, cnn) live unless `features_path=` names a file."""
+    return Path(data_root) / "features" / f"{dataset}-{cnn}.h5"
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write `path` through a staging file and a rename: readers never see half a file."""
     path = Path(path)

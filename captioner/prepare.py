@@ -1,121 +1,22 @@
-"""Make sure the features file for (dataset, cnn) exists and matches the config.
+"""`python -m captioner.prepare [-m] dataset=... cnn=...`: extract features without training.
 
-`python -m captioner.prepare dataset=coco cnn=vgg16` extracts without training (`-m` with comma
-lists prepares several files); `train.py` calls the same code when the file is missing or stale.
+The same Hydra config as train.py (`-m` with comma lists prepares several files); the policy,
+reuse or extract, is captioner/features/cache.py's.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import hydra
-from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from captioner.backbones import weights_identity
-from captioner.encoders import extract_features
-from captioner.errors import exit_for_user_error, run_hydra_app, user_errors, verbose
-from captioner.features import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
-from captioner.paths import absolute
-from captioner.run_folders import register_resolver
-from captioner.sources import ImageRecord, load_records
+from captioner.errors import UserError, exit_for_user_error, run_hydra_app, verbose
+from captioner.runs.unique_folders import register_resolver
 
-log = logging.getLogger(__name__)
 register_resolver()  # ${unique_dir:...} in conf/train.yaml's run folders
-
-
-def default_features_path(data_root: Path, dataset: str, cnn: str) -> Path:
-    return Path(data_root) / "features" / f"{dataset}-{cnn}.h5"
-
-
-def expected_identity(cfg: Any, records: Sequence[ImageRecord]) -> dict[str, Any]:
-    """The attributes that a features file for this config must carry to be reused."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": cfg.dataset.name,
-        "cnn": cfg.cnn.name,
-        "weights": weights_identity(cfg.cnn),
-        "input_size": int(cfg.cnn.input_size),
-        "normalisation": [list(cfg.cnn.mean), list(cfg.cnn.std)],
-        "records": records_fingerprint(records),
-    }
-
-
-@contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold `<path>.lock`, saying so when another run holds it (it is extracting the file)."""
-    lock = FileLock(f"{path}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("waiting for another run to finish %s", path)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
-                    explicit_path: Path | None = None, device: str | None = None) -> Path:
-    """Path of an up-to-date features file, extracting it if needed.
-
-    A file at the default location that was made for another config is rebuilt; a file the user
-    named with `features_path=` is never overwritten: a mismatch there is an error.
-    """
-    explicit = explicit_path is not None
-    path = Path(explicit_path) if explicit else default_features_path(
-        data_root, cfg.dataset.name, cfg.cnn.name)
-    identity = expected_identity(cfg, records)
-    # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
-    # works. Complete files appear by an atomic rename, so none is ever seen half-written.
-    if path.exists() and not _differences(path, identity):
-        log.info("reusing features %s", path)
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Runs of a sweep that need the same file wait here while the first one extracts it.
-    with _exclusive(path):
-        if path.exists():
-            differences = _differences(path, identity)
-            if not differences:
-                log.info("reusing features %s", path)
-                return path
-            if explicit:
-                raise FeatureFileError(
-                    f"{path} was made for another config ({'; '.join(differences)}); drop "
-                    "features_path= to use the default file, or point it at a matching one")
-            log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
-        log.info("extracting features %s (%d images, %s)", path, len(records), cfg.cnn.name)
-        extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
-        return extract_features(records, path, cfg.cnn, extract_identity,
-                                batch_size=cfg.cnn.batch_size, num_workers=cfg.num_workers,
-                                strict=bool(cfg.dataset.get("strict", False)), device=device)
-
-
-def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
-    try:
-        found = FeatureFile(path).identity
-    except FeatureFileError as error:
-        return [str(error)]
-    return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"
-            for key, value in expected.items() if found.get(key) != value]
-
-
-def prepare(cfg: Any, base_dir: Path, device: str | None = None) -> tuple[list[ImageRecord], Path]:
-    """The dataset's records and the path of its up-to-date features file (extracted on `device`)."""
-    records = load_records(cfg.dataset.source, absolute(cfg.dataset.root, base_dir), cfg.dataset)
-    explicit = cfg.get("features_path")
-    path = ensure_features(cfg, records, absolute(cfg.data_root, base_dir),
-                           absolute(explicit, base_dir) if explicit else None, device)
-    return records, path
-
-
 _job_started = False  # see errors.run_hydra_app
 
 
@@ -123,16 +24,22 @@ _job_started = False  # see errors.run_hydra_app
 def main(cfg: DictConfig) -> None:
     global _job_started
     _job_started = True
+    from captioner.features.cache import prepare  # after Hydra parsed the command line
+    from captioner.features.feature_file import FeatureFile
+    from captioner.features.weights_source import WeightsSource
+    from captioner.runs.config_paths import with_absolute_paths
+
     try:
-        records, path = prepare(cfg, Path(HydraConfig.get().runtime.cwd))
-    except user_errors() as error:
+        records, path = prepare(with_absolute_paths(cfg, Path(HydraConfig.get().runtime.cwd)))
+    except UserError as error:
         if verbose() or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         exit_for_user_error(error, "captioner.prepare")
     features = FeatureFile(path)
+    weights = WeightsSource.from_dict(features.identity["weights"]).label()
     print(f"{path}: {features.num_images} images ({len(records)} records), "
           f"{features.regions} regions x {features.channels} channels, "
-          f"{len(features.skipped)} skipped, weights {features.identity['weights']}")
+          f"{len(features.skipped)} skipped, weights {weights}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,16 @@
-"""Shared fixtures: tiny shapes datasets and configs composed from the real conf/ tree."""
+"""Shared fixtures and the one launcher of the project's commands.
+
+Tiny shapes datasets, configs composed from the real conf/ tree, a tiny trained run made once per
+test session, and `command` / `train_command`, which every test that runs `train.py` or a
+`python -m captioner.<command>` as a user would goes through.
+"""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +21,11 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
 os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores: one thread each (and in the commands they start),
+    # so no process's OpenMP threads spin while waiting for cores another one holds.
+    os.environ["OMP_NUM_THREADS"] = "1"
+ENV = {**os.environ, "WANDB_MODE": "offline"}
 
 # A small, fast configuration: 60 scenes, a 64 px VGG16 grid (4x4x512), a small decoder.
 TINY = [
@@ -21,7 +34,7 @@ TINY = [
     "cnn=vgg16",
     "cnn.input_size=64",
     "cnn.batch_size=16",
-    "num_workers=0",
+    "cnn.num_workers=0",
     "model.embed_dim=32",
     "model.hidden_dim=64",
     "model.attention_dim=32",
@@ -32,6 +45,12 @@ TINY = [
     "trainer.devices=1",
     "examples=2",
 ]
+
+
+# The commands tests start leave METEOR out: its Java process costs ~7 s of CPU in every process
+# that scores, and those tests check the command's behaviour; METEOR itself is checked in-process
+# (test_metrics, test_evaluate, and every run composed with TINY).
+TINY_COMMAND = [*TINY, "meteor=false"]
 
 
 def compose_config(*overrides: str, data_root: Path | None = None, dataset: str = "shapes") -> DictConfig:
@@ -66,9 +85,59 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     70 scenes: 7 test images, an odd count, so a 2-process distributed sampler pads one rank.
     """
-    from captioner.train import run
+    from captioner.runs.run import run
 
     root = tmp_path_factory.mktemp("trained")
     cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
     run(cfg, run_dir=root / "run", base_dir=root)
     return root / "run"
+
+
+# --- the launcher: commands as a user runs them ---
+
+
+def train_command(data_root: Path, *arguments: str, tiny: Sequence[str] = TINY_COMMAND) -> list[str]:
+    """`python train.py [flags] <tiny> data_root=... <overrides>`: Hydra wants flags (-m,
+    --config-dir, ...) before the overrides."""
+    flags, overrides, expects_value = [], [], False
+    for argument in arguments:
+        if expects_value or argument.startswith("-"):
+            flags.append(argument)
+            expects_value = argument in ("--config-dir", "--config-name", "-cd", "-cn")
+        else:
+            overrides.append(argument)
+    return [sys.executable, str(REPO / "train.py"), *flags, *tiny, f"data_root={data_root}", *overrides]
+
+
+def command(cwd: Path, arguments: Sequence[str], check: bool = True, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command in `cwd`, output captured; `check`: fail the test with its output's tail."""
+    result = subprocess.run(list(arguments), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**ENV, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, arguments[:3]))} ... exited {result.returncode}:\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def python(cwd: Path, *arguments: str, **options) -> subprocess.CompletedProcess:
+    """`python <arguments>`, e.g. `python(tmp_path, "-m", "captioner.evaluate", ckpt)`."""
+    return command(cwd, [sys.executable, *arguments], **options)
+
+
+def train(cwd: Path, *arguments: str, data_root: Path, **options) -> subprocess.CompletedProcess:
+    """`python train.py` with the tiny settings, as a user runs it."""
+    return command(cwd, train_command(data_root, *arguments), **options)
+
+
+def start_train(cwd: Path, *arguments: str, data_root: Path, quiet: bool = False) -> subprocess.Popen:
+    """`python train.py` started in the background (to kill it or signal it), its output piped
+    (read it, or a long run blocks on a full pipe) or, `quiet`, discarded."""
+    output = subprocess.DEVNULL if quiet else subprocess.PIPE
+    return subprocess.Popen(train_command(data_root, *arguments), cwd=cwd, stdout=output,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def run_folders(root: Path) -> list[Path]:
+    """Run folders under `root`/outputs that wrote metrics.json."""
+    return sorted(p.parent for p in (root / "outputs").glob("**/metrics.json"))

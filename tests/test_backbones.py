@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,8 +5,8 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from captioner.backbones import WeightsNotFoundError, build_backbone, weights_identity
-from tests.conftest import CONF
+from captioner.features.backbones import WeightsNotFoundError, build_backbone, weights_source
+from tests.conftest import CONF, python
 
 
 def _cnn(name: str, **values):
@@ -36,7 +33,7 @@ def test_a_local_weights_file_is_loaded_into_the_grid_network(tmp_path, name, fu
     matched = sum(any(torch.equal(p, o) for o in originals.values() if o.shape == p.shape)
                   for p in loaded.values())
     assert matched == len(loaded)
-    assert weights_identity(_cnn(name, weights_path=str(path))) == f"file:{name}.pth"
+    assert weights_source(_cnn(name, weights_path=str(path))).label() == f"file:{name}.pth"
 
 
 def test_a_missing_weights_file_is_named(tmp_path):
@@ -82,8 +79,8 @@ def test_mobilenet_v2_weights_come_from_the_torchvision_enum(tmp_path, monkeypat
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: offline, nothing to load
     for tag, url in [("IMAGENET1K_V1", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url),
                      ("IMAGENET1K_V2", torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2.url)]:
-        identity = weights_identity(_cnn("mobilenet_v2", weights=tag))
-        assert identity == f"torchvision:MobileNet_V2_Weights.{tag}"
+        source = weights_source(_cnn("mobilenet_v2", weights=tag))
+        assert source.as_dict() == {"kind": "torchvision", "name": f"MobileNet_V2_Weights.{tag}"}
         expected = Path(tmp_path) / "hub" / "checkpoints" / Path(url).name
         expected.parent.mkdir(parents=True, exist_ok=True)
         expected.write_bytes(b"a truncated download")
@@ -136,10 +133,10 @@ def test_timm_weights_file_loads_into_inception_resnet_v2(tmp_path):
 
 def test_unloadable_timm_weights_say_where_timm_looks(tmp_path):
     # A fresh process, so the Hugging Face hub reads HF_HUB_OFFLINE (as on a machine without network).
-    script = ("from omegaconf import OmegaConf\nfrom captioner.backbones import build_backbone\n"
+    script = ("from omegaconf import OmegaConf\nfrom captioner.features.backbones import build_backbone\n"
               "build_backbone(OmegaConf.create({'name': 'inception_resnet_v2', 'weights': 'tf_in1k'}))")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    result = python(tmp_path, "-c", script, check=False,
+                    env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0 and "WeightsNotFoundError" in result.stderr
     folder = tmp_path / "hub" / "models--timm--inception_resnet_v2.tf_in1k"
     assert f"{folder}/snapshots/<revision>/model.safetensors" in result.stderr

@@ -1,48 +1,58 @@
-"""Captioning new images with a checkpoint: the same encoder is rebuilt, the CLI writes figures."""
+"""Captioning new images with a checkpoint: the same CNN is rebuilt, the CLI writes figures."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from captioner.caption import ImageEncoder, image_files
-from captioner.checkpoint_io import load_module
-from captioner.features import FeatureFile
-from captioner.prepare import prepare
-from tests.conftest import compose_config
+from captioner.features.cache import prepare
+from captioner.features.feature_file import FeatureFile
+from captioner.features.image_featurizer import ImageFeaturizer
+from captioner.inference.caption import image_files, main
+from captioner.training.checkpoint_loading import load_module
+from tests.conftest import compose_config, python
 from tests.hostile_files import decompression_bomb_png
 
 
 def caption_cli(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "captioner.caption", *arguments], cwd=cwd,
-                          capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    """The caption command's `main` in this process (no interpreter start), with what a shell
+    would see: its exit status, stdout and stderr. One test runs the real command."""
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(arguments))
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else 1
+    return subprocess.CompletedProcess(["captioner.caption", *arguments], status, out.getvalue(),
+                                       err.getvalue())
 
 
 def test_the_rebuilt_encoder_gives_the_training_features(trained_run):
     module = load_module(trained_run / "checkpoints" / "last.ckpt")
     features = FeatureFile(json.loads((trained_run / "metrics.json").read_text())["features"])
-    encoder = ImageEncoder(module.hparams.encoder)  # a random VGG16, calibrated again
+    featurizer = ImageFeaturizer(module.hparams.cnn)  # a random VGG16, calibrated again
     shown = [int(i) for i in features.splits["test"][:3]]
-    paths = [Path(module.hparams.encoder["calibration_paths"][0]).parent / f"{features.image_ids[i]}.jpg"
+    paths = [Path(module.hparams.cnn["calibration_paths"][0]).parent / f"{features.image_ids[i]}.jpg"
              for i in shown]
-    again = encoder(paths)
+    again = featurizer(paths)
     assert torch.equal(again, torch.from_numpy(features.read(shown)).float())
 
 
 def test_the_cli_captions_a_jpeg_and_draws_one_panel_per_word(trained_run, tmp_path):
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (150, 100), (30, 120, 200)).save(photo)
-    result = caption_cli(tmp_path, str(trained_run / "checkpoints" / "last.ckpt"), str(photo),
-                         "--attention", str(tmp_path / "out.png"), "--json")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the real command, as a user runs it
+    result = python(tmp_path, "-m", "captioner.caption", str(trained_run / "checkpoints" / "last.ckpt"),
+                    str(photo), "--attention", str(tmp_path / "out.png"), "--json")
     (found,) = json.loads(result.stdout)
     words = found["caption"].split()
     assert found["image"] == str(photo) and words
@@ -73,12 +83,15 @@ def test_a_random_batchnorm_cnn_is_rebuilt_with_its_calibration_batches(tmp_path
     # BatchNorm statistics depend on the calibration batch size: 16 here, not the CLI's own choice.
     cfg = compose_config("cnn=resnet101", "cnn.input_size=64", "cnn.batch_size=16",
                          data_root=tmp_path / "data")
-    records, path = prepare(cfg, tmp_path)
+    records, path = prepare(cfg)
     features = FeatureFile(path)
     shown = [int(i) for i in features.splits["test"][:3]]
     path_of = {r.image_id: r.path for r in records}
-    again = ImageEncoder(features.encoder())([path_of[features.image_ids[i]] for i in shown])
-    assert torch.equal(again, torch.from_numpy(features.read(shown)).float())
+    again = ImageFeaturizer(features.cnn_record())([path_of[features.image_ids[i]] for i in shown])
+    # Equal up to one float16 step: with one thread, a 3-image batch and the 16-image batches of
+    # the extraction may take different convolution kernels. Other calibration batches differ by
+    # whole units (the test fails with cnn.batch_size=8 in the extraction).
+    torch.testing.assert_close(again, torch.from_numpy(features.read(shown)).float(), rtol=1e-3, atol=1e-3)
 
 
 def test_one_bad_file_among_good_ones_is_reported_and_the_rest_captioned(trained_run, tmp_path):

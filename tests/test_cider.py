@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from pycocoevalcap.cider.cider import Cider
 
-from captioner.cider import CiderD, cider_d
-from captioner.metrics import tokenize
+from captioner.scoring.cider import CiderD, cider_d
+from captioner.scoring.coco_metrics import ptb_tokenize
 
 WORDS = ["a", "the", "red", "blue", "green", "small", "large", "circle", "square", "triangle", "is", "on",
          "left", "right", "of", "above", "below", "and", "next", "to", "two", "three", "dog", "runs", "grass"]
@@ -47,8 +47,8 @@ def _pycocoevalcap(references: dict, results: dict) -> tuple[float, np.ndarray]:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_equals_pycocoevalcap_on_ptb_tokenized_captions(seed):
     raw_references, raw_results = _corpus(seed, images=120)
-    references = tokenize(raw_references)  # the project's path: Java PTB tokenizer (or its Python twin)
-    results = {k: v[0] for k, v in tokenize({k: [v] for k, v in raw_results.items()}).items()}
+    references = ptb_tokenize(raw_references)  # the project's path: Java PTB tokenizer (or its Python twin)
+    results = {k: v[0] for k, v in ptb_tokenize({k: [v] for k, v in raw_results.items()}).items()}
     expected_mean, expected = _pycocoevalcap(references, results)
     mean, scores = cider_d(results, references)
     assert scores.shape == (120,)

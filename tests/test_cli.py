@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -13,29 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY
+from tests.conftest import ENV, TINY, python, run_folders, start_train, train
 
 
-def train(tmp_path: Path, *overrides: str, data_root: Path | None = None,
-          check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    flags = [o for o in overrides if o.startswith("-")]  # Hydra wants -m before the overrides
-    overrides = tuple(o for o in overrides if not o.startswith("-"))
-    command = [sys.executable, str(REPO / "train.py"), *flags, *TINY,
-               f"data_root={data_root or tmp_path / 'data'}", *overrides]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "WANDB_MODE": "offline"})
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def runs(tmp_path: Path) -> list[Path]:
-    return sorted(p.parent for p in (tmp_path / "outputs").glob("**/metrics.json"))
-
-
+@pytest.mark.slow
 def test_multirun_gives_each_run_its_own_directory(tmp_path, shared_data_root):
     result = train(tmp_path, "-m", "rnn=gru,lstm", data_root=shared_data_root)
-    found = runs(tmp_path)
+    found = run_folders(tmp_path)
     assert len(found) == 2, result.stdout
     cells = set()
     for run_dir in found:
@@ -48,9 +31,10 @@ def test_multirun_gives_each_run_its_own_directory(tmp_path, shared_data_root):
     assert "test scores" in result.stdout and "generated:" in result.stdout
 
 
+@pytest.mark.slow
 def test_wandb_and_tensorboard_loggers_work_offline(tmp_path, shared_data_root):
     train(tmp_path, "logger=wandb", data_root=shared_data_root)
-    (run_dir,) = runs(tmp_path)
+    (run_dir,) = run_folders(tmp_path)
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     # the test examples as a W&B table (with its images), and the same examples in the run folder
     (table,) = offline.glob("files/media/table/test/examples_*.table.json")
@@ -72,7 +56,7 @@ def test_wandb_and_tensorboard_loggers_work_offline(tmp_path, shared_data_root):
     (["rnn=nosuch"], "Could not find 'rnn/nosuch'"),
 ])
 def test_unknown_group_choices_name_the_choice_and_the_options(tmp_path, overrides, message):
-    result = train(tmp_path, *overrides, check=False)
+    result = train(tmp_path, *overrides, data_root=tmp_path / "data", check=False)
     assert result.returncode != 0
     assert message in result.stderr and "Available options" in result.stderr
 
@@ -86,40 +70,15 @@ def test_an_unwritable_data_directory_is_a_clear_error(tmp_path):
     assert "data_root=" in result.stderr
 
 
-def test_an_unreadable_image_is_named(tmp_path):
-    data_root = tmp_path / "data"
-    train(tmp_path, "trainer.max_epochs=0", "dataset.num_images=12", data_root=data_root)
-    broken = data_root / "shapes" / "images" / "shapes_000003.jpg"
-    broken.write_bytes(b"not a jpeg")
-    (data_root / "features" / "shapes-vgg16.h5").unlink()
-    result = train(tmp_path, "dataset.num_images=12", "dataset.strict=true", data_root=data_root,
-                   check=False)
-    assert result.returncode != 0
-    assert f"{broken}: cannot read image" in result.stderr and "dataset.strict=false" in result.stderr
-    assert not (data_root / "features" / "shapes-vgg16.h5").exists()
-
-
-def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_root):
-    train(tmp_path, "trainer.max_epochs=0", data_root=shared_data_root)
-    vgg_file = shared_data_root / "features" / "shapes-vgg16.h5"
-    result = train(tmp_path, "cnn=inception_v3", "cnn.input_size=75", f"features_path={vgg_file}",
-                   data_root=shared_data_root, check=False)
-    assert result.returncode != 0
-    assert f"{vgg_file} was made for another config" in result.stderr
-    assert "cnn: file has 'vgg16', config wants 'inception_v3'" in result.stderr
-
-
+@pytest.mark.slow
 def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, shared_data_root):
-    overrides = ["trainer.max_epochs=40", "dataset.num_images=60"]
-    command = [sys.executable, str(REPO / "train.py"), *TINY, f"data_root={shared_data_root}", *overrides]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    overrides = ["trainer.max_epochs=40", "dataset.num_images=60"]  # < 1 s an epoch: killed long before
+    process = start_train(tmp_path, *overrides, data_root=shared_data_root, quiet=True)
     deadline = time.time() + 300
     last = None
     while time.time() < deadline and process.poll() is None:
         found = list((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"))
-        if found and found[0].stat().st_mtime < time.time() - 0.5:
-            # wait for a second epoch's checkpoint so the kill lands mid-epoch, after some saves
+        if found:  # the first epoch's checkpoint: the kill comes a second later, after more saves
             last = found[0]
             break
         time.sleep(0.2)
@@ -133,7 +92,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, shared_data_roo
 
     time.sleep(1.1)  # a new Hydra run directory (one per second)
     train(tmp_path, *overrides, "ckpt_path=last", data_root=shared_data_root)
-    resumed = [r for r in runs(tmp_path) if r != first_run]
+    resumed = [r for r in run_folders(tmp_path) if r != first_run]
     assert len(resumed) == 1
     metrics = json.loads((resumed[0] / "metrics.json").read_text())
     assert metrics["status"] == "completed"
@@ -141,17 +100,17 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path, shared_data_roo
     assert metrics["epochs"] == 40
 
 
+@pytest.mark.slow
 def test_prepare_extracts_features_without_training(tmp_path):
     data_root = tmp_path / "data"
-    command = [sys.executable, "-m", "captioner.prepare", *TINY, "dataset.num_images=12",
-               f"data_root={data_root}"]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = python(tmp_path, "-m", "captioner.prepare", *TINY, "dataset.num_images=12",
+                    f"data_root={data_root}")
     features = data_root / "features" / "shapes-vgg16.h5"
     assert f"{features}: 12 images" in result.stdout
     assert features.is_file() and not list((tmp_path / "outputs").glob("**/checkpoints"))
 
 
+@pytest.mark.slow
 def test_a_killed_extraction_resumes_and_gives_the_same_file(tmp_path):
     import h5py
     import numpy as np
@@ -161,7 +120,7 @@ def test_a_killed_extraction_resumes_and_gives_the_same_file(tmp_path):
     def prepare(data_root: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "captioner.prepare", *overrides,
                                  f"data_root={data_root}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, env=ENV)
 
     reference = prepare(tmp_path / "whole")
     assert reference.wait(timeout=600) == 0

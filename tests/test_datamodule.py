@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.datamodule import CaptionDataModule
-from captioner.features import FeatureFile
-from captioner.prepare import ensure_features
+from captioner.data.datamodule import CaptionDataModule
+from captioner.features.cache import ensure_features
+from captioner.features.feature_file import FeatureFile
 from captioner.sources import load_records
 
 

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from captioner.features import FeatureFile
-from tests.conftest import REPO, TINY
+from captioner.features.feature_file import FeatureFile
+from tests.conftest import TINY_COMMAND, command, python, train_command
 
 
-def command(cwd: Path, *arguments: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *arguments], cwd=cwd, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "WANDB_MODE": "offline"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
+@pytest.mark.slow
 def test_two_process_evaluation_scores_equal_one_process(trained_run, tmp_path):
     checkpoint = str(trained_run / "checkpoints" / "last.ckpt")
     for name, devices in (("one", "1"), ("two", "2")):
-        command(tmp_path, "-m", "captioner.evaluate", checkpoint, "--accelerator", "cpu",
-                "--devices", devices, "--output", str(tmp_path / name))
+        python(tmp_path, "-m", "captioner.evaluate", checkpoint, "--accelerator", "cpu", "--no-meteor",
+               "--devices", devices, "--output", str(tmp_path / name))
     one, two = (json.loads((tmp_path / n / "scores.json").read_text()) for n in ("one", "two"))
     results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")]
 
@@ -40,13 +30,13 @@ def test_two_process_evaluation_scores_equal_one_process(trained_run, tmp_path):
     assert two["scores"] == pytest.approx(one["scores"], rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])
 def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_root, launcher):
     # basic: both jobs in this process, one after the other; parallel: each in a joblib worker.
-    overrides = [o for o in TINY if not o.startswith("trainer.devices")]
-    command(tmp_path, str(REPO / "train.py"), "-m", *overrides, f"data_root={shared_data_root}",
-            f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=2", "rnn=gru,lstm",
-            "logger=wandb")
+    overrides = [o for o in TINY_COMMAND if not o.startswith("trainer.devices")]
+    command(tmp_path, train_command(shared_data_root, "-m", f"hydra/launcher={launcher}", "trainer=ddp",
+                                    "trainer.devices=2", "rnn=gru,lstm", "logger=wandb", tiny=overrides))
     # Lightning alone would re-run the whole `-m` command line in each extra rank: more sweeps.
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert list((tmp_path / "outputs").iterdir()) == [tmp_path / "outputs" / "multirun"]

@@ -1,4 +1,4 @@
-"""The fast training path (issue 11): the decoder's fused step, the compiled pass, static-shape
+"""The fast training path: the decoder's fused step, the compiled pass, static-shape
 batches, and training features resident on a device (cpu here; the same code runs on CUDA)."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from captioner.datamodule import CaptionDataModule
-from captioner.features import FeatureFile
+from captioner.data.datamodule import CaptionDataModule
+from captioner.data.resident_features import ResidentFeatures
+from captioner.features.cache import ensure_features
+from captioner.features.feature_file import FeatureFile
 from captioner.model import CaptionDecoder
 from captioner.model.compiled import CompiledForward, compiled_graphs, use_compile
+from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
 from captioner.model.packed import packed_teacher_forcing
-from captioner.module import doubly_stochastic_penalty, masked_caption_loss
-from captioner.prepare import ensure_features
-from captioner.resident_features import ResidentFeatures
 from captioner.sources import load_records
 
 
@@ -49,6 +49,7 @@ def _loss(forward, features, tokens):
         attention, (targets != 0).float())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_compiled_pass_gives_the_eager_loss_and_gradients(cell):
     torch.manual_seed(0)

@@ -1,7 +1,6 @@
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,17 +9,18 @@ import h5py
 import numpy as np
 import pytest
 
-from captioner.encoders import ImageReadError
-from captioner.features import (
+from captioner.features.cache import ensure_features, prepare
+from captioner.features.extraction import ImageReadError
+from captioner.features.feature_file import (
     FeatureFile,
     FeatureFileError,
     FeatureFileWriter,
     FeatureWriteError,
     partial_path,
 )
-from captioner.prepare import ensure_features
+from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import TINY, compose_config
+from tests.conftest import TINY, compose_config, python
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -109,7 +109,7 @@ def test_real_extraction_writes_finite_scaled_features(tiny_cfg, shared_data_roo
     assert read.attrs["grid"] == [4, 4] and read.attrs["feature_scale"] > 0
     assert read.attrs["random_init_calibration"] == "conv outputs standardised on 60 images"
     assert read.identity["cnn"] == "vgg16"
-    assert read.identity["weights"] == "random(seed=0,calibration_images=64)"
+    assert read.identity["weights"] == {"kind": "random", "seed": 0, "calibration_images": 64}
     # Different images give different features (the grid carries the picture).
     assert np.abs(values[0] - values[1]).mean() > 1e-3
     # A second call reuses the file as it is.
@@ -128,7 +128,7 @@ def test_a_stale_default_file_is_rebuilt_and_a_named_one_is_an_error(tmp_path):
         ensure_features(other, records, tmp_path, explicit_path=path)
     cfg.cnn.seed = 1  # other random weights: the default file is stale and rebuilt
     rebuilt = ensure_features(cfg, records, tmp_path)
-    assert rebuilt == path and FeatureFile(path).identity["weights"].startswith("random(seed=1,")
+    assert rebuilt == path and FeatureFile(path).identity["weights"]["seed"] == 1
 
 
 def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path):
@@ -248,6 +248,7 @@ def _small_disk(folder: Path, size: str) -> Iterator[None]:
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resumes(tmp_path, caplog):
     cfg = compose_config("dataset.num_images=120", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
@@ -276,15 +277,38 @@ def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resum
         np.testing.assert_array_equal(FeatureFile(path).read(range(120)), whole)
 
 
+@pytest.mark.slow
 def test_prepare_on_a_disk_that_fills_up_exits_2_with_one_line_not_a_crash(tmp_path):
     tiny = [o for o in TINY if not o.startswith("dataset.num_images")]
     disk = tmp_path / "disk"
     with _small_disk(disk, "1600k"):  # 120 x 16 KiB of features (1.9 MiB) do not fit
-        result = subprocess.run(
-            [sys.executable, "-m", "captioner.prepare", *tiny, "dataset.num_images=120",
-             f"dataset.root={tmp_path / 'shapes'}", f"data_root={disk}"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        result = python(tmp_path, "-m", "captioner.prepare", *tiny, "dataset.num_images=120",
+                        f"dataset.root={tmp_path / 'shapes'}", f"data_root={disk}", check=False)
     assert result.returncode == 2, result.stderr[-3000:]  # not 139, the segfault it used to be
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [e for e in result.stderr.splitlines() if "no space left" in e]
     assert f"while writing {disk / 'features' / 'shapes-vgg16.h5.partial'}" in line
+
+
+def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_path):
+    data_root = tmp_path / "data"
+    prepare(compose_config("dataset.num_images=12", data_root=data_root))  # the images, and features
+    broken = data_root / "shapes" / "images" / "shapes_000003.jpg"
+    broken.write_bytes(b"not a jpeg")
+    features = data_root / "features" / "shapes-vgg16.h5"
+    features.unlink()
+    strict = compose_config("dataset.num_images=12", "dataset.strict=true", data_root=data_root)
+    with pytest.raises(ImageReadError) as error:
+        run(strict, run_dir=tmp_path / "run", base_dir=tmp_path)
+    assert f"{broken}: cannot read image" in str(error.value) and "dataset.strict=false" in str(error.value)
+    assert not features.exists()
+
+
+def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_root):
+    _, vgg_file = prepare(compose_config(data_root=shared_data_root))
+    cfg = compose_config("cnn=inception_v3", "cnn.input_size=75", f"features_path={vgg_file}",
+                         data_root=shared_data_root)
+    with pytest.raises(FeatureFileError) as error:
+        run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
+    assert f"{vgg_file} was made for another config" in str(error.value)
+    assert "cnn: file has 'vgg16', config wants 'inception_v3'" in str(error.value)

@@ -19,8 +19,9 @@ SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages
                "test": "Flickr_8k.testImages.txt"}
 SUBSET = {"train": 400, "dev": 100, "test": 5}  # images of each official split
 
-pytestmark = pytest.mark.skipif(not (FLICKR8K / "Flickr8k.token.txt").is_file() or not WEIGHTS.is_file(),
-                                reason=f"{FLICKR8K} or {WEIGHTS} not present")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (FLICKR8K / "Flickr8k.token.txt").is_file() or not WEIGHTS.is_file(),
+                                 reason=f"{FLICKR8K} or {WEIGHTS} not present")]
 
 
 def _flickr8k_subset(root: Path) -> Path:
@@ -40,10 +41,10 @@ def _flickr8k_subset(root: Path) -> Path:
 
 
 def _train(tmp_path: Path, name: str, *cnn: str) -> dict:
-    from captioner.train import run
+    from captioner.runs.run import run
 
     overrides = ["experiment=flickr8k_mobilenet", f"dataset.root={tmp_path / 'flickr8k'}",
-                 f"data_root={tmp_path / name}", *cnn, "num_workers=0",
+                 f"data_root={tmp_path / name}", *cnn, "cnn.num_workers=0",
                  "model.embed_dim=64", "model.hidden_dim=128", "model.attention_dim=64", "model.lr=3e-3",
                  "model.dropout=0.1", "data.batch_size=32", "text.min_word_count=3",
                  "text.max_caption_length=12", "decode.strategy=greedy", "trainer.max_epochs=8",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from captioner.loggers import build_loggers, finish_loggers, record_summary
+from captioner.runs.loggers import build_loggers, finish_loggers, record_summary
 from tests.conftest import compose_config
 
 

@@ -9,8 +9,8 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-from captioner.metrics import CaptionScores, score_captions, simple_ptb_tokenize
-from captioner.text import Vocabulary
+from captioner.data.vocabulary import Vocabulary
+from captioner.scoring.coco_metrics import CaptionScores, score_captions, simple_ptb_tokenize
 
 REFERENCES = {
     0: ["A red circle to the left of a blue square.", "two shapes: a red circle and a blue square"],

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from captioner.model import BahdanauAttention, CaptionDecoder, beam_search, greedy_decode
-from captioner.module import doubly_stochastic_penalty, masked_caption_loss
+from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
 
 
 def test_attention_weights_sum_to_one_and_are_positive():

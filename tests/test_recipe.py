@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from captioner.errors import ConfigError
-from captioner.lr_schedule import warmup_cosine, with_lr_schedule
 from captioner.model import CaptionDecoder
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
+from captioner.training.lr_schedule import warmup_cosine, with_lr_schedule
 from tests.conftest import compose_config
 
 
@@ -76,7 +76,7 @@ def test_schedule_choices_and_an_open_ended_cosine():
 
 
 def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_path):
-    from captioner.train import run
+    from captioner.runs.run import run
 
     # lr so small that nothing is learnt: val CIDEr-D never improves, so patience 1 stops at epoch 2.
     cfg = compose_config("trainer.max_epochs=5", "model.lr=1e-9", "model.label_smoothing=0.1",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captioner.report import collect_runs, main, main_effects, swept_factors, write_report
+from captioner.compare.report import collect_runs, main, main_effects, swept_factors, write_report
 
 
 def make_run(sweep: Path, job: int, overrides: list[str], metrics: dict | None) -> None:

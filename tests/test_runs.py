@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, command, python, start_train, train, train_command
 
 # 48 train scenes x 5 captions in batches of 8: 30 batches an epoch, a checkpoint after each one
 SMALL_BATCHES = ["data.batch_size=8", "++trainer.deterministic=true"]
-ENV = {**os.environ, "WANDB_MODE": "offline"}
-
-
-def command(data_root: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(REPO / "train.py"), *TINY, f"data_root={data_root}", *overrides]
-
-
-def start(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.Popen:
-    return subprocess.Popen(command(data_root, *overrides), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=ENV)
-
-
-def finish(tmp_path: Path, data_root: Path, *overrides: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command(data_root, *overrides), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600, env=ENV)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def batches_done(checkpoint: Path) -> tuple[int, int]:
@@ -65,16 +46,17 @@ def mid_epoch_checkpoint(run_root: Path, process: subprocess.Popen) -> Path | No
     return None
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_killed(tmp_path, shared_data_root):
     overrides = [*SMALL_BATCHES, "trainer.max_epochs=2", "checkpoint.every_minutes=0.00001"]
     whole = tmp_path / "whole"
     whole.mkdir()
-    finish(whole, shared_data_root, *overrides)
+    train(whole, *overrides, data_root=shared_data_root)
     (reference,) = (whole / "outputs").glob("**/metrics.json")
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    process = start(killed, shared_data_root, *overrides)
+    process = start_train(killed, *overrides, data_root=shared_data_root)
     last = wait_for(lambda: mid_epoch_checkpoint(killed, process))
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -82,12 +64,11 @@ def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_kille
     epoch, done = batches_done(last)
     assert 0 < done < 30, (epoch, done)  # in the middle of an epoch
     # a killed run's checkpoint can be scored: its features are found without a finished run
-    scored = subprocess.run([sys.executable, "-m", "captioner.evaluate", str(last), "--split", "val"],
-                            cwd=killed, capture_output=True, text=True, timeout=300, env=ENV)
+    scored = python(killed, "-m", "captioner.evaluate", str(last), "--split", "val", check=False)
     assert scored.returncode == 0 and "None" not in scored.stderr, scored.stderr[-3000:]
     assert (run_dir / "evaluations").is_dir()
 
-    finish(killed, shared_data_root, *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    train(killed, *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", data_root=shared_data_root)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     expected = json.loads(reference.read_text())
     assert metrics["status"] == "completed" and metrics["resumed_from"] == str(last)
@@ -101,9 +82,10 @@ def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_kille
         assert torch.equal(value, reference_weights[name]), name
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path, shared_data_root):
     overrides = [*SMALL_BATCHES, "trainer.max_epochs=50", "checkpoint.every_minutes=null"]
-    process = start(tmp_path, shared_data_root, *overrides)
+    process = start_train(tmp_path, *overrides, data_root=shared_data_root)
     # after the first epoch's checkpoint, so the signal lands in training
     first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
     saved_before = first.stat().st_mtime
@@ -120,18 +102,19 @@ def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path,
     assert "saved" in output and "ckpt_path=last" in output
 
     # the same command pointed at that folder goes on from there
-    finish(tmp_path, shared_data_root, *overrides[:-2], f"trainer.max_epochs={epoch + 1}",
-           f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    train(tmp_path, *overrides[:-2], f"trainer.max_epochs={epoch + 1}", f"hydra.run.dir={run_dir}",
+          "ckpt_path=last", data_root=shared_data_root)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["resumed_from"] == str(first)
     assert metrics["epochs"] == epoch + 1
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_root):
     # A fixed base folder stands for "the same second": both claim it at once.
     shared = "hydra.run.dir=${unique_dir:outputs/same-second}"
-    processes = [start(tmp_path, shared_data_root, f"rnn={rnn}", "trainer.max_epochs=1", shared)
-                 for rnn in ("gru", "lstm")]
+    processes = [start_train(tmp_path, f"rnn={rnn}", "trainer.max_epochs=1", shared,
+                             data_root=shared_data_root) for rnn in ("gru", "lstm")]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     folders = sorted((tmp_path / "outputs").glob("same-second*"))
@@ -152,21 +135,19 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_r
     assert "dir: ${unique_dir:outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}}" in default_run_dir
 
 
-def run_cli(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300, env={**ENV, **(env or {})})
-
-
 @pytest.mark.parametrize("overrides, message", [
     (["decode.strategy=bem"], "decode.strategy='bem': expected greedy or beam"),
-    (["decode.beam_size=0"], "decode.beam_size=0: expected an integer >= 1"),
-    (["rnn.cell=lsmt"], "rnn.cell='lsmt': expected gru or lstm"),
-    (["dataset=flickr8k", "dataset.root=/no/such/folder", "cnn.weights=null"], "/no/such/folder"),
+    # the same path through train.py as the first: each starts a process (~7 s), so slow
+    pytest.param(["decode.beam_size=0"], "decode.beam_size=0: expected an integer >= 1",
+                 marks=pytest.mark.slow),
+    pytest.param(["rnn.cell=lsmt"], "rnn.cell='lsmt': expected gru or lstm", marks=pytest.mark.slow),
+    pytest.param(["dataset=flickr8k", "dataset.root=/no/such/folder", "cnn.weights=null"], "/no/such/folder",
+                 marks=pytest.mark.slow),
     (["rnn=nosuch"], "Could not find 'rnn/nosuch'"),
 ])
 def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, overrides, message):
     tiny = [o for o in TINY if not o.startswith("dataset.")] if overrides[0].startswith("dataset=") else TINY
-    result = run_cli(tmp_path, str(REPO / "train.py"), *tiny, f"data_root={tmp_path / 'data'}", *overrides)
+    result = command(tmp_path, train_command(tmp_path / "data", *overrides, tiny=tiny), check=False)
     assert result.returncode == 2, result.stderr[-3000:]
     assert message in result.stderr and "Traceback" not in result.stderr
     if not overrides[0].startswith("rnn=nosuch"):
@@ -174,16 +155,18 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, overrides
     assert not (tmp_path / "data" / "features").exists()  # nothing was extracted
 
 
+@pytest.mark.slow
 def test_tracebacks_of_user_errors_are_kept_for_hydra_full_error(tmp_path):
-    result = run_cli(tmp_path, str(REPO / "train.py"), *TINY, f"data_root={tmp_path / 'data'}",
-                     "decode.strategy=bem", env={"HYDRA_FULL_ERROR": "1"})
+    result = train(tmp_path, "decode.strategy=bem", data_root=tmp_path / "data", check=False,
+                   env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode == 2 and "Traceback" in result.stderr
     assert "decode.strategy='bem'" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_failed_run_exits_1_and_other_commands_exit_2_on_bad_input(tmp_path, shared_data_root):
-    result = run_cli(tmp_path, str(REPO / "train.py"), *TINY, f"data_root={shared_data_root}",
-                     "dataset.split_fractions={train: 1.0, val: 0.0, test: 0.0}")
+    result = train(tmp_path, "dataset.split_fractions={train: 1.0, val: 0.0, test: 0.0}",
+                   data_root=shared_data_root, check=False)
     assert result.returncode == 1 and "split 'val' has no images" in result.stderr
     missing = tmp_path / "no.ckpt"
     for args in (["-m", "captioner.evaluate", str(missing)],
@@ -191,13 +174,13 @@ def test_a_failed_run_exits_1_and_other_commands_exit_2_on_bad_input(tmp_path, s
                  ["-m", "captioner.prepare", *(o for o in TINY if not o.startswith("dataset.")),
                   "dataset=iapr", "dataset.root=/no/such/iapr", "cnn.weights=null",
                   f"data_root={tmp_path / 'data'}"]):
-        result = run_cli(tmp_path, *args)
+        result = python(tmp_path, *args, check=False)
         assert result.returncode == 2, (args, result.stderr[-2000:])
         assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
 
 
 def test_help_lists_the_launcher_group(tmp_path):
-    result = run_cli(tmp_path, str(REPO / "train.py"), "--help")
+    result = python(tmp_path, str(REPO / "train.py"), "--help")
     assert result.returncode == 0
     assert "hydra/launcher: " in result.stdout
     (launchers,) = [line.split(":", 1)[1] for line in result.stdout.splitlines()

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from captioner.cider import CiderD
+from captioner.data.vocabulary import Vocabulary, tokenize
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
-from captioner.scst import CiderReward, SelfCritical, mean_of_others, self_critical_loss
-from captioner.text import Vocabulary, tokenize
-from captioner.train import run
-from tests.conftest import REPO, TINY, compose_config
+from captioner.model.losses import mean_of_others, self_critical_loss
+from captioner.model.tokens import CaptionLength
+from captioner.runs.run import run
+from captioner.scoring.cider import CiderD
+from captioner.training.self_critical import CiderReward, SelfCritical
+from tests.conftest import TINY_COMMAND, command, compose_config, train_command
 
 START, END, PAD = Vocabulary.start_id, Vocabulary.end_id, Vocabulary.pad_id
 
@@ -102,7 +101,7 @@ def test_self_critical_steps_raise_the_greedy_cider(baseline):
         def __init__(self):
             super().__init__()
             self.decoder, self.logged = decoder, {}
-            self.hparams = SimpleNamespace(max_caption_length=6)
+            self.caption_length = CaptionLength(6)
 
         def log(self, name, value, **_):
             self.logged.setdefault(name, []).append(float(value.detach()))
@@ -184,13 +183,11 @@ def test_missing_xe_checkpoint_is_named(tmp_path, shared_data_root):
         run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
 
 
+@pytest.mark.slow
 def test_stage_under_two_process_ddp(tmp_path, shared_data_root):
-    overrides = [o for o in TINY if not o.startswith("trainer.devices")]
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *overrides, f"data_root={shared_data_root}",
-         "trainer=ddp", "trainer.devices=2", "scst.enabled=true", "scst.epochs=1", "scst.batch_size=8",
-         f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    overrides = [o for o in TINY_COMMAND if not o.startswith("trainer.devices")]
+    command(tmp_path, train_command(shared_data_root, "trainer=ddp", "trainer.devices=2", "scst.enabled=true",
+                                    "scst.epochs=1", "scst.batch_size=8", f"hydra.run.dir={tmp_path / 'run'}",
+                                    tiny=overrides))
     assert _history(tmp_path / "run") == [(0, "xe"), (1, "scst")]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stages"] == {"xe": 1, "scst": 1}

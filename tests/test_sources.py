@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from captioner.runs.run import run
 from captioner.sources import load_records
 from captioner.sources.checks import DatasetLayoutError
 from captioner.sources.iapr import first_sentence
-from captioner.train import run
 from tests.conftest import REPO, compose_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 210, 20)}

@@ -6,9 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +13,12 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, REPO, TINY
+from tests.conftest import CONF, REPO, TINY_COMMAND, command, python, start_train, train, train_command
 
 SWEEPS = REPO / "sweeps"
 # TINY without its cnn choice, which the smoke sweep varies itself, and with DataLoader workers
 # for extraction (as by default), which must start inside the parallel launcher's workers too.
-SMALL = [o for o in TINY if o not in ("cnn=vgg16", "num_workers=0")]
-
-
-def run_command(tmp_path: Path, *arguments: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *arguments], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "WANDB_MODE": "offline"})
+SMALL = [o for o in TINY_COMMAND if o not in ("cnn=vgg16", "cnn.num_workers=0")]
 
 
 def sweep_dirs(tmp_path: Path, name: str) -> list[Path]:
@@ -40,11 +32,11 @@ def finite_scores(run_dir: Path) -> dict[str, float]:
     return metrics
 
 
+@pytest.mark.slow
 def test_the_smoke_sweep_runs_in_parallel_shares_features_and_reports(tmp_path):
-    result = run_command(tmp_path, str(REPO / "train.py"), "-m", "--config-dir", str(SWEEPS),
-                         "--config-name", "smoke", "hydra/launcher=parallel", *SMALL,
-                         f"data_root={tmp_path / 'data'}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = command(tmp_path, train_command(tmp_path / "data", "-m", "--config-dir", str(SWEEPS),
+                                             "--config-name", "smoke", "hydra/launcher=parallel",
+                                             tiny=SMALL), timeout=900)
     (sweep,) = sweep_dirs(tmp_path, "smoke")
     runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in runs] == ["0", "1", "2", "3"]
@@ -67,10 +59,10 @@ def test_the_smoke_sweep_runs_in_parallel_shares_features_and_reports(tmp_path):
     assert "sweep: test scores" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_failing_run_does_not_sink_the_sweep(tmp_path, shared_data_root):
     # dropout=2.0 makes the second run fail (its up-front config check), after the sweep has started.
-    result = run_command(tmp_path, str(REPO / "train.py"), "-m", *TINY, f"data_root={shared_data_root}",
-                         "model.dropout=0.1,2.0")
+    result = train(tmp_path, "-m", "model.dropout=0.1,2.0", data_root=shared_data_root, check=False)
     assert result.returncode == 1  # the sweep finished, and says that not every run did
     (sweep,) = sweep_dirs(tmp_path, "multirun")
     finite_scores(sweep / "0")
@@ -82,13 +74,11 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path, shared_data_root):
     assert "1 of 2 runs did not complete" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_extract_the_features_once(tmp_path):
     data_root = tmp_path / "data"  # nothing there yet: both need the dataset and its features
-    commands = [[sys.executable, str(REPO / "train.py"), *TINY, "dataset.num_images=120",
-                 f"data_root={data_root}", f"hydra.run.dir={tmp_path / name}"] for name in ("a", "b")]
-    processes = [subprocess.Popen(c, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, env={**os.environ, "WANDB_MODE": "offline"})
-                 for c in commands]
+    processes = [start_train(tmp_path, "dataset.num_images=120", f"hydra.run.dir={tmp_path / name}",
+                             data_root=data_root) for name in ("a", "b")]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     first, second = (finite_scores(tmp_path / name) for name in ("a", "b"))
@@ -134,10 +124,9 @@ def test_wandb_sweep_files_only_use_overrides_train_accepts(path):
             assert str(chosen) == value, (path.name, override)
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_data_root):
-    result = run_command(tmp_path, str(REPO / "train.py"), "-m", "hparams_search=optuna", *TINY,
-                         f"data_root={shared_data_root}", "hydra.sweeper.n_trials=2")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train(tmp_path, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", data_root=shared_data_root)
     (sweep,) = sweep_dirs(tmp_path, "optuna")
     tried = [json.loads((run / "metrics.json").read_text()) for run in (sweep / "0", sweep / "1")]
     assert all(t["status"] == "completed" for t in tried)
@@ -149,10 +138,10 @@ def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_dat
     assert tried[0]["config"]["hidden_dim"] == 64
 
 
+@pytest.mark.slow
 def test_a_prepare_sweep_extracts_each_features_file_once_ahead_of_training(tmp_path):
-    result = run_command(tmp_path, "-m", "captioner.prepare", "-m", "--config-dir", str(SWEEPS),
-                         "--config-name", "smoke", *SMALL, f"data_root={tmp_path / 'data'}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    python(tmp_path, "-m", "captioner.prepare", "-m", "--config-dir", str(SWEEPS), "--config-name", "smoke",
+           *SMALL, f"data_root={tmp_path / 'data'}")
     assert sorted(p.name for p in (tmp_path / "data" / "features").glob("*.h5")) == [
         "shapes-resnet101.h5", "shapes-vgg16.h5"]
     (sweep,) = sweep_dirs(tmp_path, "smoke")
@@ -161,12 +150,11 @@ def test_a_prepare_sweep_extracts_each_features_file_once_ahead_of_training(tmp_
     assert not (sweep / "report.md").exists()  # nothing was trained: nothing to report
 
 
+@pytest.mark.slow
 def test_runs_can_go_through_submitit(tmp_path, shared_data_root):
     # The local_gpus launcher without GPUs: each run is a submitit job, a process of its own.
-    result = run_command(tmp_path, str(REPO / "train.py"), "-m", *TINY, f"data_root={shared_data_root}",
-                         "hydra/launcher=local_gpus", "hydra.launcher.gpus_per_node=0",
-                         "hydra.launcher.cpus_per_task=1", "rnn=gru,lstm")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    train(tmp_path, "-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus_per_node=0",
+          "hydra.launcher.cpus_per_task=1", "rnn=gru,lstm", data_root=shared_data_root)
     (sweep,) = sweep_dirs(tmp_path, "multirun")
     assert {finite_scores(sweep / job)["config"]["rnn"] for job in ("0", "1")} == {"gru", "lstm"}
     assert list((sweep / ".submitit").iterdir())

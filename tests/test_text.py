@@ -1,6 +1,6 @@
 import torch
 
-from captioner.text import Vocabulary, tokenize
+from captioner.data.vocabulary import Vocabulary, tokenize
 
 
 def test_tokenize_lowercases_and_drops_punctuation():

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.text import tokenize
-from captioner.train import run
+from captioner.data.vocabulary import tokenize
+from captioner.runs.run import run
 from tests.conftest import compose_config
 
 
@@ -44,9 +44,10 @@ def test_a_run_writes_everything_a_user_looks_for(tiny_cfg, tmp_path, rnn):
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
     assert Path(metrics["checkpoint"]).exists()
     checkpoint = torch.load(metrics["checkpoint"], map_location="cpu", weights_only=True)
-    encoder = checkpoint["hyper_parameters"]["encoder"]
-    assert encoder["cnn"] == "vgg16" and encoder["weights"].startswith("random(seed=0")
-    assert encoder["grid"] == [4, 4] and encoder["input_size"] == 64 and encoder["feature_scale"] > 0
+    record = checkpoint["hyper_parameters"]["cnn"]
+    assert record["cnn"] == "vgg16" and record["weights"] == {"kind": "random", "seed": 0,
+                                                              "calibration_images": 64}
+    assert record["grid"] == [4, 4] and record["input_size"] == 64 and record["feature_scale"] > 0
     assert len(list((tmp_path / "plots").glob("attention_*.png"))) == 2
     assert (tmp_path / "csv" / "metrics.csv").read_text().count("val/cider") == 1
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from captioner.errors import UserError
 
-class DatasetLayoutError(FileNotFoundError):
+
+class DatasetLayoutError(UserError, FileNotFoundError):
     """The dataset's folder is missing or does not hold the files its layout needs."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A dataset file is there but does not hold what its format promises."""
 
 

@@ -1,0 +1,107 @@
+"""The features cache: reuse the file for (dataset, cnn) when it matches the config, else extract it.
+
+`train.py` and `python -m captioner.prepare` (features without training) both call `prepare`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from captioner.features.backbones import weights_source
+from captioner.features.extraction import extract_features
+from captioner.features.feature_file import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
+from captioner.paths import default_features_path
+from captioner.sources import ImageRecord, load_records
+
+log = logging.getLogger(__name__)
+
+
+def expected_identity(cfg: Any, records: Sequence[ImageRecord]) -> dict[str, Any]:
+    """The attributes that a features file for this config must carry to be reused."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": cfg.dataset.name,
+        "cnn": cfg.cnn.name,
+        "weights": weights_source(cfg.cnn).as_dict(),
+        "input_size": int(cfg.cnn.input_size),
+        "normalisation": [list(cfg.cnn.mean), list(cfg.cnn.std)],
+        "records": records_fingerprint(records),
+    }
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold `<path>.lock`, saying so when another run holds it (it is extracting the file)."""
+    lock = FileLock(f"{path}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting for another run to finish %s", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
+                    explicit_path: Path | None = None, device: str | None = None) -> Path:
+    """Path of an up-to-date features file, extracting it if needed.
+
+    A file at the default location that was made for another config is rebuilt; a file the user
+    named with `features_path=` is never overwritten: a mismatch there is an error.
+    """
+    explicit = explicit_path is not None
+    path = Path(explicit_path) if explicit else default_features_path(
+        data_root, cfg.dataset.name, cfg.cnn.name)
+    identity = expected_identity(cfg, records)
+    # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
+    # works. Complete files appear by an atomic rename, so none is ever seen half-written.
+    if path.exists() and not _differences(path, identity):
+        log.info("reusing features %s", path)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Runs of a sweep that need the same file wait here while the first one extracts it.
+    with _exclusive(path):
+        if path.exists():
+            differences = _differences(path, identity)
+            if not differences:
+                log.info("reusing features %s", path)
+                return path
+            if explicit:
+                raise FeatureFileError(
+                    f"{path} was made for another config ({'; '.join(differences)}); drop "
+                    "features_path= to use the default file, or point it at a matching one")
+            log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
+        log.info("extracting features %s (%d images, %s)", path, len(records), cfg.cnn.name)
+        extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
+        return extract_features(records, path, cfg.cnn, extract_identity,
+                                batch_size=cfg.cnn.batch_size, num_workers=cfg.cnn.num_workers,
+                                strict=bool(cfg.dataset.get("strict", False)), device=device)
+
+
+def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
+    try:
+        found = FeatureFile(path).identity
+    except FeatureFileError as error:
+        return [str(error)]
+    return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"
+            for key, value in expected.items() if found.get(key) != value]
+
+
+def prepare(cfg: Any, device: str | None = None) -> tuple[list[ImageRecord], Path]:
+    """The dataset's records and the path of its up-to-date features file (extracted on `device`).
+
+    Paths in `cfg` are absolute (runs/config_paths.py).
+    """
+    records = load_records(cfg.dataset.source, Path(cfg.dataset.root), cfg.dataset)
+    explicit = cfg.get("features_path")
+    path = ensure_features(cfg, records, Path(cfg.data_root), Path(explicit) if explicit else None,
+                           device)
+    return records, path

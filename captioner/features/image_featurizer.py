@@ -1,0 +1,80 @@
+"""New images -> region features, exactly as the features file was made: the CNN rebuilt from the
+record a checkpoint keeps (name, weights, input size, normalisation, scale; a random network is
+calibrated again on the same images), and the same float16 rounding.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from captioner.errors import UserError
+from captioner.features.backbones import build_backbone
+from captioner.features.extraction import ImageFiles, calibrate_on_images
+from captioner.features.weights_source import WeightsSource
+
+
+class CnnNotRebuildableError(UserError, ValueError):
+    """The record does not say enough to rebuild the CNN (e.g. a weights file it no longer finds)."""
+
+
+def cnn_config(record: dict[str, Any], weights_path: Path | None = None) -> Any:
+    """The `cnn` config that made the features, from their record (`FeatureFile.cnn_record`)."""
+    source = WeightsSource.from_dict(record["weights"])
+    if source.kind == "file" and weights_path is None:
+        raise CnnNotRebuildableError(f"the CNN was loaded from a weights file ({source.name}); "
+                                     "pass it again with --weights-path")
+    cnn = {"name": record["cnn"], "input_size": record["input_size"], "mean": record["mean"],
+           "std": record["std"], **source.cnn_options()}
+    if source.kind == "file":
+        cnn["weights_path"] = str(weights_path)
+    return OmegaConf.create(cnn)
+
+
+class ImageFeaturizer:
+    """Images -> region features, as the features file was made (same network, scale, float16)."""
+
+    def __init__(self, record: dict[str, Any], device: str = "cpu", weights_path: Path | None = None):
+        self.cnn = cnn_config(record, weights_path)
+        self.scale = float(record.get("feature_scale", 1.0))
+        self.device = device
+        self.net = build_backbone(self.cnn).to(device, memory_format=torch.channels_last)
+        if self.cnn.calibration_images:
+            # A random network is only the one training used after the same calibration.
+            paths = record.get("calibration_paths")
+            if not paths:
+                raise CnnNotRebuildableError("the CNN is randomly initialised and its record does not "
+                                             "name its calibration images; re-extract the features "
+                                             "and retrain")
+            missing = [p for p in paths if not Path(p).is_file()]
+            if missing:
+                raise FileNotFoundError(f"the CNN is randomly initialised and calibrated on the training "
+                                        f"data's first {len(paths)} images; {missing[0]} is missing")
+            calibrate_on_images(self.net, [Path(p) for p in paths], self.cnn, device,
+                                int(record.get("calibration_batch_size", 32)))
+
+    def read(self, paths: list[Path]) -> tuple[list[Path], torch.Tensor | None, dict[Path, str]]:
+        """The readable `paths`, their preprocessed pixels, and why each other one is unreadable."""
+        files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=False)
+        readable, pixels, failures = [], [], {}
+        for path, (image, error) in zip(paths, (files[i] for i in range(len(files))), strict=True):
+            if error:
+                failures[path] = error
+            else:
+                readable.append(path)
+                pixels.append(image)
+        return readable, torch.stack(pixels) if pixels else None, failures
+
+    def __call__(self, paths: list[Path]) -> torch.Tensor:
+        """Region features of `paths`; an unreadable one is an error naming it."""
+        files = ImageFiles(paths, self.cnn.input_size, self.cnn.mean, self.cnn.std, strict=True)
+        return self.encode(torch.stack([files[i][0] for i in range(len(files))]))
+
+    @torch.inference_mode()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        grid = self.net(pixels.to(self.device, memory_format=torch.channels_last)).float()
+        regions = grid.flatten(2).transpose(1, 2) * torch.tensor(self.scale, dtype=torch.float32)
+        return regions.half().float()  # what training read from the float16 file

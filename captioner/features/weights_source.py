@@ -1,0 +1,68 @@
+"""Where a CNN's weights came from, as structured data: part of a features file's identity (a
+file from other weights is stale), recorded in every checkpoint, and read back to rebuild the CNN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+KINDS = ("random", "file", "torchvision", "timm")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """`kind` random (a seeded, calibrated random network), file (`cnn.weights_path`),
+    torchvision (a weights enum) or timm (a pretrained tag)."""
+
+    kind: str
+    name: str | None = None  # file: the file's name; torchvision: <Family>.<NAME>; timm: <model>.<tag>
+    seed: int = 0  # random only
+    calibration_images: int = 0  # random only
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"weights kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+
+    @classmethod
+    def of(cls, cnn: Any, weights_family: str) -> WeightsSource:
+        """The source the `cnn` config asks for; `weights_family` is the architecture's enum class
+        (e.g. VGG16_Weights) or "timm"."""
+        if cnn.get("weights_path"):
+            return cls("file", Path(cnn.weights_path).name)
+        if cnn.get("weights") is None:
+            return cls("random", seed=int(cnn.get("seed", 0)),
+                       calibration_images=int(cnn.get("calibration_images", 0)))
+        if weights_family == "timm":
+            return cls("timm", f"{cnn.name}.{cnn.weights}")
+        return cls("torchvision", f"{weights_family}.{cnn.weights}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> WeightsSource:
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the features file and the checkpoint; only the fields of this kind."""
+        values = asdict(self)
+        if self.kind != "random":
+            del values["seed"], values["calibration_images"]
+        else:
+            del values["name"]
+        return values
+
+    def label(self) -> str:
+        """One short string for logs and summaries, e.g. `file:mobilenet_v2_imagenet.pth`."""
+        if self.kind == "random":
+            return f"random(seed={self.seed},calibration_images={self.calibration_images})"
+        return f"{self.kind}:{self.name}"
+
+    def cnn_options(self) -> dict[str, Any]:
+        """The `cnn` config keys that select these weights again (a file's path must be given)."""
+        if self.kind == "random":
+            return {"weights": None, "weights_path": None, "seed": self.seed,
+                    "calibration_images": self.calibration_images}
+        if self.kind == "file":
+            return {"weights": None, "weights_path": None, "seed": 0, "calibration_images": 0}
+        return {"weights": str(self.name).rsplit(".", 1)[-1], "weights_path": None, "seed": 0,
+                "calibration_images": 0}

@@ -1,0 +1,2 @@
+"""Stage 7, inference: scoring a checkpoint on any split, captioning new images, attention figures.
+"""

@@ -1,0 +1,129 @@
+"""`python -m captioner.caption CHECKPOINT IMAGE_OR_FOLDER ...`: caption your own images.
+
+The checkpoint says which CNN made its training features (name, weights, input size,
+normalisation, scale); the same CNN is rebuilt here, so a new image gets exactly the features
+training would have given it. `--attention out.png` draws one panel per generated word.
+
+One bad file among good ones (not an image, empty, a decompression bomb) does not stop the
+others: every readable image is captioned, each bad one is reported on its own line on stderr,
+and the exit status is 1 at the end (2: nothing could be done, e.g. a missing checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captioner.errors import UserError
+from captioner.features.image_featurizer import ImageFeaturizer
+from captioner.inference.attention_figure import plot_attention
+from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
+from captioner.training.checkpoint_loading import load_module
+from captioner.training.module import CaptionModule
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+
+
+def image_files(inputs: list[Path]) -> list[Path]:
+    """The given files, and the images inside given folders (sorted)."""
+    found = []
+    for path in inputs:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    if not found:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise FileNotFoundError(f"no images ({suffixes}) in {', '.join(map(str, inputs))}")
+    return found
+
+
+def caption_images(module: CaptionModule, featurizer: ImageFeaturizer, paths: list[Path],
+                   batch_size: int = 16) -> list[dict[str, Any]]:
+    """Caption and attention (one row of region weights per word) for each image, in order; an
+    unreadable image gets `error` (why) instead."""
+    module.eval()
+    results = []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        readable, pixels, failures = featurizer.read(batch)
+        captioned = {}
+        if pixels is not None:
+            with torch.inference_mode():
+                tokens, attention = module(featurizer.encode(pixels).to(module.device))
+            for path, ids, weights in zip(readable, tokens.tolist(), attention.cpu(), strict=True):
+                caption = module.vocabulary.decode(ids)
+                captioned[path] = {"image": str(path), "caption": caption,
+                                   "attention": weights[: len(caption.split())].numpy()}
+        results += [captioned.get(path) or {"image": str(path), "error": failures[path]} for path in batch]
+    return results
+
+
+def _figure_path(base: Path, image: Path, several: bool) -> Path:
+    return base.with_name(f"{base.stem}_{image.stem}{base.suffix or '.png'}") if several else base
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m captioner.caption", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt file from a run's checkpoints/")
+    parser.add_argument("images", type=Path, nargs="+", help="image files or folders of images")
+    parser.add_argument("--attention", type=Path, metavar="OUT.png",
+                        help="write the attention figure (several images: OUT_<image>.png)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of 'image<TAB>caption' lines")
+    parser.add_argument("--weights-path", type=Path, help="the CNN weights file, if training used one")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_decode_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        paths = image_files(args.images)
+        module = load_module(args.checkpoint).to(args.device)
+        module.test_decoding = module.test_decoding.with_changes(**decode_changes(args))
+        featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, args.device, args.weights_path)
+        results = caption_images(module, featurizer, paths)
+    except (FileNotFoundError, UserError, KeyError) as error:
+        parser.exit(2, f"error: {error}\n")
+    captioned = [r for r in results if "caption" in r]
+    problems = [f"error: {r['image']}: cannot read image ({r['error']}); not captioned"
+                for r in results if "error" in r]
+    if args.attention and captioned:
+        problems += _draw_figures(captioned, args.attention, module.hparams.cnn.get("grid"),
+                                  several=len(paths) > 1)
+    for result in captioned:
+        del result["attention"]
+    if args.json:
+        json.dump(captioned, sys.stdout, indent=1)
+        print()
+    else:
+        for result in captioned:
+            print(f"{result['image']}\t{result['caption']}")
+    sys.stdout.flush()  # the captions first, then what went wrong
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        sys.exit(1)
+
+
+def _draw_figures(results: list[dict[str, Any]], base: Path, grid: Any, several: bool) -> list[str]:
+    """Write each result's attention figure (adding its path as `figure`); the errors, one line each."""
+    grid = tuple(grid or (1, results[0]["attention"].shape[1]))
+    problems = []
+    for result in results:
+        figure = _figure_path(base, Path(result["image"]), several)
+        try:
+            result["figure"] = str(plot_attention(Path(result["image"]), result["caption"].split(),
+                                                  result["attention"], grid, figure))
+        except (OSError, ValueError) as error:
+            problems.append(f"error: cannot write the attention figure {figure} ({error}); the caption "
+                            f"of {result['image']} is printed without it")
+    return problems
+
+
+if __name__ == "__main__":
+    main()

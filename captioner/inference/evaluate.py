@@ -1,0 +1,124 @@
+"""`python -m captioner.evaluate CHECKPOINT`: score a trained captioner on any split, any decoding.
+
+Writes `scores.json` and `results.json`, the captions in the COCO results format
+(`[{"image_id": ..., "caption": ...}]`), so any coco-caption tool can check the numbers.
+Runs on several devices with `--devices N` (Lightning DDP; every image is scored once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from captioner.data.datamodule import CaptionDataModule
+from captioner.errors import UserError, exit_for_user_error
+from captioner.features.feature_file import FeatureFile
+from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
+from captioner.paths import write_atomically
+from captioner.run_folder import RunFolder
+from captioner.training.checkpoint_loading import CheckpointError, load_module
+
+
+class FeaturesNotFoundError(UserError, FileNotFoundError):
+    """No features file to evaluate on."""
+
+
+# What makes features comparable (the file's feature_scale too: the model learned features at that
+# scale); the dataset may differ (train on one, evaluate on another).
+CNN_RECORD_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
+
+
+def _results_image_id(image_id: str) -> int | str:
+    # COCO's own ids are integers, and coco-caption matches them by value.
+    return int(image_id) if image_id.isdigit() else image_id
+
+
+def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test",
+             decode: dict[str, Any] | None = None, output: Path | None = None,
+             devices: int | str = 1, accelerator: str = "auto", strategy: str = "auto",
+             batch_size: int = 256, spice: bool = False, meteor: bool = True) -> dict[str, Any]:
+    """Caption every image of `split` and score the captions; rank 0 writes the files."""
+    module = load_module(checkpoint)
+    folder = RunFolder.of_checkpoint(checkpoint)
+    given = features is not None
+    features = Path(features) if given else folder.features_file()
+    if features is None:
+        raise FeaturesNotFoundError(
+            f"{checkpoint}: its run folder records no features file (no metrics.json nor "
+            ".hydra/config.yaml); pass --features <file.h5> (made by the same CNN as the checkpoint)")
+    if not features.is_file():
+        source = "" if given else " (the file the checkpoint's run trained on)"
+        raise FeaturesNotFoundError(f"features file {features}{source} not found; pass --features "
+                                    "<file.h5> (made by the same CNN as the checkpoint)")
+    expected = module.hparams.get("cnn") or {}
+    found = FeatureFile(features).cnn_record()
+    differences = [f"{key}: checkpoint {expected[key]!r}, features {found.get(key)!r}"
+                   for key in CNN_RECORD_KEYS if key in expected and found.get(key) != expected[key]]
+    if differences:
+        raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
+                              + "; ".join(differences))
+    module.test_decoding = options = module.test_decoding.with_changes(**(decode or {}))
+    module.hparams.spice, module.hparams.meteor = spice, meteor
+
+    datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
+                                   max_caption_length=module.hparams.max_caption_length,
+                                   val_split=split, test_split=split)
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    scores = module.last_scores["test"]  # float64, as coco-caption computed them
+    captions = module.last_captions["test"]
+    image_ids = datamodule.features.image_ids
+    summary = {"checkpoint": str(checkpoint), "features": str(features), "split": split,
+               "decode": options.as_dict(), "images": len(captions), "scores": scores}
+    if trainer.is_global_zero:
+        output = Path(output) if output else folder.evaluation(split, options.strategy)
+        output.mkdir(parents=True, exist_ok=True)
+        results = [{"image_id": _results_image_id(image_ids[index]), "caption": captions[index]}
+                   for index in sorted(captions)]
+        write_atomically(output / "results.json", json.dumps(results, indent=1))
+        write_atomically(output / "scores.json", json.dumps(summary, indent=1))
+        summary["output"] = str(output)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m captioner.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt file from a run's checkpoints/")
+    parser.add_argument("--features", type=Path, help="HDF5 features (default: the run's own file)")
+    parser.add_argument("--split", default="test", help="any split of the features file (default: test)")
+    add_decode_arguments(parser)
+    parser.add_argument("--output", type=Path, help="folder for scores.json and results.json "
+                        "(default: <run>/evaluations/<split>-<decode>)")
+    parser.add_argument("--devices", default="1", help="number of devices; >1 runs Lightning DDP")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--spice", action="store_true", help="also SPICE, where it can run (Java 8, CoreNLP)")
+    parser.add_argument("--no-meteor", dest="meteor", action="store_false",
+                        help="leave METEOR out (its Java process takes ~7 s to start)")
+    args = parser.parse_args(argv)
+
+    decode = decode_changes(args)
+    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    torch.set_float32_matmul_precision("high")
+    try:
+        summary = evaluate(args.checkpoint, args.features, args.split, decode, args.output, devices=devices,
+                           accelerator=args.accelerator,
+                           strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",
+                           batch_size=args.batch_size, spice=args.spice, meteor=args.meteor)
+    except (UserError, FileNotFoundError, ValueError) as error:  # e.g. a --split the file lacks
+        exit_for_user_error(error, parser.prog)
+    if "output" in summary:
+        shown = " ".join(f"{name}={value:.3f}" for name, value in summary["scores"].items())
+        print(f"{summary['split']} ({summary['images']} images, {summary['decode']['strategy']}): {shown}")
+        print(f"wrote {summary['output']}/scores.json and results.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""How captions are written at test time, as one typed value: greedy or beam search and its knobs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from captioner.model.decoder import CaptionDecoder
+from captioner.model.search import beam_search, greedy_decode
+from captioner.model.tokens import CaptionLength
+
+STRATEGIES = ("greedy", "beam")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """The `decode` config: `strategy` greedy or beam; the rest only matter for beam search."""
+
+    strategy: str = "greedy"
+    beam_size: int = 3
+    length_penalty: float = 0.0  # GNMT's alpha: 0 ranks finished beams by log-probability alone
+    block_trigram_repeats: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"decode.strategy={self.strategy!r}: expected {' or '.join(STRATEGIES)}")
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any] | None) -> DecodeOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(values or {}).items() if k in known})
+
+    def with_changes(self, **changes: Any) -> DecodeOptions:
+        """A copy with the given settings; None means "keep this one"."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+GREEDY = DecodeOptions()
+
+
+def decode(decoder: CaptionDecoder, features: torch.Tensor, options: DecodeOptions,
+           length: CaptionLength) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids (B, L) and attention (B, L, R) of each image's caption, as `options` say."""
+    if options.strategy == "greedy":
+        return greedy_decode(decoder, features, *length.search_arguments())
+    return beam_search(decoder, features, *length.search_arguments(), beam_size=options.beam_size,
+                       length_penalty=options.length_penalty,
+                       block_trigram_repeats=options.block_trigram_repeats)

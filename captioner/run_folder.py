@@ -1,0 +1,143 @@
+"""A run's folder: the one place that knows its layout.
+
+Training writes it, a resume finds its checkpoint and its recorded overrides, evaluation finds the
+features the run trained on and writes beside it, and the sweep report reads it:
+
+    .hydra/             config.yaml, overrides.yaml, hydra.yaml (Hydra writes them)
+    metrics.json        status, test scores, history, ... (written first with status running)
+    vocabulary.json     the train split's words
+    captions.json       every test image: id, generated caption, references
+    examples.md         a few test captions with their attention figures (plots/)
+    checkpoints/        best-*.ckpt and last.ckpt
+    evaluations/<split>-<decode>/   captioner.evaluate's scores.json and results.json
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from captioner.paths import absolute, default_features_path, write_atomically
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path) -> RunFolder:
+        """The run that wrote `checkpoint` (`<run>/checkpoints/<name>.ckpt`)."""
+        return cls(Path(checkpoint).resolve().parent.parent)
+
+    @classmethod
+    def all_under(cls, root: Path) -> list[RunFolder]:
+        """Every run folder below `root`: folders where Hydra recorded the overrides."""
+        return [cls(p.parent.parent) for p in Path(root).glob("**/.hydra/overrides.yaml")]
+
+    # --- the layout ---
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def vocabulary(self) -> Path:
+        return self.path / "vocabulary.json"
+
+    @property
+    def captions(self) -> Path:
+        return self.path / "captions.json"
+
+    @property
+    def examples(self) -> Path:
+        return self.path / "examples.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def overrides_file(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def hydra_file(self) -> Path:
+        return self.path / ".hydra" / "hydra.yaml"
+
+    def evaluation(self, split: str, strategy: str) -> Path:
+        return self.path / "evaluations" / f"{split}-{strategy}"
+
+    # --- reading and writing ---
+
+    def write_metrics(self, summary: dict[str, Any]) -> None:
+        write_atomically(self.metrics, json.dumps(summary, indent=2))
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        """metrics.json, or None when the run has not written it; unreadable JSON raises ValueError."""
+        if not self.metrics.is_file():
+            return None
+        return json.loads(self.metrics.read_text())
+
+    def write_json(self, path: Path, value: Any) -> None:
+        write_atomically(path, json.dumps(value, indent=2))
+
+    def overrides(self) -> list[str]:
+        """The command-line overrides Hydra recorded for this run ([] when none were)."""
+        if not self.overrides_file.is_file():
+            return []
+        return list(yaml.safe_load(self.overrides_file.read_text()) or [])
+
+    def config(self) -> DictConfig | None:
+        return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
+
+    def launch_dir(self) -> Path:
+        """Where the run was started: relative paths in its config start there (Hydra records it)."""
+        if self.hydra_file.is_file():
+            launched = OmegaConf.select(OmegaConf.load(self.hydra_file), "hydra.runtime.cwd")
+            if launched:
+                return Path(launched)
+        return self.path
+
+    def features_file(self) -> Path | None:
+        """The features file the run trained on.
+
+        From metrics.json (written as soon as the features are ready, so also for a killed run),
+        else from the config recorded in `.hydra/`; None when neither says.
+        """
+        try:
+            found = (self.read_metrics() or {}).get("features")
+        except ValueError:
+            found = None
+        if found:
+            return Path(found)
+        config = self.config()
+        if config is None:
+            return None
+        base = self.launch_dir()
+        try:
+            if config.get("features_path"):
+                return absolute(config.features_path, base)
+            return default_features_path(absolute(config.data_root, base), config.dataset.name,
+                                         config.cnn.name)
+        except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
+            return None

@@ -1,0 +1,40 @@
+"""The fast training step's settings, decided once per run from the config and the devices.
+
+`model.compile` compiles the training pass (CUDA graphs on a GPU); the compiled pass needs one
+shape, so the datamodule then pads every caption to the longest and drops the last, smaller
+batch. One GPU also keeps the train split's features on the device (`data.resident`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from captioner.model.compiled import use_compile
+from captioner.model.tokens import CaptionLength
+
+
+@dataclass(frozen=True)
+class FastPath:
+    compiled: bool
+    resident_device: str | None  # where the train features live, or None: streamed by the loader
+    caption_length: CaptionLength
+
+    @property
+    def static_caption_length(self) -> int | None:
+        """Tokens every training row is padded to when compiled (one shape); None: padded per batch."""
+        return self.caption_length.with_start_and_end if self.compiled else None
+
+
+def fast_path(cfg: DictConfig, gpus: list[int] | None) -> FastPath:
+    accelerator = cfg.trainer.accelerator
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    setting = cfg.model.get("compile", "auto")
+    if str(setting).lower() == "auto" and cfg.trainer.get("devices", 1) != 1:
+        setting = False  # auto compiles single-device runs only: DDP's hooks around a graph are untested
+    resident = on_cuda and gpus is not None and len(gpus) == 1 and cfg.data.get("resident", True)
+    return FastPath(compiled=use_compile(setting, "cuda" if on_cuda else "cpu"),
+                    resident_device=f"cuda:{gpus[0]}" if resident else None,
+                    caption_length=CaptionLength(cfg.text.max_caption_length))

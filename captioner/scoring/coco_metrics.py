@@ -1,0 +1,184 @@
+"""Caption scores as coco-caption computes them: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D.
+
+Scores use pycocoevalcap's own scorers on PTB-tokenized text, on the 0-1 scale coco-caption
+reports (CIDEr-D ranges to ~10). SPICE is not run: it downloads CoreNLP and fails on Java 17.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from captioner.data.vocabulary import Vocabulary
+
+log = logging.getLogger(__name__)
+
+SCORE_NAMES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
+
+# Tokens coco-caption's PTBTokenizer drops after tokenizing. Its list spells brackets "-LRB-" but
+# compares lower-cased text, so "-lrb-" and friends stay: we keep that quirk.
+_PTB_PUNCTUATION = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}
+_PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
+_PTB_SPLIT = re.compile(r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b|\.\.\.|--|[^\w\s]|\w+")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def simple_ptb_tokenize(text: str) -> str:
+    """The PTB tokenizer's output on ordinary captions, without Java."""
+    tokens = (_PTB_BRACKETS.get(t, t) for t in _PTB_SPLIT.findall(text.lower().replace("\n", " ")))
+    return " ".join(t for t in tokens if t not in _PTB_PUNCTUATION)
+
+
+def _simple_ptb_tokenize_all(sentences: Sequence[str]) -> list[str]:
+    return [simple_ptb_tokenize(s) for s in sentences]
+
+
+def java_ptb_tokenize(sentences: Sequence[str]) -> list[str]:
+    """coco-caption's tokenization: its Stanford PTBTokenizer jar, lower case, punctuation dropped.
+
+    Same jar, flags and filter as pycocoevalcap's PTBTokenizer, but the input file goes to the
+    system temp dir (not into site-packages, where a killed run leaves it behind) and the jar's
+    progress line is not echoed at every validation.
+    """
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as text:
+        text.write("\n".join(s.replace("\n", " ") for s in sentences))
+        text.flush()
+        result = subprocess.run(
+            ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines",
+             "-lowerCase", text.name], capture_output=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the PTB tokenizer ({jar}) failed: {result.stderr.decode()[-2000:]}")
+    lines = result.stdout.decode("utf-8").split("\n")
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS)
+            for line in lines[: len(sentences)]]
+
+
+def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
+    """PTB-tokenize every caption (Java's Stanford tokenizer when available)."""
+    keys = [key for key, texts in captions.items() for _ in texts]
+    sentences = [text for texts in captions.values() for text in texts]
+    tokenizer = java_ptb_tokenize if java_available() else _simple_ptb_tokenize_all
+    tokens = tokenizer(sentences)
+    tokenized: dict[Any, list[str]] = {key: [] for key in captions}
+    for key, text in zip(keys, tokens, strict=True):
+        tokenized[key].append(text)
+    return tokenized
+
+
+@functools.cache
+def _meteor() -> Any:
+    # METEOR runs as one long-lived Java process; start it once and reuse it.
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
+@functools.cache
+def _warn_no_java() -> None:
+    log.warning("java not found on PATH: METEOR is left out and captions are tokenized in Python; "
+                "install a Java runtime (e.g. apt-get install default-jre) for the full metric set")
+
+
+def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
+                   spice: bool = False, meteor: bool = True) -> dict[str, float]:
+    """coco-caption scores of one generated caption per key against its references.
+
+    `meteor`: METEOR too (its Java process takes ~7 s of CPU to start, once per process).
+
+    `spice`: also SPICE, if it can run here (it needs Java 8 and downloads Stanford CoreNLP on
+    first use); if not, it is left out with a warning. The other scores never depend on it.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(results) != set(references):
+        raise ValueError("results and references must have the same keys")
+    if not results:
+        return {}
+    res = ptb_tokenize({key: [text] for key, text in results.items()})
+    gts = ptb_tokenize(references)
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores = {f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)}
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
+    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    if meteor and java_available():
+        scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
+    elif meteor:
+        _warn_no_java()
+    ordered = {name: scores[name] for name in SCORE_NAMES if name in scores}
+    if spice and (value := _spice(gts, res)) is not None:
+        ordered["spice"] = value
+    return ordered
+
+
+def _spice(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float | None:
+    try:
+        from pycocoevalcap.spice.spice import Spice
+
+        return float(Spice().compute_score(gts, res)[0])
+    except Exception as error:  # subprocess, download and parse errors alike: SPICE is optional
+        log.warning("SPICE could not run and is left out (%s: %s); it needs Java 8 and, once, "
+                    "network access to fetch Stanford CoreNLP", type(error).__name__, str(error)[:200])
+        return None
+
+
+class CaptionScores(Metric):
+    """Generated token ids + image indices in, coco-caption scores out.
+
+    The state is tensors (ids padded to a fixed width, and image indices), so Lightning/DDP can
+    gather it across processes; `compute()` keeps one caption per image, so an image repeated by
+    a distributed sampler's padding is scored once. After `compute()`, `captions` maps image
+    index -> generated text.
+    """
+
+    full_state_update = False
+
+    def __init__(self, references: Mapping[int, Sequence[str]], vocabulary: Vocabulary, width: int,
+                 spice: bool = False, meteor: bool = True):
+        super().__init__()
+        self.spice, self.meteor = spice, meteor
+        self.references = references
+        self.vocabulary = vocabulary
+        self.width = width
+        self.captions: dict[int, str] = {}
+        self.add_state("tokens", default=[], dist_reduce_fx="cat")
+        self.add_state("image_index", default=[], dist_reduce_fx="cat")
+
+    def update(self, tokens: torch.Tensor, image_index: torch.Tensor) -> None:
+        padded = torch.full((tokens.shape[0], self.width), self.vocabulary.pad_id,
+                            dtype=torch.long, device=tokens.device)
+        n = min(self.width, tokens.shape[1])
+        padded[:, :n] = tokens[:, :n]
+        self.tokens.append(padded)
+        self.image_index.append(image_index.long())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        if isinstance(self.tokens, list) and not self.tokens:  # after a DDP sync it is one tensor
+            return {}
+        tokens = dim_zero_cat(self.tokens).cpu()
+        indices = dim_zero_cat(self.image_index).cpu().tolist()
+        captions: dict[int, str] = {}
+        for index, row in zip(indices, tokens, strict=True):
+            captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
+        self.captions = dict(sorted(captions.items()))
+        scores = score_captions(self.captions, {i: self.references[i] for i in self.captions}, self.spice,
+                                self.meteor)
+        return {name: torch.tensor(value, dtype=torch.float64) for name, value in scores.items()}

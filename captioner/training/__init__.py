@@ -1,0 +1,3 @@
+"""Stage 6, training: the LightningModule (cross-entropy, then self-critical), schedules, checkpoints
+written and read back, preemption, progress.
+"""

@@ -1,0 +1,29 @@
+"""A trained model back from its checkpoint file, without executing pickled code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from captioner.errors import UserError
+from captioner.training.module import CaptionModule
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that cannot be loaded or does not fit the features it is asked to caption."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file named (or `ckpt_path=last`) is not there."""
+
+
+def load_module(checkpoint: Path) -> CaptionModule:
+    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointNotFoundError(f"{checkpoint}: no such checkpoint file; pass the path of a .ckpt "
+                                      "file from a run's checkpoints/ folder")
+    try:
+        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
+        raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
+                              f"({type(error).__name__}: {str(error)[:300]})") from error

@@ -1,0 +1,164 @@
+"""LightningModule: teacher-forced training, decoding and coco-caption scoring at val/test."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from captioner.data.vocabulary import Vocabulary
+from captioner.model import CaptionDecoder
+from captioner.model.compiled import CompiledForward, compile_mode
+from captioner.model.decoding import GREEDY, DecodeOptions, decode
+from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
+from captioner.model.packed import packed_teacher_forcing
+from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
+from captioner.model.tokens import CaptionLength
+from captioner.scoring.coco_metrics import CaptionScores
+from captioner.training.lr_schedule import with_lr_schedule
+from captioner.training.self_critical import SelfCritical
+
+# CaptionScores scores each image once, so the images a DistributedSampler repeats to even out the
+# ranks do not count twice: Lightning's advice to test on one device does not apply.
+warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
+
+
+ATTENTION_EXAMPLES = 8  # test images whose attention maps are kept for figures
+
+
+class CaptionModule(pl.LightningModule):
+    def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
+                 embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
+                 dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
+                 attention_regularization: float = 1.0, max_caption_length: int = 20,
+                 cnn: dict[str, Any] | None = None, decode: dict[str, Any] | None = None,
+                 spice: bool = False, label_smoothing: float = 0.0,
+                 scheduled_sampling: dict[str, float] | None = None,
+                 lr_schedule: dict[str, Any] | None = None, compile: bool = False, meteor: bool = True):
+        super().__init__()
+        # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
+        # the vocabulary, the sizes, and `cnn`, the record of the CNN that made the features
+        # (FeatureFile.cnn_record). `compile` is decided by the run (runs/fast_path.py), not here.
+        self.save_hyperparameters()
+        self.caption_length = CaptionLength(max_caption_length)
+        # How test captions are written; evaluate and caption may set other options.
+        self.test_decoding = DecodeOptions.from_config(decode)
+        self.vocabulary = Vocabulary(vocabulary)
+        self.decoder = CaptionDecoder(len(self.vocabulary), feature_dim, embed_dim, hidden_dim,
+                                      attention_dim, rnn, dropout, pad_id=Vocabulary.pad_id)
+        self.scores: dict[str, CaptionScores] = {}
+        self.test_attention: dict[int, torch.Tensor] = {}
+        self.last_captions: dict[str, dict[int, str]] = {}
+        self.last_scores: dict[str, dict[str, float]] = {}
+        # Set for the self-critical stage (self_critical_stage.py): it then owns the training step.
+        self.self_critical: SelfCritical | None = None
+        self._compiled: CompiledForward | None = None  # model.compile (captioner/model/compiled.py)
+
+    def forward(self, features: torch.Tensor,
+                options: DecodeOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions (token ids) and attention for a batch of region features, decoded as `options`
+        say (default: `test_decoding`)."""
+        return decode(self.decoder, features, options or self.test_decoding, self.caption_length)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.self_critical is not None:
+            return self.self_critical.training_step(self, batch)
+        tokens = batch["tokens"]
+        logits, predicted, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
+        loss = masked_caption_loss(logits, predicted, Vocabulary.pad_id,
+                                   self.hparams.get("label_smoothing", 0.0))
+        targets = tokens[:, 1:]
+        self.log("train/xent", loss, prog_bar=True, batch_size=len(tokens))
+        if self.hparams.attention_regularization > 0:
+            penalty = doubly_stochastic_penalty(attention, (targets != Vocabulary.pad_id).float())
+            loss = loss + self.hparams.attention_regularization * penalty
+        self.log("train/loss", loss, batch_size=len(tokens))
+        return loss
+
+    # --- the training recipe (model.scheduled_sampling, model.lr_schedule; README "Recipe") ---
+
+    def _teacher_forced(self, features: torch.Tensor, tokens: torch.Tensor,
+                        batch_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits, the targets they predict and attention (B, T-1, R): from the compiled padded
+        pass, scheduled sampling's once its probability is > 0, or else the packed pass, which
+        skips padding (captioner/model/packed.py)."""
+        probability = self.scheduled_sampling_probability(batch_idx)
+        pad_id = Vocabulary.pad_id
+        if probability > 0:
+            self.log("train/sampling_probability", probability, batch_size=len(tokens))
+            logits, attention = scheduled_sampling_forward(self.decoder, features, tokens,
+                                                           probability, pad_id)
+            return logits, tokens[:, 1:], attention
+        if self.hparams.get("compile") is True:
+            if self._compiled is None:
+                self._compiled = CompiledForward(self.decoder, compile_mode(self.device.type))
+            logits, attention = self._compiled(features, tokens)
+            return logits, tokens[:, 1:], attention
+        return packed_teacher_forcing(self.decoder, features, tokens, pad_id)
+
+    def scheduled_sampling_probability(self, batch_idx: int = 0) -> float:
+        settings = self.hparams.get("scheduled_sampling") or {}
+        if not settings.get("max_prob"):
+            return 0.0
+        batches = max(1, int(self.trainer.num_training_batches)) if self._trainer is not None else 1
+        epoch = (self.current_epoch + batch_idx / batches) if self._trainer is not None else 0.0
+        return sampling_probability(epoch, settings["max_prob"], settings.get("start_epoch", 0),
+                                    settings.get("ramp_epochs", 0))
+
+    # --- evaluation: decode every image of the split once, score at epoch end ---
+
+    def _metric(self, stage: str) -> CaptionScores:
+        if stage not in self.scores:
+            datamodule = self.trainer.datamodule
+            references = datamodule.references(datamodule.eval_split(stage))
+            metric = CaptionScores(references, self.vocabulary, self.caption_length.with_end,
+                                   spice=bool(self.hparams.get("spice", False)),
+                                   meteor=bool(self.hparams.get("meteor", True)))
+            self.scores[stage] = metric.to(self.device)
+        return self.scores[stage]
+
+    def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
+        # Validation picks the checkpoint with greedy decoding (fast); test uses `decode`.
+        tokens, attention = self(batch["features"], GREEDY if stage == "val" else None)
+        self._metric(stage).update(tokens, batch["image_index"])
+        if stage == "test":  # keep a few attention maps for the run's figures
+            for index, weights in zip(batch["image_index"].tolist(), attention.cpu(), strict=True):
+                if len(self.test_attention) < ATTENTION_EXAMPLES:
+                    self.test_attention[index] = weights
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        metric = self._metric(stage)
+        scores = {name: float(value) for name, value in metric.compute().items()}  # full precision
+        self.last_scores[stage] = scores
+        self.last_captions[stage] = dict(metric.captions)
+        # Every rank computed the same scores from the gathered captions: the mean changes nothing.
+        # (floats: Lightning puts them on this rank's device, which NCCL needs)
+        self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, sync_dist=True)
+        metric.reset()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def configure_optimizers(self) -> Any:
+        lr = self.self_critical.lr if self.self_critical is not None else self.hparams.lr
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay,
+                                     fused=self.device.type == "cuda")  # one kernel, not one per tensor
+        if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
+            return optimizer
+        return with_lr_schedule(optimizer, self.hparams.get("lr_schedule"),
+                                lambda: self.trainer.estimated_stepping_batches)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Which stage wrote it: resuming picks the stage up again (captioner/scst_stage.py).
+        checkpoint["training_stage"] = "scst" if self.self_critical is not None else "xe"

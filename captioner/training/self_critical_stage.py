@@ -1,0 +1,119 @@
+"""The self-critical stage of a run: a second fit after cross-entropy (or from an XE checkpoint).
+
+`train.run` fits with cross-entropy first (unless `scst.from_checkpoint` names the XE weights
+or it resumes an SCST checkpoint), then `fit_self_critical` starts a second Trainer whose
+training batches are images (each sampled `scst.samples` times) and whose training step is
+`SelfCritical`'s (self_critical.py). It shares the run's callbacks, so the best checkpoint (by val
+CIDEr-D) is the best of both stages, and the run's validation history goes on with stage "scst".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from captioner.data.datamodule import CaptionDataModule
+from captioner.training.module import CaptionModule
+from captioner.training.self_critical import CiderReward, SelfCritical
+from captioner.training.validation_history import ValidationHistory
+
+
+class ImageTrainData(pl.LightningDataModule):
+    """The run's data with train batches of images (features, image_index) instead of captions."""
+
+    def __init__(self, data: CaptionDataModule, batch_size: int):
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+
+    def setup(self, stage: str | None = None) -> None:
+        self.data.setup(stage)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.data.train_image_dataloader(self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.data.val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.data.test_dataloader()
+
+    # What CaptionModule asks of `trainer.datamodule` at validation and test.
+    def references(self, split: str) -> dict[int, list[str]]:
+        return self.data.references(split)
+
+    def eval_split(self, stage: str) -> str:
+        return self.data.eval_split(stage)
+
+
+def checkpoint_stage(path: Path | None) -> str | None:
+    """The stage ("xe" or "scst") that wrote a checkpoint; None without one."""
+    if path is None:
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("training_stage", "xe")
+
+
+def skips_cross_entropy(scst: DictConfig, resume: Path | None) -> bool:
+    """True when the run goes straight to the self-critical stage."""
+    return bool(scst.enabled) and (bool(scst.from_checkpoint) or checkpoint_stage(resume) == "scst")
+
+
+def _load_weights(module: CaptionModule, path: Path, option: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{option}: no such checkpoint file ({path})")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        module.load_state_dict(state["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{option}={path}: not a checkpoint of this model (its vocabulary and sizes "
+                         f"must match this run's config): {str(error)[:300]}") from error
+
+
+def fit_self_critical(scst: DictConfig, module: CaptionModule, datamodule: CaptionDataModule,
+                      make_trainer: Callable[..., pl.Trainer], resume: Path | None,
+                      cross_entropy: pl.Trainer) -> pl.Trainer:
+    """Fit with the self-critical loss; returns the stage's Trainer (to test with).
+
+    Starts from: the SCST checkpoint `resume` (a resumed run, optimizer and epoch included),
+    else the weights of `scst.from_checkpoint`, else the best checkpoint of the `cross_entropy`
+    Trainer's fit (this run's first stage).
+    """
+    resumed = resume if checkpoint_stage(resume) == "scst" else None
+    if resumed is None:
+        best_xe = getattr(cross_entropy.checkpoint_callback, "best_model_path", "")
+        if scst.from_checkpoint:
+            _load_weights(module, Path(scst.from_checkpoint), "scst.from_checkpoint")
+        elif best_xe:
+            _load_weights(module, Path(best_xe), "the best cross-entropy checkpoint")
+    datamodule.setup()
+    module.self_critical = SelfCritical(
+        CiderReward(datamodule.references("train"), datamodule.vocabulary), lr=scst.lr,
+        samples=scst.samples, baseline=scst.baseline, temperature=scst.temperature)
+    trainer = make_trainer(max_epochs=scst.epochs)
+    if resumed is None:  # the loggers' step goes on from the cross-entropy stage's (a resume restores it)
+        steps = cross_entropy.fit_loop.epoch_loop._batches_that_stepped
+        trainer.fit_loop.epoch_loop._batches_that_stepped = steps
+    for callback in trainer.callbacks:
+        if isinstance(callback, ValidationHistory):
+            callback.stage = "scst"
+        if isinstance(callback, pl.callbacks.ModelCheckpoint):  # epochs and steps count from 0 again
+            if callback.monitor is not None:  # best-*.ckpt; last.ckpt keeps its name
+                callback.filename = "scst-" + str(callback.filename)
+            callback._last_global_step_saved = -1  # else a step number XE saved at is skipped
+    trainer.fit(module, datamodule=ImageTrainData(datamodule, scst.batch_size), ckpt_path=resumed,
+                weights_only=True)
+    return trainer
+
+
+def stage_summary(history: list[dict[str, Any]]) -> dict[str, int]:
+    """Validated epochs per stage, for metrics.json."""
+    counts: dict[str, int] = {}
+    for entry in history:
+        counts[entry.get("stage", "xe")] = counts.get(entry.get("stage", "xe"), 0) + 1
+    return counts

@@ -1,0 +1,47 @@
+"""Decoding options as one typed value, and the caption-length arithmetic in one place."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from captioner.data.vocabulary import Vocabulary
+from captioner.model import CaptionDecoder, greedy_decode
+from captioner.model.decoding import GREEDY, DecodeOptions, decode
+from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, CaptionLength
+
+
+def test_options_come_from_the_config_and_change_only_where_given():
+    options = DecodeOptions.from_config({"strategy": "beam", "beam_size": 5, "unknown_key": 1})
+    assert options == DecodeOptions("beam", beam_size=5)
+    changed = options.with_changes(beam_size=None, length_penalty=1.0)
+    assert changed == DecodeOptions("beam", beam_size=5, length_penalty=1.0)
+    assert changed.as_dict() == {"strategy": "beam", "beam_size": 5, "length_penalty": 1.0,
+                                 "block_trigram_repeats": False}
+    with pytest.raises(ValueError, match="decode.strategy='bem': expected greedy or beam"):
+        options.with_changes(strategy="bem")
+
+
+def test_caption_length_owns_the_token_arithmetic_and_the_vocabulary_agrees():
+    length = CaptionLength(20)
+    assert (length.with_end, length.with_start_and_end) == (21, 22)
+    assert length.search_arguments() == (20, START_ID, END_ID, PAD_ID)
+    vocabulary = Vocabulary.build(["a red circle"])
+    assert tuple(vocabulary.words[:4]) == SPECIAL_TOKENS
+    assert (vocabulary.pad_id, vocabulary.start_id, vocabulary.end_id) == (PAD_ID, START_ID, END_ID)
+    # a training row of the longest caption is exactly with_start_and_end tokens
+    ids, lengths = vocabulary.encode_batch([" ".join(["red"] * 30)], length.max_words)
+    assert ids.shape[1] == lengths.max() == length.with_start_and_end
+
+
+def test_decode_follows_the_options():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(12, feature_dim=8, embed_dim=16, hidden_dim=32, attention_dim=16).eval()
+    features = torch.randn(3, 5, 8)
+    length = CaptionLength(6)
+    greedy, _ = decode(decoder, features, GREEDY, length)
+    expected, _ = greedy_decode(decoder, features, 6, START_ID, END_ID, PAD_ID)
+    assert torch.equal(greedy, expected)
+    one_beam, _ = decode(decoder, features, DecodeOptions("beam", beam_size=1), length)
+    assert torch.equal(one_beam, greedy)  # a beam of one is greedy search
+    assert greedy.shape[1] <= length.with_end

@@ -1,0 +1,218 @@
+"""The pieces of a run, one at a time: config checks, absolute paths, the run folder, resume,
+the fast path, unique folders, preemption, the training order and the exact-resume state."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf, open_dict
+
+from captioner.data.training_order import EpochShuffle, ResumableDataLoader
+from captioner.features.weights_source import WeightsSource
+from captioner.paths import write_atomically
+from captioner.run_folder import RunFolder
+from captioner.runs.config_checks import config_problems
+from captioner.runs.config_paths import with_absolute_paths
+from captioner.runs.fast_path import fast_path
+from captioner.runs.resume import resolve_checkpoint
+from captioner.runs.unique_folders import claim_folder
+from captioner.training.checkpoint_loading import CheckpointNotFoundError
+from captioner.training.preemption import Preempted, PreemptionSignals
+from captioner.training.progress_lines import duration
+from captioner.training.resumable_state import RandomState
+from captioner.training.self_critical_stage import stage_summary
+from tests.conftest import compose_config
+
+# --- config checks and paths ---
+
+
+def test_a_valid_config_has_no_problems_and_each_bad_value_is_named(tmp_path):
+    cfg = with_absolute_paths(compose_config(data_root=tmp_path), tmp_path)
+    assert config_problems(cfg) == []
+    with open_dict(cfg):
+        cfg.decode.beam_size = 0
+        cfg.model.dropout = 1.5
+        cfg.cnn.weights_path = str(tmp_path / "missing.pth")
+    problems = config_problems(cfg)
+    assert len(problems) == 3
+    assert "decode.beam_size=0: expected an integer >= 1" in problems
+    assert any(p.startswith("model.dropout=1.5: expected a number in [0, 1)") for p in problems)
+    assert any("missing.pth" in p and "no such file" in p for p in problems)
+
+
+def test_path_options_are_made_absolute_once_from_the_launch_folder(tmp_path):
+    cfg = compose_config("features_path=feats/x.h5", "cnn.weights_path=w/vgg.pth", "ckpt_path=last",
+                         "scst.from_checkpoint='~/xe.ckpt'")
+    with open_dict(cfg):
+        cfg.data_root = "data"
+    resolved = with_absolute_paths(cfg, tmp_path)
+    assert resolved.data_root == str(tmp_path / "data")
+    assert resolved.dataset.root == str(tmp_path / "data" / "shapes")  # interpolated from data_root
+    assert resolved.features_path == str(tmp_path / "feats" / "x.h5")
+    assert resolved.cnn.weights_path == str(tmp_path / "w" / "vgg.pth")
+    assert resolved.scst.from_checkpoint == str(Path("~/xe.ckpt").expanduser())
+    assert resolved.ckpt_path == "last"  # a keyword, not a path
+    assert cfg.data_root == "data"  # the original is left as it was
+
+
+# --- the run folder ---
+
+
+def test_the_run_folder_finds_the_features_from_metrics_or_from_the_recorded_config(tmp_path):
+    folder = RunFolder(tmp_path / "run")
+    (folder.path / ".hydra").mkdir(parents=True)
+    assert folder.features_file() is None  # nothing recorded yet
+    OmegaConf.save(OmegaConf.create({"features_path": None, "data_root": "data",
+                                     "dataset": {"name": "shapes"}, "cnn": {"name": "vgg16"}}),
+                   folder.config_file)
+    OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(tmp_path / "launch")}}}),
+                   folder.hydra_file)
+    assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
+    folder.write_metrics({"status": "running", "features": "/elsewhere/f.h5"})
+    assert folder.features_file() == Path("/elsewhere/f.h5")
+    assert RunFolder.of_checkpoint(folder.last_checkpoint) == folder
+    folder.metrics.write_text('{"status": "runn')  # half written: a reader must not take it as JSON
+    with pytest.raises(ValueError):
+        folder.read_metrics()
+    assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
+
+
+def test_write_atomically_never_leaves_half_a_file(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    write_atomically(target, "old")
+
+    def fail(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        write_atomically(target, "new")
+    assert target.read_text() == "old"
+
+
+# --- resume ---
+
+
+def _run_with_checkpoint(root: Path, name: str, overrides: list[str]) -> RunFolder:
+    folder = RunFolder(root / "outputs" / name)
+    folder.checkpoints.mkdir(parents=True)
+    folder.overrides_file.parent.mkdir()
+    folder.last_checkpoint.write_bytes(b"ckpt")
+    folder.overrides_file.write_text(yaml.safe_dump(overrides))
+    return folder
+
+
+def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp_path):
+    here = RunFolder(tmp_path / "outputs" / "now")
+    older = _run_with_checkpoint(tmp_path, "older", ["rnn=lstm"])
+    newer = _run_with_checkpoint(tmp_path, "newer", ["rnn=lstm", "ckpt_path=last"])
+    _run_with_checkpoint(tmp_path, "other", ["rnn=gru"])
+    os.utime(older.last_checkpoint, (time.time() - 100, time.time() - 100))
+    assert resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path) == newer.last_checkpoint
+    with pytest.raises(CheckpointNotFoundError, match="ckpt_path=last: neither this run's folder"):
+        resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path)
+    own = _run_with_checkpoint(tmp_path, "now-own", [])
+    assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path) == own.last_checkpoint
+    assert resolve_checkpoint(None, here, [], tmp_path) is None
+    assert resolve_checkpoint(str(older.last_checkpoint), here, [], tmp_path) == older.last_checkpoint
+    with pytest.raises(CheckpointNotFoundError, match="no such checkpoint file"):
+        resolve_checkpoint(str(tmp_path / "nope.ckpt"), here, [], tmp_path)
+
+
+# --- the fast path, folders, weights ---
+
+
+@pytest.mark.parametrize("setting, accelerator, devices, compiled", [
+    ("auto", "cpu", 1, False), (True, "cpu", 1, True), ("auto", "gpu", 1, True),
+    ("auto", "gpu", 2, False), (False, "gpu", 1, False)])
+def test_compile_is_decided_once_from_the_setting_and_the_devices(setting, accelerator, devices, compiled):
+    cfg = compose_config()
+    with open_dict(cfg):
+        cfg.model.compile, cfg.trainer.accelerator, cfg.trainer.devices = setting, accelerator, devices
+    fast = fast_path(cfg, gpus=None)
+    assert fast.compiled is compiled
+    assert fast.static_caption_length == (cfg.text.max_caption_length + 2 if compiled else None)
+    assert fast.resident_device is None  # no GPU leased
+
+
+def test_two_claims_of_one_folder_get_two_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr("captioner.runs.unique_folders._claimed", {})
+    first = claim_folder(str(tmp_path / "12-00-00"))
+    assert claim_folder(str(tmp_path / "12-00-00")) == first  # the same process asks again
+    monkeypatch.setattr("captioner.runs.unique_folders._claimed", {})  # another process
+    assert claim_folder(str(tmp_path / "12-00-00")) == str(tmp_path / "12-00-00-1")
+
+
+@pytest.mark.parametrize("cnn, label", [
+    ({"name": "vgg16", "weights": None, "seed": 3, "calibration_images": 64},
+     "random(seed=3,calibration_images=64)"),
+    ({"name": "vgg16", "weights": "IMAGENET1K_V1"}, "torchvision:VGG16_Weights.IMAGENET1K_V1"),
+    ({"name": "inception_resnet_v2", "weights": "tf_in1k"}, "timm:inception_resnet_v2.tf_in1k"),
+    ({"name": "vgg16", "weights": None, "weights_path": "/w/my.pth"}, "file:my.pth")])
+def test_the_weights_source_is_data_that_selects_the_same_weights_again(cnn, label):
+    family = "timm" if cnn["name"] == "inception_resnet_v2" else "VGG16_Weights"
+    source = WeightsSource.of(OmegaConf.create(cnn), family)
+    assert source.label() == label
+    assert WeightsSource.from_dict(source.as_dict()) == source
+    if source.kind != "file":  # a file is found again by its path, which the caller supplies
+        again = OmegaConf.create({"name": cnn["name"], **source.cnn_options()})
+        assert WeightsSource.of(again, family) == source
+
+
+# --- training pieces ---
+
+
+def test_preemption_signals_are_recorded_and_the_old_handlers_restored():
+    before = signal.getsignal(signal.SIGUSR1)
+    signals = PreemptionSignals()
+    signals.install()
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert signals.received == signal.SIGUSR1
+    signals.restore()
+    assert signal.getsignal(signal.SIGUSR1) == before
+    preempted = Preempted(signal.SIGTERM, "last.ckpt")
+    assert preempted.code == 128 + signal.SIGTERM and "SIGTERM" in str(preempted)
+
+
+def test_the_epoch_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():
+    shuffle = EpochShuffle(10, seed=1)
+    first = list(shuffle)
+    assert sorted(first) == list(range(10)) and list(EpochShuffle(10, seed=1)) == first
+    shuffle.set_epoch(1)
+    assert list(shuffle) != first
+    loader = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, seed=1),
+                                 batches_done=lambda: 3)
+    assert loader.state_dict() == {"epoch": 0, "batches_done": 3}
+    resumed = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, seed=1))
+    resumed.load_state_dict(loader.state_dict())
+    assert [int(x) for batch in resumed for x in batch] == first[6:]  # the 3 batches done are skipped
+    assert [int(x) for batch in resumed for x in batch] == first  # and the next pass is whole
+    finished = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, seed=1),
+                                   batches_done=lambda: 5)
+    assert finished.state_dict() == {"epoch": 1, "batches_done": 0}
+
+
+def test_random_state_round_trips_every_generator():
+    state = RandomState()
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    saved = state.state_dict()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    state.load_state_dict(saved)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
+    assert again[2] == expected[2]
+
+
+def test_stage_summary_and_durations_read_as_documented():
+    history = [{"epoch": 0, "stage": "xe"}, {"epoch": 1, "stage": "xe"}, {"epoch": 2, "stage": "scst"}]
+    assert stage_summary(history) == {"xe": 2, "scst": 1}
+    assert [duration(s) for s in (4.4, 75, 3720)] == ["4s", "1m15s", "1h02m"]
