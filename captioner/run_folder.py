@@ -15,6 +15,7 @@ features the run trained on and writes beside it, and the sweep report reads it:
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,15 @@ class RunFolder:
     def hydra_file(self) -> Path:
         return self.path / ".hydra" / "hydra.yaml"
 
+    @property
+    def hydra_dir(self) -> Path:
+        return self.path / ".hydra"
+
+    @property
+    def hydra_backup(self) -> Path:
+        """`.hydra/` as it was before this command: Hydra rewrites it before a resume can be checked."""
+        return self.path / ".hydra.before-resume"
+
     def evaluation(self, split: str, strategy: str) -> Path:
         return self.path / "evaluations" / f"{split}-{strategy}"
 
@@ -97,6 +107,19 @@ class RunFolder:
         if not self.metrics.is_file():
             return None
         return json.loads(self.metrics.read_text())
+
+    def back_up_config(self) -> None:
+        if self.hydra_dir.is_dir() and self.metrics.is_file():
+            shutil.rmtree(self.hydra_backup, ignore_errors=True)
+            shutil.copytree(self.hydra_dir, self.hydra_backup)
+
+    def restore_config_backup(self) -> None:
+        if self.hydra_backup.is_dir():
+            shutil.rmtree(self.hydra_dir, ignore_errors=True)
+            self.hydra_backup.rename(self.hydra_dir)
+
+    def drop_config_backup(self) -> None:
+        shutil.rmtree(self.hydra_backup, ignore_errors=True)
 
     def write_json(self, path: Path, value: Any) -> None:
         write_atomically(path, json.dumps(value, indent=2))

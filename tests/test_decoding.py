@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from captioner.data.vocabulary import Vocabulary
-from captioner.model import CaptionDecoder, greedy_decode
+from captioner.model import CaptionDecoder, greedy_decode, sample_captions
 from captioner.model.decoding import GREEDY, DecodeOptions, decode
-from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, CaptionLength
+from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID, CaptionLength
 
 
 def test_options_come_from_the_config_and_change_only_where_given():
@@ -17,7 +17,7 @@ def test_options_come_from_the_config_and_change_only_where_given():
     changed = options.with_changes(beam_size=None, length_penalty=1.0)
     assert changed == DecodeOptions("beam", beam_size=5, length_penalty=1.0)
     assert changed.as_dict() == {"strategy": "beam", "beam_size": 5, "length_penalty": 1.0,
-                                 "block_trigram_repeats": False}
+                                 "block_trigram_repeats": False, "allow_unk": False}
     with pytest.raises(ValueError, match="decode.strategy='bem': expected greedy or beam"):
         options.with_changes(strategy="bem")
 
@@ -45,3 +45,20 @@ def test_decode_follows_the_options():
     one_beam, _ = decode(decoder, features, DecodeOptions("beam", beam_size=1), length)
     assert torch.equal(one_beam, greedy)  # a beam of one is greedy search
     assert greedy.shape[1] <= length.with_end
+
+
+def test_unk_is_never_written_unless_research_use_allows_it():
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(12, feature_dim=8, embed_dim=16, hidden_dim=32, attention_dim=16).eval()
+    with torch.no_grad():
+        decoder.vocab_out.bias[UNK_ID] += 50.0  # <unk> is the model's favourite word
+    features, length = torch.randn(3, 5, 8), CaptionLength(6)
+    for options in (GREEDY, DecodeOptions("beam", beam_size=3)):
+        tokens, _ = decode(decoder, features, options, length)
+        assert not (tokens == UNK_ID).any() and tokens.shape[1] >= 1, options
+        allowed, _ = decode(decoder, features, options.with_changes(allow_unk=True), length)
+        assert (allowed == UNK_ID).any(), options
+    sampled, _ = sample_captions(decoder, features, 4, *length.search_arguments(), banned=(UNK_ID,))
+    assert not (sampled == UNK_ID).any()
+    unbanned, _ = sample_captions(decoder, features, 4, *length.search_arguments())
+    assert (unbanned == UNK_ID).any()

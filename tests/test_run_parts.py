@@ -3,8 +3,11 @@ the fast path, unique folders, preemption, the training order and the exact-resu
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -16,15 +19,17 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
+from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
 from captioner.paths import write_atomically
 from captioner.run_folder import RunFolder
 from captioner.runs.config_checks import config_problems
 from captioner.runs.config_paths import with_absolute_paths
 from captioner.runs.fast_path import fast_path
-from captioner.runs.resume import resolve_checkpoint
+from captioner.runs.resume import resolve_checkpoint, resumable_step
+from captioner.runs.run import run
 from captioner.runs.unique_folders import claim_folder
-from captioner.training.checkpoint_loading import CheckpointNotFoundError
+from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
 from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
@@ -105,7 +110,7 @@ def _run_with_checkpoint(root: Path, name: str, overrides: list[str]) -> RunFold
     folder = RunFolder(root / "outputs" / name)
     folder.checkpoints.mkdir(parents=True)
     folder.overrides_file.parent.mkdir()
-    folder.last_checkpoint.write_bytes(b"ckpt")
+    torch.save({"global_step": 1}, folder.last_checkpoint)
     folder.overrides_file.write_text(yaml.safe_dump(overrides))
     return folder
 
@@ -216,3 +221,54 @@ def test_stage_summary_and_durations_read_as_documented():
     history = [{"epoch": 0, "stage": "xe"}, {"epoch": 1, "stage": "xe"}, {"epoch": 2, "stage": "scst"}]
     assert stage_summary(history) == {"xe": 2, "scst": 1}
     assert [duration(s) for s in (4.4, 75, 3720)] == ["4s", "1m15s", "1h02m"]
+
+
+# --- resuming safely ---
+
+
+def _copy_of(run_dir: Path, tmp_path: Path) -> RunFolder:
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    return RunFolder(copy)
+
+
+def test_a_resume_that_changes_the_model_is_refused_naming_what_changed(trained_run):
+    cfg = compose_config("rnn=lstm", "model.hidden_dim=48", "dataset.num_images=70")
+    with pytest.raises(ConfigError) as error:
+        resumable_step(trained_run / "checkpoints" / "last.ckpt", cfg)
+    message = str(error.value)
+    assert "rnn.cell=lstm (the checkpoint has gru)" in message
+    assert "model.hidden_dim=48 (the checkpoint has 64)" in message and "cannot change" in message
+    same = compose_config("dataset.num_images=70", "trainer.max_epochs=9")  # epochs may change
+    assert resumable_step(trained_run / "checkpoints" / "last.ckpt", same) > 0
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(trained_run, tmp_path, caplog):
+    folder = _copy_of(trained_run, tmp_path)
+    whole = folder.last_checkpoint.read_bytes()
+    folder.last_checkpoint.write_bytes(whole[: len(whole) // 2])  # as a full disk or a cut copy leaves it
+    (best,) = [p for p in folder.checkpoints.glob("best-*.ckpt")]
+    with caplog.at_level(logging.WARNING):
+        assert resolve_checkpoint("last", folder, [], tmp_path) == best
+    assert f"{folder.last_checkpoint} is damaged" in caplog.text and str(best) in caplog.text
+    best.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="holds no other readable checkpoint"):
+        resolve_checkpoint("last", folder, [], tmp_path)
+    with pytest.raises(CheckpointError, match="the checkpoint is damaged"):
+        resolve_checkpoint(str(best), folder, [], tmp_path)
+
+
+def test_a_resume_in_place_continues_the_csv_log_without_counting_twice(shared_data_root, tmp_path):
+    run_dir = tmp_path / "run"
+    run(compose_config("trainer.max_epochs=1", "trainer.log_every_n_steps=1", data_root=shared_data_root),
+        run_dir)
+    log = run_dir / "csv" / "metrics.csv"
+    first = list(csv.DictReader(log.open()))
+    run(compose_config("trainer.max_epochs=2", "trainer.log_every_n_steps=1", "ckpt_path=last",
+                       data_root=shared_data_root), run_dir)
+    rows = list(csv.DictReader(log.open()))
+    before = [(r["step"], r["train/loss"]) for r in first if r.get("train/loss")]
+    after = [(r["step"], r["train/loss"]) for r in rows if r.get("train/loss")]
+    assert before and after[: len(before)] == before  # the first run's log is still there
+    assert len(after) > len(before) and len({s for s, _ in after}) == len(after)  # each step once
+    assert sorted(int(r["epoch"]) for r in rows if r.get("val/cider")) == [0, 1]

@@ -187,3 +187,20 @@ def test_help_lists_the_launcher_group(tmp_path):
                     if line.startswith("hydra/launcher:")]
     assert {"local_gpus", "parallel", "slurm"} <= {c.strip() for c in launchers.split(",")}
     assert "rnn: gru, lstm" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_resume_in_place_with_a_changed_model_leaves_the_finished_run_untouched(tmp_path, shared_data_root):
+    run_dir = tmp_path / "run"
+    train(tmp_path, f"hydra.run.dir={run_dir}", data_root=shared_data_root)
+
+    def files() -> dict[Path, bytes]:
+        return {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    before = files()
+    result = train(tmp_path, f"hydra.run.dir={run_dir}", "ckpt_path=last", "rnn=lstm", "model.hidden_dim=48",
+                   data_root=shared_data_root, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().count("\n") == 0 and "cannot change when resuming" in result.stderr
+    assert "rnn.cell=lstm (the checkpoint has gru)" in result.stderr
+    assert files() == before  # metrics.json, the CSV log, .hydra/ and the checkpoints as they were

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from captioner.data.vocabulary import Vocabulary, tokenize
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
+from captioner.model.decoding import DecodeOptions
 from captioner.model.losses import mean_of_others, self_critical_loss
 from captioner.model.tokens import CaptionLength
 from captioner.runs.run import run
@@ -101,7 +102,7 @@ def test_self_critical_steps_raise_the_greedy_cider(baseline):
         def __init__(self):
             super().__init__()
             self.decoder, self.logged = decoder, {}
-            self.caption_length = CaptionLength(6)
+            self.caption_length, self.test_decoding = CaptionLength(6), DecodeOptions()
 
         def log(self, name, value, **_):
             self.logged.setdefault(name, []).append(float(value.detach()))

@@ -3,11 +3,15 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from captioner.data.vocabulary import tokenize
+from captioner.features.cache import prepare
+from captioner.features.feature_file import FeatureFile, FeatureFileError
 from captioner.runs.run import run
+from captioner.training.module import NonFiniteLossError
 from tests.conftest import compose_config
 
 
@@ -81,3 +85,30 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(tiny_cfg
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert best["epoch"] == 0
     assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
+
+
+def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_checkpoint(shared_data_root, tmp_path):
+    # lr 1e30: the first step is finite and checkpointed (mid-epoch, after every batch); its
+    # update makes the next loss infinite or NaN.
+    cfg = compose_config("model.lr=1e30", "data.batch_size=8", "checkpoint.every_minutes=0.00001",
+                         data_root=shared_data_root)
+    with pytest.raises(NonFiniteLossError, match=r"the training loss is (nan|inf) at step \d+"):
+        run(cfg, tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "NonFiniteLossError" in metrics["error"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(bool(torch.isfinite(value).all()) for value in state.values())
+
+
+def test_nan_features_are_refused_with_the_file_named_before_training(tmp_path):
+    import h5py
+
+    cfg = compose_config(data_root=tmp_path / "data")
+    _, path = prepare(cfg)
+    bad = int(FeatureFile(path).splits["train"][2])
+    with h5py.File(path, "r+") as file:  # consistent, checksums valid: as a broken CNN writes it
+        file["features"][bad, 0, 0] = np.nan
+    with pytest.raises(FeatureFileError, match=f"{path}: the features of 1 image\\(s\\) are not finite"):
+        run(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -146,7 +146,8 @@ class FeatureFileWriter:
         if not np.isfinite(peak) or peak >= FLOAT16_MAX:
             raise FeatureFileError(
                 f"{self.partial}: features of images {start}..{start + len(features) - 1} are not "
-                f"finite in float16 (max |x| = {peak:.3g}); the CNN output needs scaling")
+                f"finite in float16 (max |x| = {peak:.3g}): NaN or inf comes from a broken CNN or "
+                "weights file, a large finite value needs scaling")
         half = features.astype(np.float16)
         self._require_space(half.nbytes)
         try:
@@ -283,8 +284,10 @@ class FeatureFile:
         return self._checked_read(unique)[inverse]
 
     def _checked_read(self, selection: slice | np.ndarray) -> np.ndarray:
+        """Features as stored, or an error naming the file when they are unreadable or not finite
+        (a broken CNN or conversion writes NaN with valid checksums: it must not train a NaN model)."""
         try:
-            return self._features()[selection]
+            features = self._features()[selection]
         except OSError as error:  # fletcher32 mismatch: "filter returned failure during read"
             what = "some images"
             if not isinstance(selection, slice):  # an error path: find which, one by one
@@ -294,6 +297,15 @@ class FeatureFile:
                 f"{self.path}: the features of {what} are corrupt on disk (checksum mismatch or read "
                 f"error: {' '.join(str(error).split())}); delete {self.path} and run again to "
                 "re-extract it, and check the disk") from error
+        finite = _finite_rows(features)
+        if not finite.all():
+            rows = np.arange(self.num_images)[selection] if isinstance(selection, slice) else selection
+            bad = [int(i) for i in np.asarray(rows)[~finite]]
+            raise FeatureFileError(
+                f"{self.path}: the features of {len(bad)} image(s) are not finite (NaN or inf; images "
+                f"{', '.join(map(str, bad[:5]))}{' ...' if len(bad) > 5 else ''}): the CNN or a "
+                f"conversion wrote them so; delete {self.path} and extract again")
+        return features
 
     def _readable(self, index: int) -> bool:
         try:
@@ -313,6 +325,12 @@ class FeatureFile:
         state = dict(self.__dict__)
         state["_handle"], state["_pid"] = None, None
         return state
+
+
+def _finite_rows(features: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Per image: are all its values finite? In blocks, so a whole file's check stays small."""
+    return np.concatenate([np.isfinite(features[i:i + block]).reshape(len(features[i:i + block]), -1).all(1)
+                           for i in range(0, len(features), block)] or [np.ones(0, dtype=bool)])
 
 
 def _attr_value(value: Any) -> Any:

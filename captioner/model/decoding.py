@@ -10,7 +10,7 @@ import torch
 
 from captioner.model.decoder import CaptionDecoder
 from captioner.model.search import beam_search, greedy_decode
-from captioner.model.tokens import CaptionLength
+from captioner.model.tokens import UNK_ID, CaptionLength
 
 STRATEGIES = ("greedy", "beam")
 
@@ -23,6 +23,7 @@ class DecodeOptions:
     beam_size: int = 3
     length_penalty: float = 0.0  # GNMT's alpha: 0 ranks finished beams by log-probability alone
     block_trigram_repeats: bool = False
+    allow_unk: bool = False  # research use: let captions contain <unk> (a person never sees it)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -40,6 +41,10 @@ class DecodeOptions:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def banned_ids(self) -> tuple[int, ...]:
+        """Token ids decoding never writes besides <pad> and <start>: <unk> unless allowed."""
+        return () if self.allow_unk else (UNK_ID,)
+
 
 GREEDY = DecodeOptions()
 
@@ -48,7 +53,7 @@ def decode(decoder: CaptionDecoder, features: torch.Tensor, options: DecodeOptio
            length: CaptionLength) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids (B, L) and attention (B, L, R) of each image's caption, as `options` say."""
     if options.strategy == "greedy":
-        return greedy_decode(decoder, features, *length.search_arguments())
+        return greedy_decode(decoder, features, *length.search_arguments(), banned=options.banned_ids())
     return beam_search(decoder, features, *length.search_arguments(), beam_size=options.beam_size,
                        length_penalty=options.length_penalty,
-                       block_trigram_repeats=options.block_trigram_repeats)
+                       block_trigram_repeats=options.block_trigram_repeats, banned=options.banned_ids())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from captioner.model.decoder import CaptionDecoder
@@ -9,7 +11,8 @@ from captioner.model.decoder import CaptionDecoder
 
 def sample_captions(decoder: CaptionDecoder, features: torch.Tensor, samples: int, max_length: int,
                     start_id: int, end_id: int, pad_id: int = 0,
-                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                    temperature: float = 1.0,
+                    banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """`samples` captions per image, each word drawn from softmax(logits / temperature).
 
     Returns token ids (B * samples, L) in the layout of `greedy_decode` (no `<start>`, `<end>`
@@ -25,7 +28,7 @@ def sample_captions(decoder: CaptionDecoder, features: torch.Tensor, samples: in
     tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=features.device)
     never = torch.zeros(1, decoder.vocab_out.out_features, dtype=torch.bool, device=features.device)
-    never[0, [pad_id, start_id]] = True  # never words of a caption
+    never[0, [pad_id, start_id, *banned]] = True  # never words of a caption
     words, log_probs = [], []
     for _ in range(max_length + 1):  # max_length words, then room for <end>
         logits, state, _ = decoder.step(tokens, regions, keys, state)

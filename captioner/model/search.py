@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -10,8 +12,9 @@ from captioner.model.decoder import CaptionDecoder
 
 @torch.no_grad()
 def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: int, start_id: int,
-                  end_id: int, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Most likely word at each step for every image at once.
+                  end_id: int, pad_id: int = 0,
+                  banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Most likely word at each step for every image at once; `banned` ids are never written.
 
     Returns token ids (B, L) without `<start>`, `<end>` included where emitted and `<pad>`
     after it, with L <= max_length + 1, and the attention weights (B, L, R) of each step.
@@ -23,7 +26,7 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: i
     words, attention = [], []
     for _ in range(max_length + 1):  # max_length words, then room for <end>
         logits, state, weights = decoder.step(tokens, regions, keys, state)
-        logits[:, [pad_id, start_id]] = float("-inf")  # never words of a caption
+        logits[:, [pad_id, start_id, *banned]] = float("-inf")  # never words of a caption
         tokens = logits.argmax(dim=-1).masked_fill(finished, pad_id)
         words.append(tokens)
         attention.append(weights.masked_fill(finished.unsqueeze(1), 0.0))
@@ -51,7 +54,8 @@ def _block_repeated_trigrams(log_probs: torch.Tensor, history: torch.Tensor) -> 
 @torch.no_grad()
 def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int, start_id: int,
                 end_id: int, pad_id: int = 0, beam_size: int = 3, length_penalty: float = 0.0,
-                block_trigram_repeats: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                block_trigram_repeats: bool = False,
+                banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """The best caption of each image under a beam of `beam_size`, all images at once.
 
     Same output as `greedy_decode` (which `beam_size=1` reproduces token for token). Each step
@@ -83,7 +87,7 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
         logits, state, weights = decoder.step(tokens, regions, keys, state)
         weights = weights.float()  # the pool keeps float32 attention, whatever autocast computed
         log_probs = torch.log_softmax(logits.float(), dim=-1)
-        log_probs[:, [pad_id, start_id]] = float("-inf")  # never words of a caption
+        log_probs[:, [pad_id, start_id, *banned]] = float("-inf")  # never words of a caption
         if block_trigram_repeats:
             _block_repeated_trigrams(log_probs, history)
         vocab = log_probs.shape[1]

@@ -43,6 +43,7 @@ def config_problems(cfg: DictConfig) -> list[str]:
     expect("decode.length_penalty", _number(decode.length_penalty) and decode.length_penalty >= 0,
            "a number >= 0 (GNMT's alpha; 0 ranks by log-probability)")
     expect("decode.block_trigram_repeats", isinstance(decode.block_trigram_repeats, bool), "true or false")
+    expect("decode.allow_unk", isinstance(decode.get("allow_unk", False), bool), "true or false")
     expect("rnn.cell", cfg.rnn.cell in RNN_CELLS, " or ".join(RNN_CELLS))
     expect("cnn.name", cfg.cnn.name in ARCHITECTURES, "one of " + ", ".join(sorted(ARCHITECTURES)))
     expect("cnn.input_size", _integer(cfg.cnn.input_size) and cfg.cnn.input_size >= 32, "an integer >= 32")

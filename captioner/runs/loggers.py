@@ -13,8 +13,10 @@ from pytorch_lightning.utilities import rank_zero_only
 
 
 def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
-                  config: dict[str, Any], group: str | None = None) -> list[Logger]:
-    """One logger per entry of `logger_cfg`, all writing under `run_dir`.
+                  config: dict[str, Any], group: str | None = None,
+                  resume_step: int | None = None) -> list[Logger]:
+    """One logger per entry of `logger_cfg`, all writing under `run_dir`; a CSV log goes on from
+    `resume_step` (the resumed checkpoint's step) when the run resumes.
 
     W&B runs get `tags` and, unless the config names one, `group` (the sweep), so W&B's compare
     views line up the runs of a sweep.
@@ -33,6 +35,8 @@ def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
                                  group=entry.get("group") or group)
             if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
                 logger.experiment.config.update(config, allow_val_change=True)
+        elif entry.get("_target_", "").endswith("ResumingCSVLogger"):
+            logger = instantiate(entry, save_dir=str(run_dir), resume_step=resume_step)
         else:
             logger = instantiate(entry, save_dir=str(run_dir))
         loggers.append(logger)

@@ -28,7 +28,7 @@ from captioner.runs.ddp_under_hydra import ddp_job
 from captioner.runs.fast_path import FastPath, fast_path
 from captioner.runs.gpu_lease import lease_for_run
 from captioner.runs.loggers import build_loggers, finish_loggers, log_examples, record_summary
-from captioner.runs.resume import resolve_checkpoint
+from captioner.runs.resume import resolve_checkpoint, resumable_step
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.runs.third_party_noise import quiet_known_noise
 from captioner.training.checkpoint_files import AtomicCheckpointIO
@@ -49,6 +49,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     """
     folder, base_dir = RunFolder(run_dir), Path(base_dir or os.getcwd())
     folder.path.mkdir(parents=True, exist_ok=True)
+    earlier_run = folder.metrics.is_file()  # resuming in place: an error found up front leaves it as it was
+    started = False
     summary: dict[str, Any] = {"status": "running", "config": _config_summary(cfg),
                                "pid": os.getpid(), "host": socket.gethostname()}
     loggers: list = []
@@ -56,12 +58,17 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     held = ExitStack()
     signals = PreemptionSignals()  # installed while training runs (MidEpochCheckpoint)
     try:
+        # Up front, before anything is written: a typo must not cost an extraction and a fit, and a
+        # resume that cannot go on must not touch the run it would resume.
         cfg = with_absolute_paths(cfg, base_dir)
-        check_config(cfg)  # before any work: a typo must not cost an extraction and a fit
+        check_config(cfg)
+        resume = resolve_checkpoint(cfg.get("ckpt_path"), folder, overrides or [], base_dir)
+        resume_step = resumable_step(resume, cfg) if resume is not None else None
         quiet_known_noise()
         _write_metrics(folder, summary)  # `running` for the report
+        started = True
+        folder.drop_config_backup()
         torch.set_float32_matmul_precision("high")
-        resume = resolve_checkpoint(cfg.get("ckpt_path"), folder, overrides or [], base_dir)
         held.enter_context(ddp_job())
         gpus = held.enter_context(lease_for_run(cfg.trainer.accelerator, cfg.trainer.devices))
 
@@ -79,7 +86,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             datamodule.vocabulary.save(folder.vocabulary)
         module = _module(cfg, datamodule, fast)
         loggers = build_loggers(cfg.get("logger"), folder.path, _tags(cfg),
-                                OmegaConf.to_container(cfg, resolve=True), group=group)
+                                OmegaConf.to_container(cfg, resolve=True), group=group,
+                                resume_step=resume_step)
         callbacks = run_callbacks(cfg, folder, signals, with_loggers=bool(loggers))
         trainer_options = {**cfg.trainer, **({"devices": gpus} if gpus else {})}
         if not sys.stdout.isatty():  # a log file gets ProgressLines' plain lines, not a bar's last frame
@@ -128,7 +136,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             print_summary(summary, examples)
         return summary
     except BaseException as error:
-        _record_failure(folder, summary, error, signals, began)
+        if earlier_run and not started:
+            folder.restore_config_backup()  # Hydra's .hydra/ of the run as it was
+        else:
+            _record_failure(folder, summary, error, signals, began)
         raise
     finally:
         signals.restore()

@@ -25,6 +25,10 @@ from captioner.training.self_critical import SelfCritical
 warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite: the run stops and fails."""
+
+
 ATTENTION_EXAMPLES = 8  # test images whose attention maps are kept for figures
 
 
@@ -63,8 +67,18 @@ class CaptionModule(pl.LightningModule):
         return decode(self.decoder, features, options or self.test_decoding, self.caption_length)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.self_critical is not None:
-            return self.self_critical.training_step(self, batch)
+        loss = (self.self_critical.training_step(self, batch) if self.self_critical is not None
+                else self._cross_entropy_step(batch, batch_idx))
+        # One host sync a step: a NaN/inf loss stops the run here, before its gradients reach the
+        # weights or any checkpoint, and the run fails rather than finishing as a NaN model.
+        if not bool(torch.isfinite(loss)):
+            raise NonFiniteLossError(
+                f"the training loss is {float(loss)} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); the checkpoints written before it are kept. Lower model.lr (or "
+                "scst.lr), or check the features")
+        return loss
+
+    def _cross_entropy_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"]
         logits, predicted, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
         loss = masked_caption_loss(logits, predicted, Vocabulary.pad_id,

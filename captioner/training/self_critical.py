@@ -73,12 +73,13 @@ class SelfCritical:
         """Batches are images (features, image_index), not captions (self_critical_stage.py)."""
         features, images = batch["features"], batch["image_index"]
         ids = module.caption_length.search_arguments()
+        banned = module.test_decoding.banned_ids()  # the policy learned is the one captions are written with
         tokens, log_probs = sample_captions(module.decoder, features, self.samples, *ids,
-                                            temperature=self.temperature)
+                                            temperature=self.temperature, banned=banned)
         rewards = self.reward(tokens, images.repeat_interleave(self.samples))
         if self.baseline == "greedy":
             module.decoder.eval()  # the baseline is the test-time caption: no dropout
-            greedy, _ = greedy_decode(module.decoder, features, *ids)
+            greedy, _ = greedy_decode(module.decoder, features, *ids, banned=banned)
             module.decoder.train()
             baseline = self.reward(greedy, images).repeat_interleave(self.samples)
         else:

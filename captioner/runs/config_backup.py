@@ -1,0 +1,20 @@
+"""A Hydra callback: before a single run starts in a folder that holds an earlier run (a resume in
+place, `hydra.run.dir=<that folder> ckpt_path=last`), keep a copy of that run's `.hydra/`.
+
+Hydra rewrites `.hydra/` before the job starts; if `run()` then finds that the resume cannot go on
+(a changed model, a damaged checkpoint), it puts the copy back, so the folder is as it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from captioner.run_folder import RunFolder
+
+
+class KeepEarlierRunConfig(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        RunFolder(config.hydra.run.dir).back_up_config()
