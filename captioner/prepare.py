@@ -30,7 +30,8 @@ def main(cfg: DictConfig) -> None:
     from captioner.runs.config_paths import with_absolute_paths
 
     try:
-        records, path = prepare(with_absolute_paths(cfg, Path(HydraConfig.get().runtime.cwd)))
+        # The explicit command reads a file it reuses whole: damage is found now, not in a batch.
+        records, path = prepare(with_absolute_paths(cfg, Path(HydraConfig.get().runtime.cwd)), verify=True)
     except UserError as error:
         if verbose() or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

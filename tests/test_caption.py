@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile
-from captioner.features.image_featurizer import ImageFeaturizer
+from captioner.features.image_featurizer import CnnNotRebuildableError, ImageFeaturizer
 from captioner.inference.caption import image_files, main
 from captioner.training.checkpoint_loading import load_module
 from tests.conftest import compose_config, python
@@ -125,3 +127,33 @@ def test_an_attention_figure_that_cannot_be_written_keeps_the_caption(trained_ru
     assert found["image"] == str(photo) and found["caption"] and "figure" not in found
     (line,) = [e for e in result.stderr.splitlines() if e.startswith("error:")]
     assert line.startswith(f"error: cannot write the attention figure {figure}")
+
+
+def test_a_weights_file_is_found_again_where_it_was_and_checked_by_its_checksum(tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "weights" / "mobilenet.pth"
+    weights.parent.mkdir()
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
+    cfg = compose_config("cnn=mobilenet_v2", "cnn.input_size=64", f"cnn.weights_path={weights}",
+                         data_root=tmp_path / "data")
+    records, path = prepare(cfg)
+    features = FeatureFile(path)
+    record = features.cnn_record()  # what every checkpoint of a run on these features keeps
+    assert record["weights_path"] == str(weights.resolve())
+    assert record["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    shown = [int(i) for i in features.splits["test"][:2]]
+    images = [{r.image_id: r.path for r in records}[features.image_ids[i]] for i in shown]
+    expected = torch.from_numpy(features.read(shown)).float()
+    # found without being asked for, and the same CNN (up to one float16 step, as above)
+    torch.testing.assert_close(ImageFeaturizer(record)(images), expected, rtol=1e-3, atol=1e-3)
+
+    moved = tmp_path / "moved.pth"
+    weights.rename(moved)
+    with pytest.raises(CnnNotRebuildableError, match=f"{weights} \\(sha256 {record['weights']['sha256']}\\) "
+                                                     "is not there"):
+        ImageFeaturizer(record)
+    torch.testing.assert_close(ImageFeaturizer(record, weights_path=moved)(images), expected,
+                               rtol=1e-3, atol=1e-3)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), moved)  # other weights, same name
+    with pytest.raises(CnnNotRebuildableError, match="has changed"):
+        ImageFeaturizer(record, weights_path=moved)

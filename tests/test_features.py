@@ -149,18 +149,23 @@ def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path
 
 # Hostile input and a hostile machine: bit rot, a bomb among the images, a full or read-only disk.
 
-def test_bit_rot_in_a_chunk_is_an_error_naming_the_file(tmp_path):
-    records = _records(10)
-    features = np.random.default_rng(2).normal(size=(10, 4, 6)).astype(np.float32)
-    path = _write(tmp_path / "f.h5", records, features)
+def _rot(path: Path, image: int) -> None:
+    """Flip 8 bytes inside the image's chunk, as a failing disk or copy would (size unchanged)."""
     with h5py.File(path) as f:
-        chunk = f["features"].id.get_chunk_info(7)  # image 7's chunk: offset and size on disk
-    size = path.stat().st_size
-    with open(path, "r+b") as handle:  # flip 8 bytes inside it, as a failing disk or copy would
+        chunk = f["features"].id.get_chunk_info(image)  # offset and size on disk
+    with open(path, "r+b") as handle:
         handle.seek(chunk.byte_offset + chunk.size // 2)
         rotten = bytes(b ^ 0x5A for b in handle.read(8))
         handle.seek(chunk.byte_offset + chunk.size // 2)
         handle.write(rotten)
+
+
+def test_bit_rot_in_a_chunk_is_an_error_naming_the_file(tmp_path):
+    records = _records(10)
+    features = np.random.default_rng(2).normal(size=(10, 4, 6)).astype(np.float32)
+    path = _write(tmp_path / "f.h5", records, features)
+    size = path.stat().st_size
+    _rot(path, 7)
     assert path.stat().st_size == size
     read = FeatureFile(path)  # the metadata is intact: the file opens
     np.testing.assert_allclose(read.read([2, 9]), features[[2, 9]], rtol=1e-3, atol=1e-3)
@@ -312,3 +317,21 @@ def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_
         run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
     assert f"{vgg_file} was made for another config" in str(error.value)
     assert "cnn: file has 'vgg16', config wants 'inception_v3'" in str(error.value)
+
+
+def test_prepare_verifies_a_file_it_reuses_and_rebuilds_a_damaged_one(tmp_path, caplog):
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path / "data")
+    _, path = prepare(cfg)
+    _rot(path, 5)
+    with caplog.at_level(logging.INFO):
+        prepare(cfg)  # as training reuses it: the header matches, the chunks are read in batches
+    assert "reusing features" in caplog.text and "corrupt" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        prepare(cfg, verify=True)  # as `python -m captioner.prepare` reuses it: read whole first
+    assert "the features of images 5 are corrupt" in caplog.text and "re-extracting" in caplog.text
+    FeatureFile(path).verify()  # whole again
+    _rot(path, 5)
+    named = compose_config("dataset.num_images=12", f"features_path={path}", data_root=tmp_path / "data")
+    with pytest.raises(FeatureFileError, match=f"{path}: the features of images 5 are corrupt"):
+        prepare(named, verify=True)  # a file the user named is never overwritten

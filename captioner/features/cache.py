@@ -51,11 +51,14 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 
 def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
-                    explicit_path: Path | None = None, device: str | None = None) -> Path:
+                    explicit_path: Path | None = None, device: str | None = None,
+                    verify: bool = False) -> Path:
     """Path of an up-to-date features file, extracting it if needed.
 
     A file at the default location that was made for another config is rebuilt; a file the user
-    named with `features_path=` is never overwritten: a mismatch there is an error.
+    named with `features_path=` is never overwritten: a mismatch there is an error. `verify`
+    reads a file before reusing it (every chunk's checksum, finite values): a damaged default
+    file is rebuilt, a damaged named one is an error.
     """
     explicit = explicit_path is not None
     path = Path(explicit_path) if explicit else default_features_path(
@@ -63,7 +66,7 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
     identity = expected_identity(cfg, records)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
     # works. Complete files appear by an atomic rename, so none is ever seen half-written.
-    if path.exists() and not _differences(path, identity):
+    if path.exists() and not _differences(path, identity) and not (verify and _damage(path)):
         log.info("reusing features %s", path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,14 +74,18 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
     with _exclusive(path):
         if path.exists():
             differences = _differences(path, identity)
-            if not differences:
+            damage = _damage(path) if verify and not differences else None
+            if not differences and damage is None:
                 log.info("reusing features %s", path)
                 return path
-            if explicit:
+            if explicit and differences:
                 raise FeatureFileError(
                     f"{path} was made for another config ({'; '.join(differences)}); drop "
                     "features_path= to use the default file, or point it at a matching one")
-            log.warning("features %s are stale (%s): re-extracting", path, "; ".join(differences))
+            if explicit:
+                raise FeatureFileError(f"{damage}; or drop features_path= to use the default file")
+            differences = differences or [damage]
+            log.warning("features %s are stale or damaged (%s): re-extracting", path, "; ".join(differences))
         log.info("extracting features %s (%d images, %s)", path, len(records), cfg.cnn.name)
         extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
         return extract_features(records, path, cfg.cnn, extract_identity,
@@ -87,6 +94,7 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
 
 
 def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
+    """Why the file at `path` was made for another config ([]: it was made for this one)."""
     try:
         found = FeatureFile(path).identity
     except FeatureFileError as error:
@@ -95,13 +103,23 @@ def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
             for key, value in expected.items() if found.get(key) != value]
 
 
-def prepare(cfg: Any, device: str | None = None) -> tuple[list[ImageRecord], Path]:
-    """The dataset's records and the path of its up-to-date features file (extracted on `device`).
+def _damage(path: Path) -> str | None:
+    """What is damaged in the file (a read of every chunk), or None."""
+    file = FeatureFile(path)
+    log.info("verifying %s (%d images) before reusing it", path, file.num_images)
+    try:
+        file.verify()
+    except FeatureFileError as error:
+        return str(error)
+    return None
 
-    Paths in `cfg` are absolute (runs/config_paths.py).
+
+def prepare(cfg: Any, device: str | None = None, verify: bool = False) -> tuple[list[ImageRecord], Path]:
+    """The dataset's records and the path of its up-to-date features file (extracted on `device`;
+    `verify`: read a reused file whole first). Paths in `cfg` are absolute (runs/config_paths.py).
     """
     records = load_records(cfg.dataset.source, Path(cfg.dataset.root), cfg.dataset)
     explicit = cfg.get("features_path")
     path = ensure_features(cfg, records, Path(cfg.data_root), Path(explicit) if explicit else None,
-                           device)
+                           device, verify)
     return records, path

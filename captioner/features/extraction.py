@@ -157,6 +157,9 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                              # batches of this size (BatchNorm statistics depend on it)
                              calibration_paths=json.dumps([str(r.path) for r in records[:calibration]]),
                              calibration_batch_size=int(cnn.batch_size),
+                             # where the weights file was: the caption CLI finds it there again
+                             weights_path=str(Path(cnn.weights_path).expanduser().resolve())
+                             if cnn.get("weights_path") else "",
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         writer.close()

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,7 @@ class FeatureFile:
         """How the features were made (CNN, weights, input size, normalisation, scaling), as plain
         data: stored in every checkpoint so the same CNN can be rebuilt for new images."""
         keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration",
-                "calibration_batch_size")
+                "calibration_batch_size", "weights_path")
         record = {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
         if "calibration_paths" in self.attrs:
             record["calibration_paths"] = json.loads(self.attrs["calibration_paths"])
@@ -271,6 +272,17 @@ class FeatureFile:
         for c in self.split_captions(split):
             refs.setdefault(int(self.caption_image[c]), []).append(self.captions[c])
         return refs
+
+    def verify(self, block: int = 256) -> None:
+        """Read every image's features once: each chunk's checksum and every value's finiteness.
+        Damage is a FeatureFileError naming the file and the images; progress goes to the log."""
+        last_report = began = time.monotonic()
+        for start in range(0, self.num_images, block):
+            self._checked_read(np.arange(start, min(start + block, self.num_images)))
+            if time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                log.info("verifying %s: %d/%d images, %.0f s", self.path, start + block, self.num_images,
+                         last_report - began)
 
     def load_into_memory(self) -> None:
         self._memory = self._checked_read(slice(None))

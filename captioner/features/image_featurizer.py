@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from captioner.errors import UserError
 from captioner.features.backbones import build_backbone
 from captioner.features.extraction import ImageFiles, calibrate_on_images
-from captioner.features.weights_source import WeightsSource
+from captioner.features.weights_source import WeightsSource, file_sha256
 
 
 class CnnNotRebuildableError(UserError, ValueError):
@@ -22,16 +22,33 @@ class CnnNotRebuildableError(UserError, ValueError):
 
 
 def cnn_config(record: dict[str, Any], weights_path: Path | None = None) -> Any:
-    """The `cnn` config that made the features, from their record (`FeatureFile.cnn_record`)."""
+    """The `cnn` config that made the features, from their record (`FeatureFile.cnn_record`).
+
+    A weights file is taken from `weights_path` if given, else from where it was when the
+    features were made; either way its sha256 must be the one recorded.
+    """
     source = WeightsSource.from_dict(record["weights"])
-    if source.kind == "file" and weights_path is None:
-        raise CnnNotRebuildableError(f"the CNN was loaded from a weights file ({source.name}); "
-                                     "pass it again with --weights-path")
     cnn = {"name": record["cnn"], "input_size": record["input_size"], "mean": record["mean"],
            "std": record["std"], **source.cnn_options()}
     if source.kind == "file":
-        cnn["weights_path"] = str(weights_path)
+        cnn["weights_path"] = str(_weights_file(source, record.get("weights_path") or None, weights_path))
     return OmegaConf.create(cnn)
+
+
+def _weights_file(source: WeightsSource, recorded: str | None, given: Path | None) -> Path:
+    path = Path(given).expanduser() if given else Path(recorded) if recorded else None
+    wanted = f"sha256 {source.sha256}" if source.sha256 else "no checksum recorded"
+    if path is None:
+        raise CnnNotRebuildableError(f"the CNN was loaded from a weights file ({source.name}, {wanted}) "
+                                     "whose place was not recorded; pass it with --weights-path")
+    if not path.is_file():
+        raise CnnNotRebuildableError(f"the CNN's weights file {path} ({wanted}) is not there; pass its "
+                                     "new place with --weights-path")
+    if source.sha256 and (found := file_sha256(path)) != source.sha256:
+        raise CnnNotRebuildableError(f"the CNN's weights file {path} has changed: sha256 {found}, the "
+                                     f"features were made with {source.sha256}; pass the file they were "
+                                     "made with via --weights-path")
+    return path
 
 
 class ImageFeaturizer:

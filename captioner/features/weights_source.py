@@ -4,6 +4,8 @@ file from other weights is stale), recorded in every checkpoint, and read back t
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ class WeightsSource:
     name: str | None = None  # file: the file's name; torchvision: <Family>.<NAME>; timm: <model>.<tag>
     seed: int = 0  # random only
     calibration_images: int = 0  # random only
+    sha256: str | None = None  # file only: what the file held, so a moved file is found again
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -30,7 +33,8 @@ class WeightsSource:
         """The source the `cnn` config asks for; `weights_family` is the architecture's enum class
         (e.g. VGG16_Weights) or "timm"."""
         if cnn.get("weights_path"):
-            return cls("file", Path(cnn.weights_path).name)
+            path = Path(cnn.weights_path).expanduser()
+            return cls("file", path.name, sha256=file_sha256(path) if path.is_file() else None)
         if cnn.get("weights") is None:
             return cls("random", seed=int(cnn.get("seed", 0)),
                        calibration_images=int(cnn.get("calibration_images", 0)))
@@ -49,6 +53,8 @@ class WeightsSource:
             del values["seed"], values["calibration_images"]
         else:
             del values["name"]
+        if self.kind != "file":
+            del values["sha256"]
         return values
 
     def label(self) -> str:
@@ -66,3 +72,18 @@ class WeightsSource:
             return {"weights": None, "weights_path": None, "seed": 0, "calibration_images": 0}
         return {"weights": str(self.name).rsplit(".", 1)[-1], "weights_path": None, "seed": 0,
                 "calibration_images": 0}
+
+
+def file_sha256(path: Path) -> str:
+    """The file's sha256, computed once per (path, size, modification time) in a process."""
+    stat = Path(path).stat()
+    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
