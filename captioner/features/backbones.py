@@ -20,7 +20,8 @@ import torchvision
 from torch import nn
 
 from captioner.errors import UserError
-from captioner.features.weights_source import WeightsSource
+from captioner.features.efficientnet_lite2 import efficientnet_lite2, packaged_weights, timm_names
+from captioner.features.weights_source import WeightsSource, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,31 @@ class TimmGrid(nn.Module):
 
 
 def inception_resnet_v2_grid(weights: Any) -> nn.Module:
-    """Inception-ResNet-v2 (timm, optional): 299 px -> 8x8x1536. Expects (x - 0.5) / 0.5 input."""
-    try:
-        import timm
-    except ImportError as error:
-        raise ImportError("cnn=inception_resnet_v2 needs timm: pip install 'captioner[timm]'") from error
+    """Inception-ResNet-v2 (timm): 299 px -> 8x8x1536. Expects (x - 0.5) / 0.5 input."""
+    import timm
+
     name = "inception_resnet_v2" + (f".{weights}" if weights else "")
     return TimmGrid(timm.create_model(name, pretrained=weights is not None))
+
+
+def efficientnet_lite2_grid(weights: Any) -> nn.Module:
+    """EfficientNet-Lite2 (timm's tf_efficientnet_lite2): 260 px -> 9x9x1280 (conv_head after
+    BN and ReLU6). Expects (x - 0.5) / 0.5 input. `weights="package"`: the pip package's file."""
+    return TimmGrid(efficientnet_lite2(weights))
+
+
+def _same_names(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    return state
 
 
 @dataclass(frozen=True)
 class Architecture:
     build: Callable[[Any], nn.Module]  # weights (None = random) -> grid network
     weights_family: str  # torchvision enum class (`cnn.weights=IMAGENET1K_V1`) or "timm"
+    # Weights installed with a Python package (`cnn.weights=package`): their file, checked.
+    packaged_weights: Callable[[], Path] | None = None
+    # A weights file's tensor names -> the network's (another implementation's names).
+    file_names: Callable[[dict[str, torch.Tensor], Path], dict[str, torch.Tensor]] = _same_names
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -93,7 +106,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet101": Architecture(resnet101_grid, "ResNet101_Weights"),
     "mobilenet_v2": Architecture(mobilenet_v2_grid, "MobileNet_V2_Weights"),
     "inception_resnet_v2": Architecture(inception_resnet_v2_grid, "timm"),
+    "efficientnet_lite2": Architecture(efficientnet_lite2_grid, "timm", packaged_weights, timm_names),
 }
+PACKAGED = "package"  # cnn.weights=package: the architecture's weights from an installed package
 
 
 class WeightsNotFoundError(UserError, FileNotFoundError):
@@ -107,7 +122,19 @@ def uses_random_weights(cnn: Any) -> bool:
 
 def weights_source(cnn: Any) -> WeightsSource:
     """What the features depend on besides the architecture: where the weights come from."""
-    return WeightsSource.of(cnn, _architecture(cnn.name).weights_family)
+    arch = _architecture(cnn.name)
+    if not cnn.get("weights_path") and cnn.get("weights") == PACKAGED:
+        path = _packaged_weights(arch, cnn.name)
+        return WeightsSource("package", path.name, sha256=file_sha256(path))
+    return WeightsSource.of(cnn, arch.weights_family)
+
+
+def _packaged_weights(arch: Architecture, name: str) -> Path:
+    if arch.packaged_weights is None:
+        with_package = sorted(n for n, a in ARCHITECTURES.items() if a.packaged_weights)
+        raise ValueError(f"cnn.weights=package: no package ships {name} weights (only "
+                         f"{', '.join(with_package)}); choose a weights tag, a cnn.weights_path or null")
+    return arch.packaged_weights()
 
 
 def _architecture(name: str) -> Architecture:
@@ -127,13 +154,16 @@ def build_backbone(cnn: Any) -> nn.Module:
                                        f"{cnn.name} state dict (.pth)")
         torch.manual_seed(seed)
         net = arch.build(None)
-        _load_state(net, cnn.name, _read_state_dict(path), path)
+        _load_state(net, cnn.name, arch.file_names(_read_state_dict(path), path), path)
         return net.eval()
     if cnn.get("weights") is None:
         log.warning("cnn.weights=null: %s is randomly initialised (seed %d), not pretrained",
                     cnn.name, seed)
         torch.manual_seed(seed)
         return arch.build(None).eval()
+    if cnn.weights == PACKAGED:
+        _packaged_weights(arch, cnn.name)
+        return arch.build(PACKAGED).eval()
     if arch.weights_family == "timm":
         return _pretrained_timm(arch, cnn)
     return _pretrained_torchvision(arch, cnn)
@@ -158,8 +188,6 @@ def _pretrained_torchvision(arch: Architecture, cnn: Any) -> nn.Module:
 def _pretrained_timm(arch: Architecture, cnn: Any) -> nn.Module:
     try:
         return arch.build(cnn.weights).eval()
-    except ImportError:
-        raise
     except Exception as error:  # no network, not in the Hugging Face cache, unknown tag, ...
         hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
         folder = hub / f"models--timm--{cnn.name}.{cnn.weights}"

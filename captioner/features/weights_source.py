@@ -10,19 +10,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-KINDS = ("random", "file", "torchvision", "timm")
+KINDS = ("random", "file", "package", "torchvision", "timm")
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """`kind` random (a seeded, calibrated random network), file (`cnn.weights_path`),
-    torchvision (a weights enum) or timm (a pretrained tag)."""
+    """`kind` random (a seeded, calibrated random network), file (`cnn.weights_path`), package
+    (a file an installed Python package ships, `cnn.weights=package`), torchvision (a weights
+    enum) or timm (a pretrained tag)."""
 
     kind: str
-    name: str | None = None  # file: the file's name; torchvision: <Family>.<NAME>; timm: <model>.<tag>
+    name: str | None = None  # file, package: its name; torchvision: <Family>.<NAME>; timm: <model>.<tag>
     seed: int = 0  # random only
     calibration_images: int = 0  # random only
-    sha256: str | None = None  # file only: what the file held, so a moved file is found again
+    sha256: str | None = None  # file, package: what the file held (a moved file is found again)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -53,7 +54,7 @@ class WeightsSource:
             del values["seed"], values["calibration_images"]
         else:
             del values["name"]
-        if self.kind != "file":
+        if self.kind not in ("file", "package"):
             del values["sha256"]
         return values
 
@@ -70,6 +71,8 @@ class WeightsSource:
                     "calibration_images": self.calibration_images}
         if self.kind == "file":
             return {"weights": None, "weights_path": None, "seed": 0, "calibration_images": 0}
+        if self.kind == "package":
+            return {"weights": "package", "weights_path": None, "seed": 0, "calibration_images": 0}
         return {"weights": str(self.name).rsplit(".", 1)[-1], "weights_path": None, "seed": 0,
                 "calibration_images": 0}
 
