@@ -6,7 +6,7 @@ features the run trained on and writes beside it, and the sweep report reads it:
     .hydra/             config.yaml, overrides.yaml, hydra.yaml (Hydra writes them)
     metrics.json        status, test scores, history, ... (written first with status running)
     vocabulary.json     the train split's words
-    captions.json       every test image: id, generated caption, references
+    captions.json       every test image: id, generated caption, references, CIDEr-D, BLEU counts
     examples.md         a few test captions with their attention figures (plots/)
     checkpoints/        best-*.ckpt and last.ckpt
     evaluations/<split>-<decode>/   captioner.evaluate's scores.json and results.json

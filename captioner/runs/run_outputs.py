@@ -1,5 +1,6 @@
-"""What a finished run writes besides metrics.json: captions.json for every test image, and the
-first few test images' attention figures with examples.md, the page that shows them."""
+"""What a finished run writes besides metrics.json: captions.json for every test image (caption,
+references, and its CIDEr-D and BLEU counts: a sweep report resamples images from them without
+decoding again), and the first few test images' attention figures with examples.md."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
     features = datamodule.features
     references = datamodule.references(datamodule.eval_split("test"))
     written = module.last_captions["test"]
+    per_image = module.last_per_image["test"]
     folder.write_json(folder.captions, [
-        {"image_id": features.image_ids[index], "caption": text, "references": references[index]}
+        {"image_id": features.image_ids[index], "caption": text, "references": references[index],
+         **per_image[index]}
         for index, text in written.items()])
 
     path_of = {r.image_id: r.path for r in records}

@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from captioner.data.vocabulary import Vocabulary
+from captioner.scoring.bleu_statistics import bleu_counts
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,17 @@ def _warn_no_java() -> None:
 
 def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
                    spice: bool = False, meteor: bool = True) -> dict[str, float]:
-    """coco-caption scores of one generated caption per key against its references.
+    """coco-caption scores of one generated caption per key against its references (see
+    `score_captions_per_image`)."""
+    return score_captions_per_image(results, references, spice, meteor)[0]
+
+
+def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
+                             spice: bool = False, meteor: bool = True
+                             ) -> tuple[dict[str, float], dict[Any, dict[str, Any]]]:
+    """coco-caption scores of one generated caption per key against its references, and per key
+    what a resample of the keys needs to be scored again: its CIDEr-D (the corpus score is their
+    mean) and its BLEU counts (`bleu_statistics.COUNTS`; the corpus BLEU sums them).
 
     `meteor`: METEOR too (its Java process takes ~7 s of CPU to start, once per process).
 
@@ -112,13 +123,16 @@ def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence
     if set(results) != set(references):
         raise ValueError("results and references must have the same keys")
     if not results:
-        return {}
+        return {}, {}
     res = ptb_tokenize({key: [text] for key, text in results.items()})
     gts = ptb_tokenize(references)
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores = {f"bleu{n + 1}": float(b) for n, b in enumerate(bleu)}
     scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-    scores["cider"] = float(Cider().compute_score(gts, res)[0])
+    cider, cider_per_image = Cider().compute_score(gts, res)  # per image in the order of gts' keys
+    scores["cider"] = float(cider)
+    per_image = {key: {"cider": float(value), "bleu_counts": bleu_counts(res[key][0], gts[key])}
+                 for key, value in zip(gts, cider_per_image, strict=True)}
     if meteor and java_available():
         scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
     elif meteor:
@@ -126,7 +140,7 @@ def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence
     ordered = {name: scores[name] for name in SCORE_NAMES if name in scores}
     if spice and (value := _spice(gts, res)) is not None:
         ordered["spice"] = value
-    return ordered
+    return ordered, per_image
 
 
 def _spice(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float | None:
@@ -146,7 +160,7 @@ class CaptionScores(Metric):
     The state is tensors (ids padded to a fixed width, and image indices), so Lightning/DDP can
     gather it across processes; `compute()` keeps one caption per image, so an image repeated by
     a distributed sampler's padding is scored once. After `compute()`, `captions` maps image
-    index -> generated text.
+    index -> generated text, and `per_image` image index -> its CIDEr-D and BLEU counts.
     """
 
     full_state_update = False
@@ -159,6 +173,7 @@ class CaptionScores(Metric):
         self.vocabulary = vocabulary
         self.width = width
         self.captions: dict[int, str] = {}
+        self.per_image: dict[int, dict[str, Any]] = {}
         self.add_state("tokens", default=[], dist_reduce_fx="cat")
         self.add_state("image_index", default=[], dist_reduce_fx="cat")
 
@@ -179,6 +194,6 @@ class CaptionScores(Metric):
         for index, row in zip(indices, tokens, strict=True):
             captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
         self.captions = dict(sorted(captions.items()))
-        scores = score_captions(self.captions, {i: self.references[i] for i in self.captions}, self.spice,
-                                self.meteor)
+        scores, self.per_image = score_captions_per_image(
+            self.captions, {i: self.references[i] for i in self.captions}, self.spice, self.meteor)
         return {name: torch.tensor(value, dtype=torch.float64) for name, value in scores.items()}

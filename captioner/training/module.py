@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -55,7 +56,9 @@ class CaptionModule(pl.LightningModule):
         self.scores: dict[str, CaptionScores] = {}
         self.test_attention: dict[int, torch.Tensor] = {}
         self.last_captions: dict[str, dict[int, str]] = {}
+        self.last_per_image: dict[str, dict[int, dict[str, Any]]] = {}
         self.last_scores: dict[str, dict[str, float]] = {}
+        self.test_decode_s = 0.0  # seconds spent decoding the last test split (this process)
         # Set for the self-critical stage (self_critical_stage.py): it then owns the training step.
         self.self_critical: SelfCritical | None = None
         self._compiled: CompiledForward | None = None  # model.compile (captioner/model/compiled.py)
@@ -135,7 +138,11 @@ class CaptionModule(pl.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, torch.Tensor]) -> None:
         # Validation picks the checkpoint with greedy decoding (fast); test uses `decode`.
+        began = time.perf_counter()
         tokens, attention = self(batch["features"], GREEDY if stage == "val" else None)
+        if stage == "test":  # decoding speed (captions/s) for the report; .item() waits for the GPU
+            tokens.sum().item()
+            self.test_decode_s += time.perf_counter() - began
         self._metric(stage).update(tokens, batch["image_index"])
         if stage == "test":  # keep a few attention maps for the run's figures
             for index, weights in zip(batch["image_index"].tolist(), attention.cpu(), strict=True):
@@ -147,6 +154,7 @@ class CaptionModule(pl.LightningModule):
         scores = {name: float(value) for name, value in metric.compute().items()}  # full precision
         self.last_scores[stage] = scores
         self.last_captions[stage] = dict(metric.captions)
+        self.last_per_image[stage] = dict(metric.per_image)
         # Every rank computed the same scores from the gathered captions: the mean changes nothing.
         # (floats: Lightning puts them on this rank's device, which NCCL needs)
         self.log_dict({f"{stage}/{name}": value for name, value in scores.items()}, sync_dist=True)
@@ -157,6 +165,9 @@ class CaptionModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_decode_s = 0.0
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
