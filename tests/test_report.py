@@ -83,3 +83,84 @@ def test_runs_in_progress_preempted_and_killed_are_told_apart(tmp_path):
     report = write_report(tmp_path, runs).read_text()
     assert "| 0 | rnn=gru | running |" in report
     assert "| 2 | rnn=gru | preempted: preempted by SIGTERM |" in report
+
+
+REFERENCES = {
+    "dog1": ["a brown dog runs on grass", "a dog runs", "a brown dog in a field", "two people", "grass"],
+    "dog2": ["a black dog jumps", "the dog jumps over a log", "a dog in the air", "a dog", "a log"],
+    "man1": ["a man in a red shirt", "a man climbs", "a person on a rock", "a red shirt", "a climber"],
+    "man2": ["a woman sits on a bench", "a woman reads", "a lady on a bench", "a person", "a bench"],
+}
+
+
+def per_image_run(sweep: Path, job: int, overrides: list[str], captions: dict[str, str],
+                  cider: dict[str, float], seconds: float = 10.0) -> None:
+    """A completed run whose captions.json holds per-image scores, as a run writes it."""
+    from captioner.scoring.bleu_statistics import bleu_counts
+
+    metrics = completed(sum(cider.values()) / len(cider), 0.2)
+    metrics.update(train_time_s=seconds * 2, test_captions_per_s=50.0)
+    make_run(sweep, job, overrides, metrics)
+    (sweep / str(job) / "captions.json").write_text(json.dumps([
+        {"image_id": image, "caption": captions[image], "references": REFERENCES[image],
+         "cider": cider[image], "bleu_counts": bleu_counts(captions[image], REFERENCES[image])}
+        for image in REFERENCES]))
+
+
+GOOD = {"dog1": "a brown dog runs on grass", "dog2": "a dog jumps", "man1": "a man in a red shirt",
+        "man2": "a woman on a bench"}
+POOR = {"dog1": "a dog", "dog2": "a log", "man1": "a rock", "man2": "a bench"}
+
+
+def test_the_report_gives_intervals_content_groups_and_the_seeds_claims(tmp_path):
+    high = {"dog1": 2.0, "dog2": 1.8, "man1": 1.5, "man2": 1.6}
+    low = {"dog1": 0.4, "dog2": 0.2, "man1": 0.3, "man2": 0.1}
+    per_image_run(tmp_path, 0, ["cnn=mobilenet_v2", "rnn=gru"], POOR, low, seconds=10)
+    per_image_run(tmp_path, 1, ["cnn=mobilenet_v2", "rnn=lstm"], POOR, low, seconds=14)
+    per_image_run(tmp_path, 2, ["cnn=efficientnet_lite2", "rnn=gru"], GOOD, high, seconds=12)
+    make_run(tmp_path, 3, ["cnn=efficientnet_lite2", "rnn=lstm"],
+             {"status": "running", "pid": 1, "host": "far"})
+    report = write_report(tmp_path, collect_runs(tmp_path)).read_text()
+
+    # every image better by 1.2-1.6 (mean 1.475): significant on any resample of these four images
+    rows = report.splitlines()
+    row = next(line for line in rows if line.startswith("| efficientnet_lite2 - mobilenet_v2 | CIDEr-D"))
+    assert "| +1.475 |" in row and "significant" in row and "not significant" not in row
+    assert "1 (2 runs unmatched)" in row  # the LSTM pair is missing: the running run has no scores
+    # identical per-image scores: a difference of exactly zero, never significant
+    row = next(line for line in report.splitlines() if line.startswith("| lstm - gru | CIDEr-D"))
+    assert "| +0.000 | [+0.000, +0.000] not significant |" in row
+    # content groups: 2 dog images, 2 of people; recall is how often the caption names the group
+    row = next(line for line in report.splitlines() if line.startswith("| animals |"))
+    assert row.split(" | ")[1:4] == ["2", "0.300 / 0.50", "0.300 / 0.50"] and "1.900 / 1.00" in row
+    row = next(line for line in report.splitlines() if line.startswith("| people |"))
+    assert "1.550 / 1.00" in row and "0.200 / 0.00" in row
+    # the claims, judged
+    claims = {line.split(" | ")[0].lstrip("| "): line for line in report.splitlines() if "| **" in line}
+    assert "**reproduced**" in next(v for k, v in claims.items() if "Inception gave significantly" in k)
+    assert "efficientnet_lite2 (77.5%) against mobilenet_v2 (71.9%)" in report
+    assert "**reproduced**" in next(v for k, v in claims.items() if "LSTM did not show" in k)
+    assert "GRU 11, LSTM 14" in next(v for k, v in claims.items() if "GRU was fast" in k)
+    assert "**not testable here**" in next(v for k, v in claims.items() if "InceptionResNetV2" in k)
+
+
+def test_runs_scored_on_other_images_are_compared_unpaired(tmp_path):
+    cider = {"dog1": 1.0, "dog2": 0.5, "man1": 0.7, "man2": 0.2}
+    per_image_run(tmp_path, 0, ["rnn=gru"], GOOD, cider)
+    per_image_run(tmp_path, 1, ["rnn=lstm"], GOOD, {k: v + 0.1 for k, v in cider.items()})
+    entries = json.loads((tmp_path / "1" / "captions.json").read_text())
+    entries[0]["image_id"] = "another"  # a different test set
+    (tmp_path / "1" / "captions.json").write_text(json.dumps(entries))
+    report = write_report(tmp_path, collect_runs(tmp_path)).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| lstm - gru | CIDEr-D"))
+    assert "unpaired" in row and "| +0.100 |" in row
+    assert "cannot be paired" in report
+
+
+def test_a_bad_content_groups_file_is_named(tmp_path, capsys):
+    per_image_run(tmp_path, 0, ["rnn=gru"], GOOD, {k: 1.0 for k in GOOD})
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("people: man\n")
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--groups", str(groups)])
+    assert f"{groups}: expected `group: [word, ...]`" in capsys.readouterr().err

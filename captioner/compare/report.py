@@ -1,30 +1,45 @@
 """`python -m captioner.report <sweep dir>`: compare a sweep's runs in one table, with charts.
 
-Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.json`), so it works
-offline, on a sweep that is still running, and on runs that failed or were killed.
-Writes `report.md`, `effects_<factor>.png` (grouped bars per swept factor) and `val_cider.png`
-(validation CIDEr-D per epoch, one line per run) into the sweep directory.
+Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.json`,
+`captions.json`), so it works offline, on a sweep that is still running, and on runs that failed
+or were killed. Writes `report.md`, `effects_<factor>.png` (grouped bars per swept factor) and
+`val_cider.png` (validation CIDEr-D per epoch, one line per run) into the sweep directory.
+The report gives each factor's effect with 95% intervals (`effects.py`), the scores by content
+group (`content_groups.py`) and the seed report's claims beside the answers (`seed_claims.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
+from captioner.compare.bootstrap import RunScores
+from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, group_scores, load_groups
+from captioner.compare.effects import REPLICATE, Effect, factor_effects
+from captioner.compare.report_sections import (
+    effect_lines,
+    group_lines,
+    markdown_table,
+    number,
+    seed_spread_lines,
+)
+from captioner.compare.seed_claims import judge_claims
 from captioner.errors import exit_for_user_error
 from captioner.paths import write_atomically
 from captioner.run_folder import RunFolder
 from captioner.scoring.coco_metrics import SCORE_NAMES
 
+EFFECT_METRICS = ("cider", "bleu4")  # the scores whose differences get intervals
 HEADERS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4",
            "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr-D"}
 
@@ -43,6 +58,15 @@ class RunResult:
     epochs: int | None = None
     train_time_s: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    captions_per_s: float | None = None  # test decoding
+    per_image: RunScores | None = None  # from captions.json (runs from before it had scores: None)
+    captions: dict[str, str] = field(default_factory=dict)  # test image id -> caption
+    references: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Training time per epoch (with its dev validation)."""
+        return self.train_time_s / self.epochs if self.train_time_s and self.epochs else None
 
     def label(self, factors: list[str]) -> str:
         return " ".join(f"{f}={self.overrides.get(f, '-')}" for f in factors) or self.path.name
@@ -77,14 +101,31 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
             runs.append(RunResult(folder.path, overrides, "missing"))
             continue
         status, error = _status(metrics)
-        runs.append(RunResult(
+        run = RunResult(
             folder.path, overrides, status, error=error,
             test={k: float(v) for k, v in (metrics.get("test") or {}).items()},
             epochs=metrics.get("epochs"), train_time_s=metrics.get("train_time_s"),
-            history=metrics.get("history") or []))
+            history=metrics.get("history") or [], captions_per_s=metrics.get("test_captions_per_s"))
+        if status == "completed":
+            _read_captions(folder, run)
+        runs.append(run)
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
     return runs
+
+
+def _read_captions(folder: RunFolder, run: RunResult) -> None:
+    """The run's test captions and per-image scores, where it wrote them."""
+    try:
+        entries = json.loads(folder.captions.read_text())
+    except (OSError, ValueError):  # an older or damaged run: the report does without them
+        return
+    run.captions = {str(e["image_id"]): e["caption"] for e in entries}
+    run.references = {str(e["image_id"]): e["references"] for e in entries}
+    if entries and all("cider" in e and "bleu_counts" in e for e in entries):
+        run.per_image = RunScores(tuple(str(e["image_id"]) for e in entries),
+                                  np.array([e["cider"] for e in entries], dtype=np.float64),
+                                  np.array([e["bleu_counts"] for e in entries], dtype=np.float64))
 
 
 def _process_alive(pid: int) -> bool:
@@ -130,23 +171,16 @@ def main_effects(runs: list[RunResult], factor: str) -> dict[str, dict[str, floa
     }
 
 
-def _number(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
 def _row(run: RunResult, factors: list[str]) -> list[str]:
     status = run.status if not run.error else f"{run.status}: {run.error}"
     return [run.path.name, run.label(factors), status.replace("|", "/").replace("\n", " ")[:120],
-            *(_number(run.test.get(name)) for name in SCORE_NAMES),
-            "-" if run.epochs is None else str(run.epochs), _number(run.train_time_s, 0)]
+            *(number(run.test.get(name)) for name in SCORE_NAMES),
+            "-" if run.epochs is None else str(run.epochs), number(run.train_time_s, 0),
+            number(run.seconds_per_epoch, 0), number(run.captions_per_s, 0)]
 
 
-def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *("| " + " | ".join(row) + " |" for row in rows)]
-
-
-def write_report(sweep_dir: Path, runs: list[RunResult]) -> Path:
+def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGroup] | None = None,
+                 resamples: int = 1000) -> Path:
     """report.md and the charts; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     factors = swept_factors(runs)
@@ -157,19 +191,35 @@ def write_report(sweep_dir: Path, runs: list[RunResult]) -> Path:
              f"Swept: {', '.join(factors) or 'nothing'}. "
              f"Shared overrides: {' '.join(f'{k}={v}' for k, v in shared.items()) or 'none'}.", "",
              "## Test scores", ""]
-    headers = ["run", "overrides", "status", *(HEADERS[n] for n in SCORE_NAMES), "epochs", "train s"]
-    lines += _markdown_table(headers, [_row(run, factors) for run in runs])
+    headers = ["run", "overrides", "status", *(HEADERS[n] for n in SCORE_NAMES), "epochs", "train s",
+               "s/epoch", "captions/s"]
+    lines += markdown_table(headers, [_row(run, factors) for run in runs])
+    lines += ["", "s/epoch: training time per epoch, with its validation; captions/s: test decoding."]
     if factors:
         lines += ["", "## Main effects", "",
                   "Mean test score of the completed runs at each level of each swept factor.", ""]
-    for factor in factors:
+    effects_of: dict[str, list[Effect]] = {}
+    for factor in [f for f in factors if f != REPLICATE]:
+        effects_of[factor] = factor_effects(runs, factors, factor, EFFECT_METRICS, resamples=resamples)
         effects = main_effects(runs, factor)
         lines += [f"### {factor}", ""]
-        lines += _markdown_table([factor, "runs", *(HEADERS[n] for n in SCORE_NAMES)], [
-            [level, str(int(scores["runs"])), *(_number(scores.get(n)) for n in SCORE_NAMES)]
+        lines += markdown_table([factor, "runs", *(HEADERS[n] for n in SCORE_NAMES)], [
+            [level, str(int(scores["runs"])), *(number(scores.get(n)) for n in SCORE_NAMES)]
             for level, scores in effects.items()])
+        lines += ["", *effect_lines(effects_of[factor], factor)]
         chart = _plot_effects(effects, factor, sweep_dir / f"effects_{_file_part(factor)}.png")
         lines += ["", f"![{factor}]({chart.name})", ""]
+    if REPLICATE in factors:
+        lines += seed_spread_lines(runs, factors)
+    groups = load_groups() if groups is None else groups
+    by_group = group_scores(runs, groups)
+    lines += group_lines(runs, factors, by_group)
+    lines += ["## The seed report's claims", "",
+              "Each claim of the seed report beside what this sweep measured.", ""]
+    lines += markdown_table(["claim", "answer", "evidence"], [
+        [v.claim, f"**{v.answer}**", v.evidence.replace("|", "/")]
+        for v in judge_claims(runs, factors, effects_of, by_group)])
+    lines.append("")
     curves = _plot_val_cider(runs, factors, sweep_dir / "val_cider.png")
     if curves:
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
@@ -242,12 +292,16 @@ def print_report(runs: list[RunResult], console: Console | None = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m captioner.report", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>_<time>")
+    parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS,
+                        help=f"content groups, YAML `group: [word, ...]` (default: {DEFAULT_GROUPS})")
+    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test images")
     args = parser.parse_args(argv)
     try:
         runs = collect_runs(args.sweep_dir)
-    except FileNotFoundError as error:
+        groups = load_groups(args.groups)
+    except (FileNotFoundError, ValueError) as error:
         exit_for_user_error(error, parser.prog)
-    report = write_report(args.sweep_dir, runs)
+    report = write_report(args.sweep_dir, runs, groups, args.resamples)
     print_report(runs)
     print(f"wrote {report}")
 
