@@ -164,3 +164,76 @@ def test_a_bad_content_groups_file_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--groups", str(groups)])
     assert f"{groups}: expected `group: [word, ...]`" in capsys.readouterr().err
+
+
+def _sweep_with_photos(folder: Path) -> Path:
+    from PIL import Image
+
+    photos = {}
+    for n, image in enumerate(REFERENCES):
+        photos[image] = folder / "photos" / f"{image}.jpg"
+        photos[image].parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (320, 240), (60 * n, 120, 200 - 40 * n)).save(photos[image])
+    sweep = folder / "sweep"
+    per_image_run(sweep, 0, ["rnn=gru"], POOR, {"dog1": 0.4, "dog2": 0.2, "man1": 0.3, "man2": 0.1})
+    per_image_run(sweep, 1, ["rnn=lstm"], GOOD, {"dog1": 2.0, "dog2": 0.3, "man1": 1.5, "man2": 0.2})
+    for job in (0, 1):
+        captions = sweep / str(job) / "captions.json"
+        entries = json.loads(captions.read_text())
+        for entry in entries:
+            entry["image"] = str(photos[entry["image_id"]])
+        captions.write_text(json.dumps(entries))
+    write_report(sweep, collect_runs(sweep))
+    return sweep
+
+
+def test_report_html_holds_the_tables_and_every_image_with_each_runs_caption(tmp_path):
+    sweep = _sweep_with_photos(tmp_path)
+    page = (sweep / "report.html").read_text()
+    assert "<h2>Test scores</h2>" in page and "<td>rnn=lstm</td>" in page
+    assert "lstm - gru" in page and "data:image/png;base64," in page  # effects and inlined charts
+    assert "http://" not in page and "https://" not in page and "<script src" not in page  # offline
+    data = json.loads(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    assert data["runs"] == ["rnn=gru", "rnn=lstm"]
+    # sorted by how much the runs disagree: dog1 (0.4 against 2.0) first, dog2 (0.2 against 0.3) last
+    assert [image["id"] for image in data["images"]] == ["dog1", "man1", "man2", "dog2"]
+    first = data["images"][0]
+    assert first["captions"] == [POOR["dog1"], GOOD["dog1"]] and first["cider"] == [0.4, 2.0]
+    assert first["groups"] == ["animals"] and first["references"] == REFERENCES["dog1"]
+    assert (sweep / first["photo"]).is_file() and first["photo"].startswith("report_images/")
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Chromium (Debian: apt-get install chromium)")
+def test_report_html_renders_and_filters_in_a_real_headless_browser(tmp_path):
+    import re
+    import subprocess
+
+    sweep = _sweep_with_photos(tmp_path)
+    page = (sweep / "report.html").as_uri()
+
+    def rendered(fragment: str = "") -> str:
+        options = ["--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+        result = subprocess.run([_chromium(), *options, "--dump-dom", page + fragment], capture_output=True,
+                                text=True, timeout=120, check=True)
+        return result.stdout
+
+    everything = rendered()
+    assert len(re.findall(r'class="card"', everything)) == 4
+    assert len(re.findall(r'<tr class="caption"', everything)) == 8  # 4 images x 2 runs
+    assert "4 of 4 images" in everything and 'src="report_images/dog1.jpg"' in everything
+    animals = rendered("#group=animals")
+    assert re.findall(r'data-image="(\w+)"', animals) == ["dog1", "dog2"] and "2 of 4 images" in animals
+    one_run = rendered("#runs=1")
+    assert re.findall(r'<tr class="caption" data-run="(\d)"', one_run) == ["1"] * 4
+    screenshot = tmp_path / "report.png"  # kept in pytest's tmp folder, to look at
+    subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}",
+                    "--window-size=1200,1600", page + "#group=animals"], capture_output=True, timeout=120,
+                   check=True)
+    assert screenshot.stat().st_size > 10_000

@@ -170,3 +170,13 @@ def test_launcher_configs_select_the_hydra_plugins(launcher, target):
     assert cfg.hydra.launcher._target_.endswith(target)
     if launcher != "parallel":
         assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min >= 60
+
+
+@pytest.mark.parametrize("cnn, weights, weights_path", [
+    ("mobilenet_v2", "IMAGENET1K_V1", "../shared/weights/mobilenet_v2_imagenet.pth"),
+    ("efficientnet_lite2", "package", None),
+])
+def test_the_flickr8k_comparison_gives_each_cnn_its_offline_weights(cnn, weights, weights_path):
+    cfg = _compose_sweep_file("flickr8k_cnn_rnn", [f"cnn={cnn}", "rnn=lstm"])
+    assert (cfg.cnn.name, cfg.cnn.weights, cfg.cnn.weights_path) == (cnn, weights, weights_path)
+    assert cfg.dataset.name == "flickr8k" and cfg.decode.strategy == "beam"  # the experiment's recipe

@@ -26,6 +26,7 @@ from rich.table import Table
 from captioner.compare.bootstrap import RunScores
 from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, group_scores, load_groups
 from captioner.compare.effects import REPLICATE, Effect, factor_effects
+from captioner.compare.html_report import write_html_report
 from captioner.compare.report_sections import (
     effect_lines,
     group_lines,
@@ -62,6 +63,8 @@ class RunResult:
     per_image: RunScores | None = None  # from captions.json (runs from before it had scores: None)
     captions: dict[str, str] = field(default_factory=dict)  # test image id -> caption
     references: dict[str, list[str]] = field(default_factory=dict)
+    image_files: dict[str, str] = field(default_factory=dict)  # test image id -> photo (newer runs)
+    attention_files: dict[str, str] = field(default_factory=dict)  # -> figure, relative to the run
 
     @property
     def seconds_per_epoch(self) -> float | None:
@@ -122,6 +125,8 @@ def _read_captions(folder: RunFolder, run: RunResult) -> None:
         return
     run.captions = {str(e["image_id"]): e["caption"] for e in entries}
     run.references = {str(e["image_id"]): e["references"] for e in entries}
+    run.image_files = {str(e["image_id"]): e["image"] for e in entries if e.get("image")}
+    run.attention_files = {str(e["image_id"]): e["attention"] for e in entries if e.get("attention")}
     if entries and all("cider" in e and "bleu_counts" in e for e in entries):
         run.per_image = RunScores(tuple(str(e["image_id"]) for e in entries),
                                   np.array([e["cider"] for e in entries], dtype=np.float64),
@@ -180,8 +185,9 @@ def _row(run: RunResult, factors: list[str]) -> list[str]:
 
 
 def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGroup] | None = None,
-                 resamples: int = 1000) -> Path:
-    """report.md and the charts; returns report.md's path."""
+                 resamples: int = 1000, html_images: int | None = None) -> Path:
+    """report.md, the charts, and report.html with its image browser (`html_images`: at most this
+    many test images, those where the runs disagree most; None: all); returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     factors = swept_factors(runs)
     shared = {k: v for k, v in runs[0].overrides.items() if k not in factors}
@@ -225,6 +231,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
     report = sweep_dir / "report.md"
     write_atomically(report, "\n".join(lines) + "\n")
+    write_html_report(sweep_dir, "\n".join(lines), runs, factors, groups, html_images)
     return report
 
 
@@ -295,15 +302,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS,
                         help=f"content groups, YAML `group: [word, ...]` (default: {DEFAULT_GROUPS})")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test images")
+    parser.add_argument("--html-images", type=int, default=None,
+                        help="report.html's browser: at most this many test images, those where the runs "
+                             "disagree most (default: all)")
     args = parser.parse_args(argv)
     try:
         runs = collect_runs(args.sweep_dir)
         groups = load_groups(args.groups)
     except (FileNotFoundError, ValueError) as error:
         exit_for_user_error(error, parser.prog)
-    report = write_report(args.sweep_dir, runs, groups, args.resamples)
+    report = write_report(args.sweep_dir, runs, groups, args.resamples, args.html_images)
     print_report(runs)
-    print(f"wrote {report}")
+    print(f"wrote {report} and {report.with_suffix('.html')}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What a finished run writes besides metrics.json: captions.json for every test image (caption,
-references, and its CIDEr-D and BLEU counts: a sweep report resamples images from them without
-decoding again), and the first few test images' attention figures with examples.md."""
+references, its CIDEr-D and BLEU counts: a sweep report resamples images from them without
+decoding again; the image's path and, for the first few, their attention figure), and those
+attention figures with examples.md, the page that shows them."""
 
 from __future__ import annotations
 
@@ -22,11 +23,6 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
     references = datamodule.references(datamodule.eval_split("test"))
     written = module.last_captions["test"]
     per_image = module.last_per_image["test"]
-    folder.write_json(folder.captions, [
-        {"image_id": features.image_ids[index], "caption": text, "references": references[index],
-         **per_image[index]}
-        for index, text in written.items()])
-
     path_of = {r.image_id: r.path for r in records}
     grid = tuple(features.attrs.get("grid", (1, features.regions)))
     shown = []
@@ -42,6 +38,16 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
                       "references": references[index], "figure": str(figure) if figure else None,
                       "image": str(path_of[image_id]) if figure else None})
     write_examples_page(folder, shown)
+    figures = {e["image_id"]: str(Path(e["figure"]).relative_to(folder.path)) for e in shown if e["figure"]}
+    entries = []
+    for index, text in written.items():
+        image_id = features.image_ids[index]
+        entry = {"image_id": image_id, "caption": text, "references": references[index],
+                 **per_image[index], "image": str(path_of.get(image_id, ""))}
+        if image_id in figures:  # relative to the run folder
+            entry["attention"] = figures[image_id]
+        entries.append(entry)
+    folder.write_json(folder.captions, entries)
     return shown
 
 

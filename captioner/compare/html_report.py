@@ -1,0 +1,293 @@
+"""report.html: the sweep report as a page to look at, beside report.md.
+
+It holds everything report.md says (tables, intervals, claims; the charts inlined) and an image
+browser: each test image with its references and every run's caption and per-image CIDEr-D,
+sorted by how much the runs disagree, filtered by content group and by run. It needs no server
+and no network: one HTML file with its script and data inline, and the photos (small JPEG copies)
+in `report_images/` beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from PIL import Image
+
+from captioner.compare.content_groups import ContentGroup
+from captioner.paths import absolute, write_atomically
+from captioner.run_folder import RunFolder
+from captioner.sources import load_records
+
+THUMBNAIL = 256  # px, the longer side of the photos copied beside the page
+IMAGES_DIR = "report_images"
+
+
+def markdown_to_html(markdown: str, folder: Path) -> str:
+    """The markdown report.md uses (headings, tables, images, bold, italics, code, paragraphs) as HTML;
+    images in `folder` are inlined."""
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        text = re.sub(r"\*(.+?)\*", r"<i>\1</i>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    def close_table() -> None:
+        if table:
+            head, *body = table
+            header = "".join(f"<th>{inline(c)}</th>" for c in head)
+            rows = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in row) + "</tr>" for row in body)
+            out.append(f"<table><thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not re.fullmatch(r"\|(-+\|)+", line.strip()):  # not the |---| separator row
+                table.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+            continue
+        close_table()
+        if match := re.fullmatch(r"(#{1,4}) (.*)", line):
+            level = len(match[1])
+            out.append(f"<h{level}>{inline(match[2])}</h{level}>")
+        elif match := re.fullmatch(r"!\[(.*)\]\((.+)\)", line.strip()):
+            out.append(_inlined_image(folder / match[2], match[1]))
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    close_table()
+    return "\n".join(out)
+
+
+def _inlined_image(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return f"<p>({html.escape(path.name)} missing)</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img class="chart" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def image_paths(run: Any) -> dict[str, Path]:
+    """image id -> photo, from captions.json's `image` (newer runs) or the run's dataset config."""
+    paths = {image: Path(p) for image, p in run.image_files.items() if p}
+    if paths:
+        return paths
+    folder = RunFolder(run.path)
+    config = folder.config()
+    if config is None:
+        return {}
+    try:  # an older run: read its dataset's records again, from where the run started
+        dataset = OmegaConf.to_container(config, resolve=True)["dataset"]
+        root = absolute(dataset["root"], folder.launch_dir())
+        records = load_records(dataset["source"], root, OmegaConf.create(dataset))
+    except Exception:  # moved data, an env variable unset here, ...: the browser shows no photos
+        return {}
+    return {r.image_id: Path(r.path) for r in records}
+
+
+def _thumbnail(source: Path, target: Path) -> bool:
+    if target.is_file():
+        return True
+    try:
+        with Image.open(source) as image:
+            image = image.convert("RGB")
+            image.thumbnail((THUMBNAIL, THUMBNAIL))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target, quality=85)
+    except OSError:
+        return False
+    return True
+
+
+def browser_data(runs: Sequence[Any], factors: Sequence[str], groups: Sequence[ContentGroup],
+                 folder: Path, max_images: int | None = None) -> dict[str, Any]:
+    """The image browser's data: runs, and per test image its photo, references, groups and
+    every run's caption, CIDEr-D and attention figure. Images where the runs disagree most first."""
+    shown = [r for r in runs if r.status == "completed" and r.captions]
+    images: dict[str, dict[str, Any]] = {}
+    for column, run in enumerate(shown):
+        cider = dict(zip(run.per_image.image_ids, run.per_image.cider.tolist(), strict=True)) \
+            if run.per_image is not None else {}
+        for image, caption in run.captions.items():
+            entry = images.setdefault(image, {"id": image, "references": run.references.get(image, []),
+                                              "captions": [None] * len(shown), "cider": [None] * len(shown),
+                                              "attention": [None] * len(shown)})
+            entry["captions"][column] = caption
+            entry["cider"][column] = cider.get(image)
+            if figure := run.attention_files.get(image):
+                entry["attention"][column] = str(run.path / figure)
+    for entry in images.values():
+        values = [v for v in entry["cider"] if v is not None]
+        mean = sum(values) / len(values) if values else 0.0
+        entry["disagreement"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 if values else 0.0
+        entry["groups"] = [g.name for g in groups if g.shown_in(entry["references"])]
+    ordered = sorted(images.values(), key=lambda e: (-e["disagreement"], e["id"]))[:max_images or None]
+    photos = {}
+    for run in shown:
+        photos.update({k: v for k, v in image_paths(run).items() if k not in photos})
+    for entry in ordered:
+        entry["photo"] = _copied(photos.get(entry["id"]), folder, entry["id"])
+        entry["attention"] = [_copied(Path(a), folder, f"{entry['id']}-attention-{i}") if a else None
+                              for i, a in enumerate(entry["attention"])]
+    return {"runs": [r.label(factors) or r.path.name for r in shown], "groups": [g.name for g in groups],
+            "images": ordered}
+
+
+def _copied(source: Path | None, folder: Path, name: str) -> str | None:
+    if source is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    target = folder / IMAGES_DIR / f"{safe}.jpg"
+    return f"{IMAGES_DIR}/{target.name}" if _thumbnail(source, target) else None
+
+
+def write_html_report(sweep_dir: Path, markdown: str, runs: Sequence[Any], factors: Sequence[str],
+                      groups: Sequence[ContentGroup], max_images: int | None = None) -> Path:
+    """report.html (and report_images/) in the sweep folder; returns its path."""
+    sweep_dir = Path(sweep_dir)
+    data = browser_data(runs, factors, groups, sweep_dir, max_images)
+    payload = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script
+    page = PAGE.replace("{{TITLE}}", html.escape(f"Sweep {sweep_dir.parent.name}/{sweep_dir.name}"))
+    page = page.replace("{{REPORT}}", markdown_to_html(markdown, sweep_dir)).replace("{{DATA}}", payload)
+    path = sweep_dir / "report.html"
+    write_atomically(path, page)
+    return path
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{TITLE}}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+img.chart { max-width: 100%; display: block; margin: 0.5em 0; }
+#controls { position: sticky; top: 0; background: #fff; padding: 0.5em 0; border-bottom: 1px solid #ccc; }
+#controls label { margin-right: 1em; }
+.card { display: flex; gap: 1em; border-bottom: 1px solid #ddd; padding: 0.8em 0; }
+.card img.photo { width: 256px; height: auto; flex: none; }
+.card img.attention { max-width: 420px; display: block; }
+.card ul { margin: 0.2em 0; padding-left: 1.2em; color: #555; }
+.score { font-variant-numeric: tabular-nums; }
+.groups { color: #777; font-size: 0.85em; }
+</style></head>
+<body>
+<main id="report">
+{{REPORT}}
+</main>
+<section id="browser">
+<h2>Test images, every run's caption</h2>
+<div id="controls">
+<label>sort <select id="sort"><option value="disagreement">runs disagree most</option>
+<option value="worst">lowest mean CIDEr-D</option><option value="id">image id</option></select></label>
+<label>group <select id="group"><option value="">all images</option></select></label>
+<span id="run-filters"></span>
+<span id="count"></span>
+</div>
+<div id="images"></div>
+</section>
+<script type="application/json" id="data">{{DATA}}</script>
+<script>
+"use strict";
+const data = JSON.parse(document.getElementById("data").textContent);
+const groupSelect = document.getElementById("group");
+for (const name of data.groups) {
+  const option = document.createElement("option");
+  option.value = name; option.textContent = name;
+  groupSelect.appendChild(option);
+}
+const runFilters = document.getElementById("run-filters");
+data.runs.forEach((label, index) => {
+  const box = document.createElement("label");
+  box.innerHTML = '<input type="checkbox" checked data-run="' + index + '"> ';
+  box.appendChild(document.createTextNode(label));
+  runFilters.appendChild(box);
+});
+function text(tag, content, className) {
+  const element = document.createElement(tag);
+  element.textContent = content;
+  if (className) element.className = className;
+  return element;
+}
+function mean(values) {
+  const known = values.filter(v => v !== null);
+  return known.length ? known.reduce((a, b) => a + b, 0) / known.length : 0;
+}
+function render() {
+  const group = groupSelect.value;
+  const boxes = [...runFilters.querySelectorAll("input")];
+  const runs = boxes.filter(b => b.checked).map(b => Number(b.dataset.run));
+  const sort = document.getElementById("sort").value;
+  let images = data.images.filter(image => !group || image.groups.includes(group));
+  if (sort === "worst") images = [...images].sort((a, b) => mean(a.cider) - mean(b.cider));
+  if (sort === "id") images = [...images].sort((a, b) => a.id.localeCompare(b.id));
+  const list = document.getElementById("images");
+  list.replaceChildren();
+  for (const image of images) {
+    const card = document.createElement("div");
+    card.className = "card"; card.dataset.image = image.id;
+    if (image.photo) {
+      const photo = document.createElement("img");
+      photo.className = "photo"; photo.src = image.photo; photo.alt = image.id; photo.loading = "lazy";
+      card.appendChild(photo);
+    }
+    const body = document.createElement("div");
+    body.appendChild(text("b", image.id));
+    body.appendChild(text("span", "  " + image.groups.join(", "), "groups"));
+    const table = document.createElement("table");
+    const head = table.insertRow();
+    for (const title of ["run", "caption", "CIDEr-D"]) head.appendChild(text("th", title));
+    for (const run of runs) {
+      if (image.captions[run] === null) continue;
+      const row = table.insertRow();
+      row.className = "caption"; row.dataset.run = run;
+      row.appendChild(text("td", data.runs[run]));
+      const caption = text("td", image.captions[run]);
+      if (image.attention[run]) {
+        const figure = document.createElement("img");
+        figure.className = "attention"; figure.src = image.attention[run]; figure.loading = "lazy";
+        caption.appendChild(figure);
+      }
+      row.appendChild(caption);
+      row.appendChild(text("td", image.cider[run] === null ? "-" : image.cider[run].toFixed(3), "score"));
+    }
+    body.appendChild(table);
+    const references = document.createElement("ul");
+    for (const reference of image.references) references.appendChild(text("li", reference));
+    body.appendChild(references);
+    card.appendChild(body);
+    list.appendChild(card);
+  }
+  document.getElementById("count").textContent = images.length + " of " + data.images.length + " images";
+}
+// The view lives in the address too (#group=animals&sort=id&runs=0,2): a link shows the same view.
+function saveView() {
+  const runs = [...runFilters.querySelectorAll("input")].filter(b => b.checked).map(b => b.dataset.run);
+  const view = new URLSearchParams({group: groupSelect.value, sort: document.getElementById("sort").value,
+                                    runs: runs.join(",")});
+  history.replaceState(null, "", "#" + view.toString());
+  render();
+}
+function loadView() {
+  const view = new URLSearchParams(location.hash.slice(1));
+  if (view.has("group")) groupSelect.value = view.get("group");
+  if (view.has("sort")) document.getElementById("sort").value = view.get("sort");
+  if (view.has("runs")) {
+    const runs = view.get("runs").split(",");
+    for (const box of runFilters.querySelectorAll("input")) box.checked = runs.includes(box.dataset.run);
+  }
+}
+groupSelect.addEventListener("change", saveView);
+document.getElementById("sort").addEventListener("change", saveView);
+runFilters.addEventListener("change", saveView);
+loadView();
+render();
+</script>
+</body></html>
+"""
