@@ -237,3 +237,22 @@ def test_report_html_renders_and_filters_in_a_real_headless_browser(tmp_path):
                     "--window-size=1200,1600", page + "#group=animals"], capture_output=True, timeout=120,
                    check=True)
     assert screenshot.stat().st_size > 10_000
+
+
+def test_the_per_image_comparison_goes_to_a_wandb_table_offline(tmp_path, monkeypatch):
+    from captioner.compare.content_groups import load_groups
+    from captioner.compare.html_report import browser_data
+    from captioner.compare.wandb_table import log_comparison_table
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = _sweep_with_photos(tmp_path)
+    runs = collect_runs(sweep)
+    data = browser_data(runs, swept_factors(runs), load_groups(), sweep)
+    run = log_comparison_table(sweep, data, group="smoke-2026-01-01_00-00-00")
+    assert run.group == "smoke-2026-01-01_00-00-00" and run.name.endswith("-comparison")
+    (written,) = sweep.glob("wandb/offline-run-*/files/media/table/comparison/test_images_*.table.json")
+    table = json.loads(written.read_text())
+    assert table["columns"][5:] == ["rnn=gru: caption", "rnn=gru: CIDEr-D", "rnn=lstm: caption",
+                                    "rnn=lstm: CIDEr-D"]
+    assert [row[0] for row in table["data"]] == ["dog1", "man1", "man2", "dog2"]
+    assert table["data"][0][5:] == [POOR["dog1"], 0.4, GOOD["dog1"], 2.0]

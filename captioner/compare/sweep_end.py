@@ -1,4 +1,5 @@
-"""A Hydra callback: when a multirun ends, write its report and print the comparison table."""
+"""A Hydra callback: when a multirun ends, write its report and print the comparison table; with
+`logger=wandb`, log the per-image comparison to the sweep's W&B group too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from captioner.compare.report import collect_runs, print_report, write_report
+from captioner.compare.content_groups import load_groups
+from captioner.compare.html_report import browser_data
+from captioner.compare.report import collect_runs, print_report, swept_factors, write_report
+from captioner.compare.wandb_table import log_comparison_table
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,17 @@ class ReportAtSweepEnd(Callback):
             return
         report = write_report(sweep_dir, runs)
         print_report(runs)
-        print(f"report: {report}")
+        print(f"report: {report} and {report.with_suffix('.html')}")
+        wandb = next((entry for entry in (config.get("logger") or {}).values()
+                      if str(entry.get("_target_", "")).endswith("WandbLogger")), None)
+        if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
+            group = wandb.get("group") or f"{config.sweep_name}-{sweep_dir.name}"
+            try:
+                log_comparison_table(sweep_dir, browser_data(runs, swept_factors(runs), load_groups(),
+                                                             sweep_dir), group, wandb.get("project") or
+                                     "captioner", wandb.get("entity"))
+            except Exception as error:  # W&B down or misconfigured: the report on disk stands
+                log.warning("the W&B comparison table was not logged: %s", error)
         failed = [run for run in runs if run.status != "completed"]
         if failed:
             log.error("%d of %d runs did not complete: %s", len(failed), len(runs),

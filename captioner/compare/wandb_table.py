@@ -1,0 +1,34 @@
+"""The report's per-image comparison as a W&B table, in the sweep's W&B group (runs logged with
+`logger=wandb`): one row per test image, its photo and references, every run's caption and
+CIDEr-D, and how much the runs disagree. Offline unless WANDB_MODE says otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def log_comparison_table(sweep_dir: Path, data: dict[str, Any], group: str, project: str = "captioner",
+                         entity: str | None = None) -> Any:
+    """A W&B run `<group>-comparison` holding the table; returns the finished run."""
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE", "offline")
+    run = wandb.init(project=project, entity=entity, group=group, name=f"{group}-comparison",
+                     job_type="comparison", dir=str(sweep_dir), mode="offline" if mode == "dryrun" else mode,
+                     reinit="finish_previous")
+    labels = data["runs"]
+    columns = ["image_id", "photo", "references", "groups", "disagreement",
+               *(f"{label}: {what}" for label in labels for what in ("caption", "CIDEr-D"))]
+    table = wandb.Table(columns=columns)
+    for image in data["images"]:
+        photo = sweep_dir / image["photo"] if image.get("photo") else None
+        cells = [image["id"], wandb.Image(str(photo)) if photo and photo.is_file() else None,
+                 "\n".join(image["references"]), ", ".join(image["groups"]), round(image["disagreement"], 4)]
+        for caption, cider in zip(image["captions"], image["cider"], strict=True):
+            cells += [caption, cider]
+        table.add_data(*cells)
+    run.log({"comparison/test_images": table})
+    run.finish()
+    return run
