@@ -40,7 +40,9 @@ def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_
     # Lightning alone would re-run the whole `-m` command line in each extra rank: more sweeps.
     (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
     assert list((tmp_path / "outputs").iterdir()) == [tmp_path / "outputs" / "multirun"]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    # the runs, report.html's photos, and the sweep's W&B comparison table (one offline run)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "report_images", "wandb"]
+    assert len(list((sweep / "wandb").glob("offline-run-*"))) == 1
     for job, rnn in (("0", "gru"), ("1", "lstm")):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["config"]["rnn"] == rnn

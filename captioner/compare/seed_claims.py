@@ -15,6 +15,7 @@ from captioner.compare.effects import Effect
 IMAGENET_TOP1 = {"vgg16": 71.6, "mobilenet_v2": 71.9, "resnet101": 77.4, "efficientnet_lite2": 77.5,
                  "inception_v3": 77.3, "inception_resnet_v2": 80.4}
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
+PARTLY = "partly reproduced"  # the claim holds by one measure and not by the other
 
 
 @dataclass(frozen=True)
@@ -95,19 +96,32 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _ciders(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
+            cnn: str | None = None) -> list[float]:
+    return [score.cider for run in runs for path, score in by_group.get(group, {}).items()
+            if path == run.path and score.cider is not None
+            and (cnn is None or run.overrides.get("cnn") == cnn)]
+
+
 def _animals_over_people(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
     claim = ("InceptionV3 \"recognize[s] animals very well, while has many problems with people\" "
-             "(tested on every CNN of the sweep: recall of animals against people)")
+             "(tested on every CNN of the sweep: CIDEr-D and recall on animal images against people images)")
     animals, people = _recalls(runs, by_group, "animals"), _recalls(runs, by_group, "people")
     if not animals or not people:
         return Verdict(claim, NOT_TESTABLE, "no test images of both animals and people (content groups)")
     lines = []
     for cnn in sorted({r.overrides.get("cnn", "-") for r in runs if r.path in by_group.get("animals", {})}):
         a, p = _recalls(runs, by_group, "animals", cnn), _recalls(runs, by_group, "people", cnn)
+        a_cider, p_cider = _ciders(runs, by_group, "animals", cnn), _ciders(runs, by_group, "people", cnn)
         if a and p:
-            lines.append(f"{cnn}: animals {_mean(a):.2f}, people {_mean(p):.2f}")
-    holds = _mean(animals) > _mean(people)
-    return Verdict(claim, REPRODUCED if holds else NOT_REPRODUCED, "; ".join(lines))
+            scores = (f"CIDEr-D animals {_mean(a_cider):.2f}, people {_mean(p_cider):.2f}; "
+                      if a_cider and p_cider else "")
+            lines.append(f"{cnn}: {scores}recall animals {_mean(a):.2f}, people {_mean(p):.2f}")
+    named = _mean(animals) > _mean(people)
+    a_cider, p_cider = _ciders(runs, by_group, "animals"), _ciders(runs, by_group, "people")
+    described = (_mean(a_cider) > _mean(p_cider)) if a_cider and p_cider else named
+    answer = REPRODUCED if named and described else NOT_REPRODUCED if not (named or described) else PARTLY
+    return Verdict(claim, answer, "; ".join(lines))
 
 
 def _people_with_inception_resnet(runs: Sequence[Any],
