@@ -43,11 +43,6 @@ class RunScores:
             return corpus_bleu(weights @ self.bleu_counts)
         raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
-    def subset(self, keep: np.ndarray) -> RunScores:
-        """The same run on the images where `keep` is true."""
-        return RunScores(tuple(np.asarray(self.image_ids, dtype=object)[keep]), self.cider[keep],
-                         self.bleu_counts[keep])
-
 
 @dataclass(frozen=True)
 class Interval:

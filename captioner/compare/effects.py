@@ -12,7 +12,7 @@ same value of every other swept override (seed included). Two kinds of uncertain
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,17 +60,14 @@ def matched_pairs(runs: Sequence[Any], factors: Sequence[str], factor: str, leve
 
 
 def factor_effects(runs: Sequence[Any], factors: Sequence[str], factor: str, metrics: Sequence[str],
-                   restrict: Callable[[RunScores], RunScores] | None = None,
                    resamples: int = 1000) -> list[Effect]:
-    """Each level's effect against the first level, per metric. `restrict` scores a subset of the
-    images (a content group)."""
+    """Each level's effect against the first level, per metric."""
     levels = factor_levels(runs, factor)
     effects = []
     for level in levels[1:]:
         pairs, unmatched = matched_pairs(runs, factors, factor, level, levels[0])
         for metric in metrics:
-            scores = [(restrict(p.per_image) if restrict else p.per_image,
-                       restrict(r.per_image) if restrict else r.per_image) for p, r in pairs]
+            scores = [(p.per_image, r.per_image) for p, r in pairs]
             images = (contrast([p for p, _ in scores], [r for _, r in scores], metric, resamples)
                       if scores else None)
             effects.append(Effect(factor, level, levels[0], metric, images,
