@@ -132,7 +132,7 @@ def test_the_package_weights_are_imagenet_ones_dogs_come_out_as_dog_breeds():
         with torch.inference_mode():
             top = lite2.efficientnet_lite2(weights).eval()(pixels).argmax(dim=1)
         breeds[weights] = sum(int(c) in IMAGENET_DOG_BREEDS for c in top)
-    assert breeds["package"] >= 24, breeds  # 27 of 32 when written
+    assert breeds["package"] >= 24, breeds  # 34 of the first 40 such photos when written
     assert breeds[None] <= 3, breeds
 
 
