@@ -128,8 +128,11 @@ def browser_data(runs: Sequence[Any], factors: Sequence[str], groups: Sequence[C
         entry["disagreement"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 if values else 0.0
         entry["groups"] = [g.name for g in groups if g.shown_in(entry["references"])]
     ordered = sorted(images.values(), key=lambda e: (-e["disagreement"], e["id"]))[:max_images or None]
-    photos = {}
-    for run in shown:
+    photos: dict[str, Path] = {}
+    needed = {entry["id"] for entry in ordered}
+    for run in shown:  # an older run's photos mean reading its dataset again: stop once all are found
+        if needed <= photos.keys():
+            break
         photos.update({k: v for k, v in image_paths(run).items() if k not in photos})
     for entry in ordered:
         entry["photo"] = _copied(photos.get(entry["id"]), folder, entry["id"])

@@ -86,10 +86,18 @@ def _gru_faster(runs: Sequence[Any]) -> Verdict:
                    "one timing per run, same machine)")
 
 
+def _group_values(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
+                  measure: str, cnn: str | None = None) -> list[float]:
+    """`measure` (recall or cider) of every run on `group`'s images, those of one cnn if given."""
+    scores = by_group.get(group, {})
+    values = [getattr(scores[run.path], measure) for run in runs if run.path in scores
+              and (cnn is None or run.overrides.get("cnn") == cnn)]
+    return [v for v in values if v is not None]
+
+
 def _recalls(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
              cnn: str | None = None) -> list[float]:
-    return [score.recall for run in runs for path, score in by_group.get(group, {}).items()
-            if path == run.path and (cnn is None or run.overrides.get("cnn") == cnn)]
+    return _group_values(runs, by_group, group, "recall", cnn)
 
 
 def _mean(values: list[float]) -> float:
@@ -98,9 +106,7 @@ def _mean(values: list[float]) -> float:
 
 def _ciders(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
             cnn: str | None = None) -> list[float]:
-    return [score.cider for run in runs for path, score in by_group.get(group, {}).items()
-            if path == run.path and score.cider is not None
-            and (cnn is None or run.overrides.get("cnn") == cnn)]
+    return _group_values(runs, by_group, group, "cider", cnn)
 
 
 def _animals_over_people(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
