@@ -1,6 +1,7 @@
 import logging
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from captioner.features.feature_file import (
 )
 from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import TINY, compose_config, python
+from tests.conftest import TINY, command, compose_config, python
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -254,45 +255,57 @@ def _small_disk(folder: Path, size: str) -> Iterator[None]:
 
 
 @pytest.mark.slow
-def test_a_disk_that_fills_up_stops_extraction_with_one_clear_error_and_it_resumes(tmp_path, caplog):
+def test_a_disk_without_room_for_the_file_stops_extraction_before_it_starts(tmp_path):
     cfg = compose_config("dataset.num_images=120", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     whole = FeatureFile(ensure_features(cfg, records, tmp_path / "roomy")).read(range(120))
     disk = tmp_path / "disk"
-    with _small_disk(disk, "512k"):  # full from the start: not even the captions fit
-        with pytest.raises(FeatureWriteError, match=r"no space left on the disk of .*features \(.* free\) "
-                                                    r"to start writing .*\.partial"):
+    partial = partial_path(disk / "features" / "shapes-vgg16.h5")
+    with _small_disk(disk, "1600k"):  # 120 x 16 KiB (1.9 MiB) do not fit
+        with pytest.raises(FeatureWriteError) as error:
             ensure_features(cfg, records, disk)
-        assert _mount("-o", "remount,size=1600k", str(disk))  # 120 x 16 KiB (1.9 MiB) do not fit
-        with caplog.at_level(logging.WARNING), pytest.raises(FeatureWriteError) as error:
-            ensure_features(cfg, records, disk)
-        assert "extraction will stop when the disk is full" in caplog.text
-        message = str(error.value)
-        partial = partial_path(disk / "features" / "shapes-vgg16.h5")
-        assert f"no space left on the disk of {partial.parent}" in message
-        assert f"while writing {partial}" in message and "rerun: extraction resumes at image" in message
-        assert not (disk / "features" / "shapes-vgg16.h5").exists()
-        with h5py.File(partial, "r") as f:  # closed cleanly and resumable
-            done = int(f.attrs["images_done"])
-        assert 0 < done < 120 and f"resumes at image {done}" in message
+        assert (f"no space left on the disk of {partial.parent} for {partial}: the features need about "
+                "2.9 MiB and 1.") in str(error.value)  # 1.9 MiB + 1 MiB kept for HDF5's own records
+        assert "MiB is free; free space (or set data_root=<a disk with room>) and rerun" in str(error.value)
+        assert not partial.exists() and not partial.with_suffix("").exists()
         assert _mount("-o", "remount,size=8m", str(disk))  # the user frees space
-        with caplog.at_level(logging.INFO):
-            path = ensure_features(cfg, records, disk)
-        assert f"at image {done} of 120" in caplog.text
+        path = ensure_features(cfg, records, disk)
         np.testing.assert_array_equal(FeatureFile(path).read(range(120)), whole)
+        assert path.stat().st_size < 2.2 * 2**20  # claimed whole at the start, never grown past it
 
 
 @pytest.mark.slow
-def test_prepare_on_a_disk_that_fills_up_exits_2_with_one_line_not_a_crash(tmp_path):
+def test_prepare_on_a_disk_that_is_too_small_exits_2_with_one_line_not_a_crash(tmp_path):
     tiny = [o for o in TINY if not o.startswith("dataset.num_images")]
     disk = tmp_path / "disk"
-    with _small_disk(disk, "1600k"):  # 120 x 16 KiB of features (1.9 MiB) do not fit
+    with _small_disk(disk, "1600k"):
         result = python(tmp_path, "-m", "captioner.prepare", *tiny, "dataset.num_images=120",
                         f"dataset.root={tmp_path / 'shapes'}", f"data_root={disk}", check=False)
     assert result.returncode == 2, result.stderr[-3000:]  # not 139, the segfault it used to be
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [e for e in result.stderr.splitlines() if "no space left" in e]
-    assert f"while writing {disk / 'features' / 'shapes-vgg16.h5.partial'}" in line
+    assert f"for {disk / 'features' / 'shapes-vgg16.h5.partial'}: the features need about" in line
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_is_one_clear_error_not_a_crash_and_the_rerun_completes(tmp_path):
+    # A write the system refuses inside HDF5 (here EFBIG, as `ulimit -f` or a file system's limit
+    # gives it; a quota or an I/O error fails the same way) used to end in a segfault at exit.
+    tiny = [o for o in TINY if not o.startswith("dataset.num_images")]
+    arguments = ["-m", "captioner.prepare", *tiny, "dataset.num_images=120",
+                 f"dataset.root={tmp_path / 'shapes'}", f"data_root={tmp_path / 'data'}"]
+    result = command(tmp_path, ["bash", "-c", 'ulimit -f 1200 && exec "$0" "$@"', sys.executable,
+                                *arguments], check=False)
+    assert result.returncode == 2, result.stderr[-3000:]  # not 139
+    assert "Traceback" not in result.stderr and "Segmentation" not in result.stderr, result.stderr[-3000:]
+    partial = partial_path(tmp_path / "data" / "features" / "shapes-vgg16.h5")
+    (line,) = [e for e in result.stderr.splitlines() if "error:" in e]
+    assert (f"the file reached the size limit of this process or file system while creating {partial} "
+            "(about 2.9 MiB); raise the limit (`ulimit -f`) or set data_root=") in line
+    assert "features 16/120" not in result.stderr  # stopped before computing a single image
+    assert not partial.exists()  # an unusable file does not keep the space
+    python(tmp_path, *arguments)  # without the limit
+    assert FeatureFile(partial.with_suffix("")).num_images == 120
 
 
 def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_path):

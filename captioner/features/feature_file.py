@@ -12,8 +12,10 @@ Layout (one file per dataset x cnn):
 A file is written as `<name>.partial` and renamed when complete, so a crash never leaves a file
 that looks finished; a partial file with the same identity is resumed where it stopped. The
 numeric datasets carry HDF5's fletcher32 checksum per chunk, so bit rot is an error on reading,
-never garbage served to training. A disk that fills up stops the extraction before HDF5 is
-left with a failed write, so the partial file stays resumable.
+never garbage served to training. The file's whole size is claimed when it is created, so a
+full disk, a quota or a file-size limit stops an extraction before its first image; a write
+refused later (an I/O error) is one error too, raised in the caller while a child process that
+held the file ends alone (HDF5 cannot go on, or even exit cleanly, after a refused write).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import h5py
 import numpy as np
 
 from captioner.errors import UserError
+from captioner.features.writer_process import WriterProcess, WriterProcessError
 from captioner.sources import SPLITS, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ class FeatureFileError(UserError, ValueError):
 
 class FeatureWriteError(FeatureFileError):
     """The disk refused a write (full, over quota, over a size limit); the partial file resumes."""
+
+
+class FailedWriteError(FeatureWriteError):
+    """A write HDF5 attempted and the system refused: HDF5 cannot be used in that process again."""
 
 
 def _numeric(file: h5py.File, name: str, data: np.ndarray) -> None:
@@ -69,7 +76,61 @@ def records_fingerprint(records: Sequence[ImageRecord]) -> str:
 
 
 class FeatureFileWriter:
-    """Writes features batch by batch into `<path>.partial`; `finish()` renames it into place."""
+    """Writes features batch by batch into `<path>.partial`; `finish()` renames it into place.
+
+    The HDF5 file is written by a child process (`WriterProcess`): after a write the system
+    refuses (a size limit, a quota, an I/O error) HDF5 would crash this process at exit, while
+    the child can end without touching it. Such an error comes back as one `FeatureWriteError`
+    naming the file and the cause.
+    """
+
+    def __init__(self, path: Path, records: Sequence[ImageRecord], regions: int, channels: int,
+                 identity: dict[str, Any]):
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.images_done = 0
+        self._process = WriterProcess(_HDF5FeatureWriter, self.path, records, regions, channels, identity,
+                                      fatal=(FailedWriteError, OSError, RuntimeError), name="features writer")
+        self.images_done = self._call("count_done")
+
+    def _call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._process.call(method, *args)
+        except WriterProcessError as error:
+            raise FeatureWriteError(f"{self.partial}: {error}; rerun: extraction resumes at image "
+                                    f"{self.images_done}") from error
+
+    def set_attrs(self, **attrs: Any) -> None:
+        self._call("set_attrs", attrs)
+
+    def attr(self, key: str, default: Any = None) -> Any:
+        return self._call("attr", key, default)
+
+    def skip(self, index: int, reason: str) -> None:
+        """Leave image `index` out of every split (its features stay zero), saying why."""
+        self._call("skip", index, reason)
+
+    def write(self, start: int, features: np.ndarray) -> None:
+        """Store images [start, start+len) (float32 in, float16 on disk) and mark them done."""
+        self._call("write", start, features)
+        self.images_done = start + len(features)
+
+    def finish(self, **attrs: Any) -> Path:
+        """Complete the file (every image written) and rename it into place."""
+        return self._call("finish", attrs)
+
+    def close(self) -> None:
+        """Close the file where it stands (after `finish`, or after an error: nothing to do).
+        Never raises: it runs in `finally`, where the error being raised is the one to report."""
+        if self._process.alive:
+            try:
+                self._call("close")
+            except (FeatureFileError, OSError) as error:
+                log.warning("closing %s: %s", self.partial, error)
+
+
+class _HDF5FeatureWriter:
+    """`FeatureFileWriter`'s work, done in its child process."""
 
     def __init__(self, path: Path, records: Sequence[ImageRecord], regions: int, channels: int,
                  identity: dict[str, Any]):
@@ -100,20 +161,32 @@ class FeatureFileWriter:
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         free = self._free_bytes()
         metadata = sum(len(c.encode()) + 32 for r in records for c in r.captions) + 64 * len(records)
-        if free < metadata + METADATA_MARGIN:
+        needed = metadata + len(records) * regions * channels * 2 + METADATA_MARGIN
+        if free < needed:
             raise FeatureWriteError(
-                f"no space left on the disk of {self.partial.parent} ({_size(free)} free) to start "
-                f"writing {self.partial} (captions and index: about {_size(metadata)}); free space "
-                "(or set data_root=<a disk with room>) and rerun")
-        features = len(records) * regions * channels * 2
-        if free < metadata + features + METADATA_MARGIN:
-            log.warning("%s needs about %s and %s is free on its disk: extraction will stop when the "
-                        "disk is full (free space and rerun to resume)", self.path,
-                        _size(metadata + features), _size(free))
+                f"no space left on the disk of {self.partial.parent} for {self.partial}: the features "
+                f"need about {_size(needed)} and {_size(free)} is free; free space (or set "
+                "data_root=<a disk with room>) and rerun")
+        try:
+            self._write_header(records, regions, channels)
+        except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
+            # Nothing was extracted yet: a file that cannot be whole only takes the space back.
+            self.partial.unlink(missing_ok=True)
+            problem, advice = self._refusal(error, free)
+            raise FailedWriteError(f"{problem} while creating {self.partial} (about {_size(needed)}); "
+                                   f"{advice} and rerun") from error
+
+    def _write_header(self, records: Sequence[ImageRecord], regions: int, channels: int) -> None:
+        """Everything but the features: ids, captions, splits, identity; no image done yet."""
         text = h5py.string_dtype("utf-8")
         with h5py.File(self.partial, "w") as f:
+            # Every chunk is allocated (zeros) now, so the file never grows during extraction: a
+            # size limit, a quota or a full disk stops it here, before any image is computed,
+            # and later batches overwrite chunks in place.
+            early = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            early.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
             f.create_dataset("features", shape=(len(records), regions, channels), dtype="float16",
-                             chunks=(1, regions, channels), fletcher32=True)
+                             chunks=(1, regions, channels), fletcher32=True, fillvalue=0, dcpl=early)
             f.create_dataset("image_ids", data=[r.image_id for r in records], dtype=text)
             captions = [c for r in records for c in r.captions]
             owner = [i for i, r in enumerate(records) for _ in r.captions]
@@ -125,21 +198,25 @@ class FeatureFileWriter:
             f.attrs["identity"] = json.dumps(self.identity, sort_keys=True)
             f.attrs["images_done"] = 0
 
-    def set_attrs(self, **attrs: Any) -> None:
-        for key, value in attrs.items():
-            self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+    def count_done(self) -> int:
+        return self.images_done
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        try:
+            for key, value in attrs.items():
+                self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+        except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
+            raise self._write_error(error, self._free_bytes()) from error
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.file.attrs.get(key, default)
 
     def skip(self, index: int, reason: str) -> None:
-        """Leave image `index` out of every split (its features stay zero), saying why."""
         skipped = json.loads(self.file.attrs.get("skipped_images", "{}"))
         skipped[str(index)] = reason
-        self.file.attrs["skipped_images"] = json.dumps(skipped)
+        self.set_attrs({"skipped_images": json.dumps(skipped)})
 
     def write(self, start: int, features: np.ndarray) -> None:
-        """Store images [start, start+len) (float32 in, float16 on disk) and mark them done."""
         if start != self.images_done:
             raise ValueError(f"{self.partial}: batches must arrive in order (expected image "
                              f"{self.images_done}, got {start})")
@@ -150,40 +227,42 @@ class FeatureFileWriter:
                 f"finite in float16 (max |x| = {peak:.3g}): NaN or inf comes from a broken CNN or "
                 "weights file, a large finite value needs scaling")
         half = features.astype(np.float16)
-        self._require_space(half.nbytes)
         try:
             self.features[start:start + len(features)] = half
             self.file.flush()  # the features reach the disk before the count that vouches for them
             self.file.attrs["images_done"] = start + len(features)
             self.file.flush()
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
             raise self._write_error(error, self._free_bytes()) from error
         self.images_done = start + len(features)
 
     def _free_bytes(self) -> int:
         return shutil.disk_usage(self.partial.parent).free
 
-    def _require_space(self, batch_bytes: int) -> None:
-        """Stop before the disk is full: a write HDF5 cannot finish leaves its file (and the
-        library, at exit) in a state nothing recovers from cleanly."""
-        free = self._free_bytes()
-        if free < batch_bytes + METADATA_MARGIN:
-            raise self._write_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), free)
+    def _refusal(self, error: Exception, free: int) -> tuple[str, str]:
+        """Why the system refused a write and what to do, in words (h5py's message carries the
+        errno's text, not always the errno)."""
+        words = " ".join(str(error).split())
+        code = getattr(error, "errno", None)
+        elsewhere = "set data_root=<a disk with room>"
+        if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in words or "quota" in words:
+            return (f"no space left on the disk of {self.partial.parent} ({_size(free)} free, or over "
+                    "quota)", f"free space (or {elsewhere})")
+        if code == errno.EFBIG or "File too large" in words:
+            return ("the file reached the size limit of this process or file system",
+                    f"raise the limit (`ulimit -f`) or {elsewhere} whose file system allows larger files")
+        return f"the disk refused a write ({words[:200]})", f"check the disk (or {elsewhere})"
 
-    def _write_error(self, error: OSError, free: int) -> FeatureWriteError:
-        left = (self.num_images - self.images_done) * int(np.prod(self.features.shape[1:])) * 2
-        where = (f"while writing {self.partial} (image {self.images_done} of {self.num_images}, "
-                 f"about {_size(left)} still to write)")
-        if error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error):
-            problem = f"no space left on the disk of {self.partial.parent} ({_size(free)} free)"
-        elif error.errno == errno.EFBIG:
-            problem = "the file reached the size limit of this process or file system"
-        else:
-            problem = f"the disk refused a write ({' '.join(str(error).split())[:200]})"
-        return FeatureWriteError(f"{problem} {where}; free space (or set data_root=<a disk with room>) and "
-                                 f"rerun: extraction resumes at image {self.images_done}")
+    def _write_error(self, error: Exception, free: int) -> FailedWriteError:
+        """A write HDF5 attempted after the file was made (space was claimed then: an I/O error,
+        a file system gone read-only): what was written before it is kept if the file survived."""
+        problem, advice = self._refusal(error, free)
+        return FailedWriteError(
+            f"{problem} while writing {self.partial} (image {self.images_done} of {self.num_images}); "
+            f"{advice} and rerun: extraction resumes at image {self.images_done}, or starts over if "
+            "the failed write damaged the file")
 
-    def finish(self, **attrs: Any) -> Path:
+    def finish(self, attrs: dict[str, Any]) -> Path:
         if self.images_done != self.num_images:
             raise FeatureFileError(f"{self.partial}: only {self.images_done} of {self.num_images} "
                                    "images written")
@@ -194,9 +273,9 @@ class FeatureFileWriter:
                     kept = [i for i in self.file[f"splits/{name}"][:] if int(i) not in skipped]
                     del self.file[f"splits/{name}"]
                     _numeric(self.file, f"splits/{name}", np.asarray(kept, dtype=np.int32))
-            self.set_attrs(complete=True, skipped_count=len(skipped), **attrs)
+            self.set_attrs({**attrs, "complete": True, "skipped_count": len(skipped)})
             self.file.close()
-        except OSError as error:
+        except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
             raise self._write_error(error, self._free_bytes()) from error
         os.replace(self.partial, self.path)
         return self.path

@@ -1,0 +1,106 @@
+"""The child process that owns a file being written: errors come back, a fatal one ends it alone."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from captioner.features.writer_process import WriterProcess, WriterProcessError
+
+
+class Notebook:
+    """A stand-in for a file writer: it keeps lines, refuses some, and can break."""
+
+    def __init__(self, first: str):
+        self.lines = [first]
+
+    def add(self, line: str) -> int:
+        if not line:
+            raise ValueError("an empty line")
+        if line == "disk error":
+            raise OSError(5, "Input/output error")
+        self.lines.append(line)
+        return len(self.lines)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def close(self) -> list[str]:
+        if self.lines[0].startswith("/"):  # a path: the notebook is saved there
+            Path(self.lines[0]).write_text("\n".join(self.lines))
+        return self.lines
+
+
+def test_calls_run_in_a_child_and_their_results_and_ordinary_errors_come_back():
+    notebook = WriterProcess(Notebook, "first")
+    assert notebook.call("pid") != os.getpid()
+    assert notebook.call("add", "second") == 2
+    with pytest.raises(ValueError, match="an empty line"):
+        notebook.call("add", "")
+    assert notebook.call("add", "third") == 3  # an ordinary error leaves the child working
+    assert notebook.call("close") == ["first", "second", "third"]
+    assert not notebook.alive
+    with pytest.raises(WriterProcessError, match="has ended"):
+        notebook.call("add", "late")
+
+
+def test_a_fatal_error_comes_back_and_the_child_exits_without_cleanup():
+    notebook = WriterProcess(Notebook, "first")
+    child = notebook.call("pid")
+    with pytest.raises(OSError, match="Input/output error"):
+        notebook.call("add", "disk error")
+    assert not notebook.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)  # gone (and reaped), not left behind
+    with pytest.raises(WriterProcessError, match="has ended"):
+        notebook.call("add", "more")
+
+
+def test_a_child_killed_from_outside_is_an_error_that_says_so():
+    notebook = WriterProcess(Notebook, "first", name="notebook writer")
+    os.kill(notebook.call("pid"), signal.SIGKILL)
+    with pytest.raises(WriterProcessError, match=r"the notebook writer process ended during `add` "
+                                                 r"\(exit code -9\)"):
+        notebook.call("add", "second")
+
+
+def test_a_parent_that_goes_away_leaves_the_file_closed(tmp_path):
+    saved = tmp_path / "notebook.txt"
+    notebook = WriterProcess(Notebook, str(saved))
+    notebook.call("add", "kept")
+    del notebook  # as when the parent dies: its end of the pipe closes
+    deadline = time.monotonic() + 30
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert saved.read_text() == f"{saved}\nkept"
+
+
+def test_a_failing_constructor_is_raised_here():
+    with pytest.raises(TypeError):
+        WriterProcess(Notebook)  # `first` missing
+
+
+def test_ctrl_c_is_left_to_the_parent():
+    notebook = WriterProcess(Notebook, "first")
+    os.kill(notebook.call("pid"), signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    assert notebook.call("add", "second") == 2
+    assert notebook.call("close") == ["first", "second"]
+
+
+class Talker:
+    def say(self, words: str) -> None:
+        logging.getLogger("captioner.test.talker").warning("the child says %s", words)
+
+
+def test_what_the_child_logs_is_logged_here(caplog):
+    with caplog.at_level(logging.INFO):
+        talker = WriterProcess(Talker)
+        talker.call("say", "hello")
+    (record,) = [r for r in caplog.records if r.name == "captioner.test.talker"]
+    assert record.getMessage() == "the child says hello" and record.levelno == logging.WARNING
+    assert record.process != os.getpid()
