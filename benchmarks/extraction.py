@@ -1,9 +1,9 @@
 """Feature extraction throughput and memory: `python benchmarks/extraction.py [N] [overrides ...]`.
 
 Generates N (default 2000) shapes scenes as 299 px JPEGs in a scratch folder, then times
-`python -m captioner.prepare` over them (default cnn=inception_v3, random weights) and prints a
-table: images/s, peak RSS of the extraction process, and the HDF5 file's size against the seed
-tutorial's cache (one float32 .npy file per image).
+`python -m captioner.prepare` over them (cnn=inception_v3 at 299 px unless overridden, random
+weights) and prints a table: images/s, peak RSS of the extraction process, and the HDF5 file's
+size against the seed tutorial's cache (one float32 .npy file per image).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 def main(count: int, overrides: list[str]) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         common = [f"data_root={scratch}/data", f"dataset.num_images={count}", "dataset.image_size=299",
-                  *overrides]
+                  "cnn=inception_v3", "cnn.input_size=299", *overrides]
         prepare = [sys.executable, "-m", "captioner.prepare", *common]
         began = time.perf_counter()
         result = subprocess.run(prepare, cwd=scratch, capture_output=True, text=True)

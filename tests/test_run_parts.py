@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
@@ -34,7 +35,7 @@ from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
 from captioner.training.self_critical_stage import stage_summary
-from tests.conftest import compose_config
+from tests.conftest import CONF, compose_config
 
 # --- config checks and paths ---
 
@@ -51,6 +52,20 @@ def test_a_valid_config_has_no_problems_and_each_bad_value_is_named(tmp_path):
     assert "decode.beam_size=0: expected an integer >= 1" in problems
     assert any(p.startswith("model.dropout=1.5: expected a number in [0, 1)") for p in problems)
     assert any("missing.pth" in p and "no such file" in p for p in problems)
+
+
+@pytest.mark.parametrize("overrides, cnn, input_size", [
+    ([], "vgg16", 128),  # the default job: a random VGG16 at the images' own size
+    (["cnn=inception_v3"], "inception_v3", 128),  # the command line still chooses the CNN
+    (["cnn=inception_v3", "cnn.input_size=299"], "inception_v3", 299),
+    (["dataset=flickr8k"], "inception_v3", 299),  # real photos keep the seed's CNN and size
+])
+def test_the_shapes_default_job_uses_vgg16_at_128_px_and_the_command_line_wins(overrides, cnn, input_size):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    assert (cfg.cnn.name, cfg.cnn.input_size) == (cnn, input_size)
+    if not overrides:
+        assert cfg.cnn.weights is None and cfg.dataset.num_images == 1500 and cfg.trainer.max_epochs == 8
 
 
 def test_path_options_are_made_absolute_once_from_the_launch_folder(tmp_path):
