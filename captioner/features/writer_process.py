@@ -2,11 +2,12 @@
 
 HDF5 cannot recover from a write the operating system refused (a file-size limit, a quota, an
 I/O error): the open file stays dirty, every later close fails again, and at interpreter exit
-the library crashes the process (exit 139, after two tracebacks from h5py's finalisers). A
-full disk is caught before the write (`FeatureFileWriter` checks free space); the others cannot
-be. So the writing object lives in a child process. When one of its calls fails with an
-`OSError`-derived error, the child sends that error back and leaves with `os._exit`, skipping
-the cleanup that would crash; this process raises the error and goes on (or exits) normally.
+the library crashes the process (exit 139, after two tracebacks from h5py's finalisers). The
+features file claims its whole size when it is created, which moves most refusals there, but an
+I/O error can come at any write. So the writing object lives in a child process. When one of its
+calls fails with an error of the `fatal` kinds, the child sends that error back and leaves with
+`os._exit`, skipping the cleanup that would crash; this process raises the error and goes on
+(or exits) normally.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ class WriterProcess:
 
     An exception raised by the method is raised here. After one that is an instance of `fatal`
     (or after `finish`/`close`), the child has exited and every later call raises
-    `WriterProcessError`.
+    `WriterProcessError`. The object needs a `close()`: the child calls it when this process
+    goes away without saying goodbye.
     """
 
     def __init__(self, factory: Callable[..., Any], *args: Any,
@@ -119,7 +121,7 @@ class WriterProcess:
             raise WriterProcessError(f"the {self._name} process has ended; no more calls")
         try:
             self._connection.send((method, args))
-        except (BrokenPipeError, OSError) as error:
+        except OSError as error:  # BrokenPipeError: the child is gone
             raise self._ended(method) from error
         return self._reply(method)
 
