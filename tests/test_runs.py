@@ -82,6 +82,53 @@ def test_a_run_killed_mid_epoch_resumes_at_that_batch_and_ends_as_if_never_kille
         assert torch.equal(value, reference_weights[name]), name
 
 
+def mid_scst_epoch_checkpoint(run_root: Path, process: subprocess.Popen) -> Path | None:
+    """A last.ckpt written inside a self-critical epoch, once one is there (by Lightning's own
+    count: the loader's saved position is what is under test)."""
+    for last in (run_root / "outputs").glob("**/checkpoints/last.ckpt"):
+        try:
+            state = torch.load(last, map_location="cpu", weights_only=True)
+            done = state["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+        except Exception:  # being replaced right now
+            return None
+        if state.get("training_stage") == "scst" and 3 < done < 12:
+            return last
+    assert process.poll() is None, process.stdout.read()[-3000:]
+    return None
+
+
+@pytest.mark.slow
+def test_a_self_critical_run_killed_mid_epoch_ends_as_if_never_killed(tmp_path, shared_data_root):
+    # 48 train images in batches of 4: 12 self-critical batches an epoch, a checkpoint after each
+    overrides = [*SMALL_BATCHES, "trainer.max_epochs=1", "scst.enabled=true", "scst.epochs=2",
+                 "scst.batch_size=4", "scst.samples=2", "checkpoint.every_minutes=0.00001"]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    train(whole, *overrides, data_root=shared_data_root)
+    (reference,) = (whole / "outputs").glob("**/metrics.json")
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    process = start_train(killed, *overrides, data_root=shared_data_root)
+    last = wait_for(lambda: mid_scst_epoch_checkpoint(killed, process))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    run_dir = last.parent.parent
+
+    train(killed, *overrides, f"hydra.run.dir={run_dir}", "ckpt_path=last", data_root=shared_data_root)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = json.loads(reference.read_text())
+    assert metrics["status"] == "completed" and metrics["resumed_from"] == str(last)
+    assert metrics["stages"] == expected["stages"] == {"xe": 1, "scst": 2}
+    assert [e["cider"] for e in metrics["history"]] == [e["cider"] for e in expected["history"]]
+    assert metrics["test"] == expected["test"]
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    reference_weights = torch.load(reference.parent / "checkpoints" / "last.ckpt",
+                                   weights_only=True)["state_dict"]
+    for name, value in weights.items():
+        assert torch.equal(value, reference_weights[name]), name
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path, shared_data_root):
     overrides = [*SMALL_BATCHES, "trainer.max_epochs=50", "checkpoint.every_minutes=null"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,11 @@ def _already_batched(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
+def batches_done_in_epoch(trainer: pl.Trainer | None) -> int:
+    """Batches of the current epoch that `trainer` has finished (Lightning's own count)."""
+    return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
 class CaptionDataModule(pl.LightningDataModule):
     """Reads the features file's metadata, builds (or takes) the vocabulary, serves batches.
 
@@ -140,41 +146,43 @@ class CaptionDataModule(pl.LightningDataModule):
         assert self.features is not None, "call setup() first"
         return self.features.channels
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, collate_fn=_already_batched,
-                          persistent_workers=self.num_workers > 0,
-                          multiprocessing_context=worker_context(self.num_workers))
-
     def train_dataloader(self) -> DataLoader:
         owners = self.features.caption_image[self.train_captions]
         dataset = CaptionBatches(self.resident or self.features, self.caption_ids, self.caption_lengths,
                                  owners, self.static_caption_length)
         workers = 0 if self.resident is not None else self.num_workers  # batches are indexed on the device
-        # Resumable: checkpoints record the epoch and the batches done (training_order.py).
-        return ResumableDataLoader(dataset, batch_size=self.batch_size,
+        return self._resumable_loader(dataset, self.batch_size, workers, self._train_batches_done,
+                                      drop_last=self.static_caption_length is not None)
+
+    def _resumable_loader(self, dataset: Dataset, batch_size: int, workers: int,
+                          batches_done: Callable[[], int], drop_last: bool = False) -> DataLoader:
+        """A training loader whose position checkpoints record (training_order.py): a resumed run
+        goes on at the batch it stopped, in the same order."""
+        return ResumableDataLoader(dataset, batch_size=batch_size,
                                    sampler=EpochShuffle(len(dataset), self.shuffle_seed),
                                    # its own generator: starting an epoch draws no global RNG number
                                    generator=torch.Generator().manual_seed(self.shuffle_seed),
                                    num_workers=workers, collate_fn=_already_batched,
                                    persistent_workers=workers > 0,
                                    multiprocessing_context=worker_context(workers),
-                                   drop_last=self.static_caption_length is not None,
-                                   batches_done=self._train_batches_done)
+                                   drop_last=drop_last, batches_done=batches_done)
 
     def _train_batches_done(self) -> int:
-        """Batches of the current epoch that training has finished (Lightning's own count)."""
-        trainer = self.trainer
-        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return batches_done_in_epoch(self.trainer)
 
-    def train_image_dataloader(self, batch_size: int) -> DataLoader:
-        """Batches of train images (features, image_index), shuffled: the self-critical stage's."""
+    def train_image_dataloader(self, batch_size: int, batches_done: Callable[[], int]) -> DataLoader:
+        """Batches of train images (features, image_index), shuffled: the self-critical stage's.
+        `batches_done`: how many batches of the epoch that stage's Trainer has finished."""
         images = self.features.splits["train"]
-        return self._loader(ImageBatches(self.features, images), batch_size, shuffle=True)
+        return self._resumable_loader(ImageBatches(self.features, images), batch_size, self.num_workers,
+                                      batches_done)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         images = self.features.splits[self.split_of_stage[stage]]
-        return self._loader(ImageBatches(self.features, images), self.eval_batch_size, shuffle=False)
+        return DataLoader(ImageBatches(self.features, images), batch_size=self.eval_batch_size,
+                          num_workers=self.num_workers, collate_fn=_already_batched,
+                          persistent_workers=self.num_workers > 0,
+                          multiprocessing_context=worker_context(self.num_workers))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

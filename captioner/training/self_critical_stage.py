@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from captioner.data.datamodule import CaptionDataModule
+from captioner.data.datamodule import CaptionDataModule, batches_done_in_epoch
 from captioner.training.module import CaptionModule
 from captioner.training.self_critical import CiderReward, SelfCritical
 from captioner.training.validation_history import ValidationHistory
@@ -36,7 +36,8 @@ class ImageTrainData(pl.LightningDataModule):
         self.data.setup(stage)
 
     def train_dataloader(self) -> DataLoader:
-        return self.data.train_image_dataloader(self.batch_size)
+        # Resumable like cross-entropy's: its position is this stage's Trainer's count.
+        return self.data.train_image_dataloader(self.batch_size, lambda: batches_done_in_epoch(self.trainer))
 
     def val_dataloader(self) -> DataLoader:
         return self.data.val_dataloader()
