@@ -180,3 +180,14 @@ def test_the_flickr8k_comparison_gives_each_cnn_its_offline_weights(cnn, weights
     cfg = _compose_sweep_file("flickr8k_cnn_rnn", [f"cnn={cnn}", "rnn=lstm"])
     assert (cfg.cnn.name, cfg.cnn.weights, cfg.cnn.weights_path) == (cnn, weights, weights_path)
     assert cfg.dataset.name == "flickr8k" and cfg.decode.strategy == "beam"  # the experiment's recipe
+
+
+@pytest.mark.parametrize("cnn, weights, weights_path", [
+    ("mobilenet_v2", "IMAGENET1K_V1", "../shared/weights/mobilenet_v2_imagenet.pth"),
+    ("efficientnet_lite2", "package", None),
+    ("vgg16", "IMAGENET1K_V1", None),  # no offline file: torchvision's weights, as configured
+])
+def test_the_flickr8k_experiment_takes_each_cnn_with_its_offline_weights(cnn, weights, weights_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["experiment=flickr8k_mobilenet", f"cnn={cnn}"])
+    assert (cfg.cnn.name, cfg.cnn.weights, cfg.cnn.weights_path) == (cnn, weights, weights_path)
