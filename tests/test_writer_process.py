@@ -93,8 +93,13 @@ def test_ctrl_c_is_left_to_the_parent():
 
 
 class Talker:
+    """No `close()`: a child serving it must still end when its parent goes."""
+
     def say(self, words: str) -> None:
         logging.getLogger("captioner.test.talker").warning("the child says %s", words)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 def test_what_the_child_logs_is_logged_here(caplog):
@@ -104,3 +109,34 @@ def test_what_the_child_logs_is_logged_here(caplog):
     (record,) = [r for r in caplog.records if r.name == "captioner.test.talker"]
     assert record.getMessage() == "the child says hello" and record.levelno == logging.WARNING
     assert record.process != os.getpid()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (exited, not yet reaped)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_a_child_ends_when_its_parent_goes_even_if_closing_fails():
+    talker = WriterProcess(Talker)
+    child = talker.call("pid")
+    del talker  # its end of the pipe closes; Talker has no close() to call
+    deadline = time.monotonic() + 30
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child)
+
+
+def test_sigterm_ends_the_child_whatever_the_parent_handles():
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # as a trainer's preemption handler
+    try:
+        notebook = WriterProcess(Notebook, "first")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    child = notebook.call("pid")
+    os.kill(child, signal.SIGTERM)
+    with pytest.raises(WriterProcessError, match=r"exit code -15"):
+        notebook.call("add", "second")

@@ -69,8 +69,10 @@ def _serve(connection: Connection, parent_end: Connection, fatal: tuple[type[Bas
     # A fork inherits the parent's end too: closed here, the pipe ends when the parent does, and
     # the file is closed cleanly below.
     parent_end.close()
-    # A terminal's Ctrl-C reaches the whole process group: the parent decides what to do.
+    # A terminal's Ctrl-C reaches the whole process group: the parent decides what to do. A
+    # SIGTERM ends the child, whatever handler the parent had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.getLogger().handlers = [_LogToParent(connection)]
     try:
         target = factory(*args)
@@ -81,8 +83,10 @@ def _serve(connection: Connection, parent_end: Connection, fatal: tuple[type[Bas
     while True:
         try:
             name, call_args = connection.recv()
-        except EOFError:  # the parent is gone: leave the file closed and resumable
-            name, call_args = "close", ()
+        except EOFError:  # the parent is gone: leave the file closed (resumable), and end
+            with contextlib.suppress(BaseException):
+                target.close()
+            os._exit(0)
         try:
             result = getattr(target, name)(*call_args)
         except fatal as error:
