@@ -57,9 +57,11 @@ def uninterrupted_and_killed(tmp_path: Path, overrides: list[str], data_root: Pa
     killed = tmp_path / "killed"
     killed.mkdir()
     process = start_train(killed, *overrides, data_root=data_root)
-    last = wait_for(lambda: kill_at(killed, process))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    try:
+        last = wait_for(lambda: kill_at(killed, process))
+    finally:  # also when no checkpoint came: a failing test leaves no training behind
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     return reference, last
 
 
