@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3  # 2: fletcher32 checksums on every numeric dataset; 3: weights as structured data
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-# Room kept free beyond each batch for HDF5's own metadata (chunk index, attributes).
+# Room asked for beyond the file's data when it is created, for HDF5's own metadata (chunk index, attributes).
 METADATA_MARGIN = 1 << 20
 
 
