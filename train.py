@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from captioner.runs.unique_folders import register_resolver
+from captioner.launch.unique_folders import register_resolver
 
 log = logging.getLogger("train")
 # Inherited by launcher workers: DDP ranks started inside a job re-run this file (ddp_under_hydra.py).
@@ -29,6 +29,7 @@ def main(cfg: DictConfig) -> float | None:
     global _job_started
     _job_started = True
     from captioner.errors import UserError, exit_for_user_error, verbose
+    from captioner.records.sweep_runs import sweep_group
     from captioner.runs.run import run  # after Hydra parsed the command line: --help stays fast
 
     hydra_cfg = HydraConfig.get()
@@ -36,7 +37,7 @@ def main(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg, run_dir=hydra_cfg.runtime.output_dir,
                       overrides=list(hydra_cfg.overrides.task), base_dir=hydra_cfg.runtime.cwd,
-                      group=f"{cfg.sweep_name}-{Path(hydra_cfg.sweep.dir).name}" if sweep else None)
+                      group=sweep_group(cfg.sweep_name, hydra_cfg.sweep.dir) if sweep else None)
     except Exception as error:  # not Preempted (a SystemExit): a preempted sweep stops here
         expected = isinstance(error, UserError)
         if not sweep:
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         else:
             log.exception("run %s failed", hydra_cfg.runtime.output_dir)
         return math.nan  # a failed trial for Optuna
-    return summary.get("best_val_cider")  # what a sweeper (e.g. Optuna) maximises
+    return summary.best_val_cider  # what a sweeper (e.g. Optuna) maximises
 
 
 def cli() -> None:

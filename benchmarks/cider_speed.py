@@ -1,4 +1,4 @@
-"""The self-critical reward's speed: vectorised CIDEr-D (captioner/cider.py) against pycocoevalcap's
+"""The self-critical reward's speed: vectorised CIDEr-D (captioner/scoring/cider.py) against pycocoevalcap's
 Python CiderScorer, on batches of Flickr8k train captions: `python benchmarks/cider_speed.py [FLICKR8K_DIR]`.
 
 A batch is what one SCST step scores: 32 train images x 5 sampled captions (here: captions of other

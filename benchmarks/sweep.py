@@ -19,7 +19,7 @@ from pathlib import Path
 from table import machine_row, print_table  # benchmarks/ is on sys.path when run as a script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from captioner.compare.report import collect_runs  # noqa: E402
+from captioner.records.sweep_runs import collect_runs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from captioner.errors import UserError, exit_for_user_error, run_hydra_app, verbose
-from captioner.runs.unique_folders import register_resolver
+from captioner.launch.unique_folders import register_resolver
 
 register_resolver()  # ${unique_dir:...} in conf/train.yaml's run folders
 _job_started = False  # see errors.run_hydra_app
@@ -27,11 +27,12 @@ def main(cfg: DictConfig) -> None:
     from captioner.features.cache import prepare  # after Hydra parsed the command line
     from captioner.features.feature_file import FeatureFile
     from captioner.features.weights_source import WeightsSource
-    from captioner.runs.config_paths import with_absolute_paths
+    from captioner.settings import read_settings
 
     try:
+        settings = read_settings(cfg, Path(HydraConfig.get().runtime.cwd))
         # The explicit command reads a file it reuses whole: damage is found now, not in a batch.
-        records, path = prepare(with_absolute_paths(cfg, Path(HydraConfig.get().runtime.cwd)), verify=True)
+        records, path = prepare(settings, verify=True)
     except UserError as error:
         if verbose() or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise

@@ -7,6 +7,7 @@ test session, and `command` / `train_command`, which every test that runs `train
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
+from captioner.settings import CnnSettings, RunSettings, read_settings
+
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 
@@ -25,7 +28,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Several test processes share the cores: one thread each (and in the commands they start),
     # so no process's OpenMP threads spin while waiting for cores another one holds.
     os.environ["OMP_NUM_THREADS"] = "1"
-ENV = {**os.environ, "WANDB_MODE": "offline"}
+# The commands tests start get the caller's environment less the switches that change what a user
+# error prints (errors.verbose()): tests that want a traceback set them themselves.
+VERBOSE_SWITCHES = ("HYDRA_FULL_ERROR", "CAPTIONER_VERBOSE")
+ENV = {**{k: v for k, v in os.environ.items() if k not in VERBOSE_SWITCHES}, "WANDB_MODE": "offline"}
 
 # A small, fast configuration: 60 scenes, a 64 px VGG16 grid (4x4x512), a small decoder.
 TINY = [
@@ -66,6 +72,20 @@ def compose_config(*overrides: str, data_root: Path | None = None, dataset: str 
             if dataset == "shapes":
                 cfg.dataset.root = str(data_root / cfg.dataset.name)
     return cfg
+
+
+def settings_of(cfg: DictConfig, base_dir: Path = REPO) -> RunSettings:
+    """The typed settings a run reads from `cfg` (relative paths start at `base_dir`)."""
+    return read_settings(cfg, base_dir)
+
+
+def cnn_settings(name: str, **values) -> CnnSettings:
+    """CNN `name` as `conf/cnn/<name>.yaml` composes it (no dataset's adjustments), with `values`."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["dataset=coco", f"cnn={name}"])
+    if values.get("weights_path") is not None:
+        values["weights_path"] = Path(values["weights_path"])
+    return dataclasses.replace(settings_of(cfg).cnn, **values)
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,9 @@ from tests.conftest import REPO
 PACKAGE = REPO / "captioner"
 # The pipeline's stages in the order data flows; a stage may import itself and earlier stages only.
 # `shared` is the project-wide vocabulary every stage may use (errors, paths, the run folder, ...).
-STAGES = ["shared", "sources", "features", "model", "data", "scoring", "training", "inference", "runs",
-          "compare", "commands"]
-SHARED = {"errors", "paths", "run_folder", "worker_processes"}
+STAGES = ["shared", "settings", "sources", "features", "model", "data", "scoring", "records", "training",
+          "inference", "launch", "trainer_setup", "runs", "compare", "commands"]
+SHARED = {"errors", "paths", "worker_processes"}
 COMMANDS = {"caption", "evaluate", "report", "prepare"}  # `python -m captioner.<command>`
 
 

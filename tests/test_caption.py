@@ -20,7 +20,7 @@ from captioner.features.feature_file import FeatureFile
 from captioner.features.image_featurizer import CnnNotRebuildableError, ImageFeaturizer
 from captioner.inference.caption import image_files, main
 from captioner.training.checkpoint_loading import load_module
-from tests.conftest import compose_config, python
+from tests.conftest import compose_config, python, settings_of
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -85,7 +85,7 @@ def test_a_random_batchnorm_cnn_is_rebuilt_with_its_calibration_batches(tmp_path
     # BatchNorm statistics depend on the calibration batch size: 16 here, not the CLI's own choice.
     cfg = compose_config("cnn=resnet101", "cnn.input_size=64", "cnn.batch_size=16",
                          data_root=tmp_path / "data")
-    records, path = prepare(cfg)
+    records, path = prepare(settings_of(cfg))
     features = FeatureFile(path)
     shown = [int(i) for i in features.splits["test"][:3]]
     path_of = {r.image_id: r.path for r in records}
@@ -136,7 +136,7 @@ def test_a_weights_file_is_found_again_where_it_was_and_checked_by_its_checksum(
     torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
     cfg = compose_config("cnn=mobilenet_v2", "cnn.input_size=64", f"cnn.weights_path={weights}",
                          data_root=tmp_path / "data")
-    records, path = prepare(cfg)
+    records, path = prepare(settings_of(cfg))
     features = FeatureFile(path)
     record = features.cnn_record()  # what every checkpoint of a run on these features keeps
     assert record["weights_path"] == str(weights.resolve())

@@ -8,12 +8,13 @@ from captioner.data.datamodule import CaptionDataModule
 from captioner.features.cache import ensure_features
 from captioner.features.feature_file import FeatureFile
 from captioner.sources import load_records
+from tests.conftest import settings_of
 
 
 @pytest.fixture
 def features_path(tiny_cfg, shared_data_root) -> Path:
     records = load_records("shapes", Path(tiny_cfg.dataset.root), tiny_cfg.dataset)
-    return ensure_features(tiny_cfg, records, shared_data_root)
+    return ensure_features(settings_of(tiny_cfg), records, shared_data_root)
 
 
 @pytest.mark.parametrize("in_memory, workers", [(True, 0), (False, 2)])

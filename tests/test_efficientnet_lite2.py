@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from captioner.features import efficientnet_lite2 as lite2
 from captioner.features.backbones import build_backbone, weights_source
@@ -19,15 +18,14 @@ from captioner.features.extraction import ImageFiles
 from captioner.features.feature_file import FeatureFile
 from captioner.features.image_featurizer import ImageFeaturizer
 from captioner.features.weights_source import WeightsSource
-from tests.conftest import CONF, compose_config
+from tests.conftest import cnn_settings, compose_config, settings_of
 
 FLICKR8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k"
 IMAGENET_DOG_BREEDS = range(151, 269)  # ImageNet classes 151-268
 
 
 def _cnn(**values):
-    cnn = OmegaConf.load(CONF / "cnn" / "efficientnet_lite2.yaml")
-    return OmegaConf.merge(cnn, values)
+    return cnn_settings("efficientnet_lite2", **values)
 
 
 def test_the_package_file_is_the_known_one():
@@ -98,7 +96,7 @@ def test_package_weights_are_a_source_of_their_own_that_selects_them_again():
     again = WeightsSource.from_dict(source.as_dict())
     assert again == source and again.cnn_options()["weights"] == "package"
     with pytest.raises(ValueError, match="no package ships vgg16 weights"):
-        weights_source(OmegaConf.create({"name": "vgg16", "weights": "package"}))
+        weights_source(cnn_settings("vgg16", weights="package"))
 
 
 def test_a_weights_file_in_either_names_loads_the_same_network(tmp_path):
@@ -140,7 +138,7 @@ def test_features_record_the_package_and_the_cnn_is_rebuilt_from_it_without_aski
     # shapes makes every CNN random by default: ask for the package's weights
     cfg = compose_config("cnn=efficientnet_lite2", "cnn.weights=package", "cnn.input_size=64",
                          "dataset.num_images=12", data_root=tmp_path / "data")
-    records, path = prepare(cfg)
+    records, path = prepare(settings_of(cfg))
     features = FeatureFile(path)
     record = features.cnn_record()  # what every checkpoint of a run on these features keeps
     assert record["weights"] == {"kind": "package", "name": lite2.PACKAGED_FILE,

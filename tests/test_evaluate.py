@@ -15,7 +15,7 @@ from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.evaluate import evaluate
 from captioner.training.checkpoint_loading import CheckpointError, load_module
-from tests.conftest import compose_config, python
+from tests.conftest import compose_config, python, settings_of
 from tests.test_metrics import _pycocoevalcap_directly
 
 
@@ -74,6 +74,6 @@ def test_a_checkpoint_is_weights_and_json_metadata(trained_run):
 
 def test_features_from_another_cnn_are_refused(trained_run, tmp_path):
     cfg = compose_config("cnn=resnet101", "cnn.input_size=64", data_root=tmp_path / "data")
-    _, other = prepare(cfg)
+    _, other = prepare(settings_of(cfg))
     with pytest.raises(CheckpointError, match="cnn: checkpoint 'vgg16', features 'resnet101'"):
         evaluate(trained_run / "checkpoints" / "last.ckpt", features=other, accelerator="cpu")

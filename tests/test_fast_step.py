@@ -18,12 +18,13 @@ from captioner.model.compiled import CompiledForward, compiled_graphs, use_compi
 from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
 from captioner.model.packed import packed_teacher_forcing
 from captioner.sources import load_records
+from tests.conftest import settings_of
 
 
 @pytest.fixture
 def path(tiny_cfg, shared_data_root) -> Path:
     records = load_records("shapes", Path(tiny_cfg.dataset.root), tiny_cfg.dataset)
-    return ensure_features(tiny_cfg, records, shared_data_root)
+    return ensure_features(settings_of(tiny_cfg), records, shared_data_root)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from captioner.features.cache import ensure_features, prepare
+from captioner.features.cache import ensure_features, expected_identity, prepare
 from captioner.features.extraction import ImageReadError
 from captioner.features.feature_file import (
     FeatureFile,
@@ -21,7 +21,7 @@ from captioner.features.feature_file import (
 )
 from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import TINY, command, compose_config, python
+from tests.conftest import TINY, command, compose_config, python, settings_of
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -102,7 +102,7 @@ def test_values_that_overflow_float16_are_refused(tmp_path):
 
 def test_real_extraction_writes_finite_scaled_features(tiny_cfg, shared_data_root):
     records = load_records("shapes", Path(tiny_cfg.dataset.root), tiny_cfg.dataset)
-    path = ensure_features(tiny_cfg, records, shared_data_root)
+    path = ensure_features(settings_of(tiny_cfg), records, shared_data_root)
     read = FeatureFile(path)
     assert read.shape == (60, 16, 512)  # 64 px through VGG16's conv5_3: 4x4 regions
     values = read.read(range(60)).astype(np.float32)
@@ -115,20 +115,20 @@ def test_real_extraction_writes_finite_scaled_features(tiny_cfg, shared_data_roo
     assert np.abs(values[0] - values[1]).mean() > 1e-3
     # A second call reuses the file as it is.
     mtime = path.stat().st_mtime_ns
-    assert ensure_features(tiny_cfg, records, shared_data_root) == path
+    assert ensure_features(settings_of(tiny_cfg), records, shared_data_root) == path
     assert path.stat().st_mtime_ns == mtime
 
 
 def test_a_stale_default_file_is_rebuilt_and_a_named_one_is_an_error(tmp_path):
     cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
-    path = ensure_features(cfg, records, tmp_path)
+    path = ensure_features(settings_of(cfg), records, tmp_path)
     other = compose_config("dataset.num_images=12", "cnn=inception_v3", "cnn.input_size=75",
                            data_root=tmp_path)
     with pytest.raises(FeatureFileError, match=r"shapes-vgg16\.h5 was made for another config.*cnn"):
-        ensure_features(other, records, tmp_path, explicit_path=path)
+        ensure_features(settings_of(other), records, tmp_path, explicit_path=path)
     cfg.cnn.seed = 1  # other random weights: the default file is stale and rebuilt
-    rebuilt = ensure_features(cfg, records, tmp_path)
+    rebuilt = ensure_features(settings_of(cfg), records, tmp_path)
     assert rebuilt == path and FeatureFile(path).identity["weights"]["seed"] == 1
 
 
@@ -138,7 +138,7 @@ def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path
     garbage, truncated = records[3].path, records[9].path
     garbage.write_bytes(b"not a jpeg at all")
     truncated.write_bytes(truncated.read_bytes()[:300])
-    path = ensure_features(cfg, records, tmp_path)
+    path = ensure_features(settings_of(cfg), records, tmp_path)
     read = FeatureFile(path)
     assert sorted(read.skipped) == [3, 9]
     assert str(garbage) in read.skipped[3] and str(truncated) in read.skipped[9]
@@ -182,13 +182,13 @@ def test_a_decompression_bomb_among_the_images_is_skipped_and_counted(tmp_path):
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     bomb = decompression_bomb_png(records[5].path)  # a 20000 x 20000 PNG named .jpg
     assert bomb.stat().st_size < 100_000 and not cfg.dataset.strict
-    read = FeatureFile(ensure_features(cfg, records, tmp_path))
+    read = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path))
     assert sorted(read.skipped) == [5] and "decompression bomb" in read.skipped[5]
     assert 5 not in np.concatenate(list(read.splits.values()))
     cfg.dataset.strict = True  # strict: the same file stops the extraction, named
     cfg.cnn.seed = 1
     with pytest.raises(ImageReadError, match=f"{bomb}: cannot read image"):
-        ensure_features(cfg, records, tmp_path)
+        ensure_features(settings_of(cfg), records, tmp_path)
 
 
 def test_calibration_skips_unreadable_images_and_names_them_when_none_is_left(tmp_path, caplog):
@@ -196,13 +196,13 @@ def test_calibration_skips_unreadable_images_and_names_them_when_none_is_left(tm
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     records[0].path.write_bytes(b"not a jpeg at all")
     with caplog.at_level(logging.WARNING):
-        read = FeatureFile(ensure_features(cfg, records, tmp_path))
+        read = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path))
     assert read.attrs["random_init_calibration"] == "conv outputs standardised on 1 images"
     assert f"calibration: skipping unreadable image {records[0].path}" in caplog.text
     assert sorted(read.skipped) == [0]  # and extraction skipped it too
     cfg.cnn.calibration_images = 1
     with pytest.raises(ImageReadError, match=f"none of the 1 calibration image.*{records[0].path}"):
-        ensure_features(cfg, records, tmp_path)
+        ensure_features(settings_of(cfg), records, tmp_path)
 
 
 def _mount(*arguments: str) -> bool:
@@ -232,13 +232,13 @@ def _read_only(folder: Path) -> Iterator[None]:
 def test_a_complete_file_in_a_read_only_data_root_is_read_without_writing(tmp_path):
     cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
-    path = ensure_features(cfg, records, tmp_path)
+    path = ensure_features(settings_of(cfg), records, tmp_path)
     for leftover in path.parent.glob("*.lock"):  # a shared store holds the finished file only
         leftover.unlink()
     with _read_only(path.parent):
         with pytest.raises(OSError):  # it really is read-only
             (path.parent / "probe").touch()
-        assert ensure_features(cfg, records, tmp_path) == path
+        assert ensure_features(settings_of(cfg), records, tmp_path) == path
         assert FeatureFile(path).read([0, 3]).shape == (2, 16, 512)
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
@@ -258,18 +258,18 @@ def _small_disk(folder: Path, size: str) -> Iterator[None]:
 def test_a_disk_without_room_for_the_file_stops_extraction_before_it_starts(tmp_path):
     cfg = compose_config("dataset.num_images=120", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
-    whole = FeatureFile(ensure_features(cfg, records, tmp_path / "roomy")).read(range(120))
+    whole = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path / "roomy")).read(range(120))
     disk = tmp_path / "disk"
     partial = partial_path(disk / "features" / "shapes-vgg16.h5")
     with _small_disk(disk, "1600k"):  # 120 x 16 KiB (1.9 MiB) do not fit
         with pytest.raises(FeatureWriteError) as error:
-            ensure_features(cfg, records, disk)
+            ensure_features(settings_of(cfg), records, disk)
         assert (f"no space left on the disk of {partial.parent} for {partial}: the features need about "
                 "2.9 MiB and 1.") in str(error.value)  # 1.9 MiB + 1 MiB kept for HDF5's own records
         assert "MiB is free; free space (or set data_root=<a disk with room>) and rerun" in str(error.value)
         assert not partial.exists() and not partial.with_suffix("").exists()
         assert _mount("-o", "remount,size=8m", str(disk))  # the user frees space
-        path = ensure_features(cfg, records, disk)
+        path = ensure_features(settings_of(cfg), records, disk)
         np.testing.assert_array_equal(FeatureFile(path).read(range(120)), whole)
         assert path.stat().st_size < 2.2 * 2**20  # claimed whole at the start, never grown past it
 
@@ -310,7 +310,8 @@ def test_a_file_size_limit_is_one_clear_error_not_a_crash_and_the_rerun_complete
 
 def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_path):
     data_root = tmp_path / "data"
-    prepare(compose_config("dataset.num_images=12", data_root=data_root))  # the images, and features
+    # the images, and features
+    prepare(settings_of(compose_config("dataset.num_images=12", data_root=data_root)))
     broken = data_root / "shapes" / "images" / "shapes_000003.jpg"
     broken.write_bytes(b"not a jpeg")
     features = data_root / "features" / "shapes-vgg16.h5"
@@ -323,7 +324,7 @@ def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_
 
 
 def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_root):
-    _, vgg_file = prepare(compose_config(data_root=shared_data_root))
+    _, vgg_file = prepare(settings_of(compose_config(data_root=shared_data_root)))
     cfg = compose_config("cnn=inception_v3", "cnn.input_size=75", f"features_path={vgg_file}",
                          data_root=shared_data_root)
     with pytest.raises(FeatureFileError) as error:
@@ -334,17 +335,29 @@ def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_
 
 def test_prepare_verifies_a_file_it_reuses_and_rebuilds_a_damaged_one(tmp_path, caplog):
     cfg = compose_config("dataset.num_images=12", data_root=tmp_path / "data")
-    _, path = prepare(cfg)
+    _, path = prepare(settings_of(cfg))
     _rot(path, 5)
     with caplog.at_level(logging.INFO):
-        prepare(cfg)  # as training reuses it: the header matches, the chunks are read in batches
+        prepare(settings_of(cfg))  # as training reuses it: the header matches, the chunks are read in batches
     assert "reusing features" in caplog.text and "corrupt" not in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        prepare(cfg, verify=True)  # as `python -m captioner.prepare` reuses it: read whole first
+        prepare(settings_of(cfg), verify=True)  # as `python -m captioner.prepare` reuses it: read whole first
     assert "the features of images 5 are corrupt" in caplog.text and "re-extracting" in caplog.text
     FeatureFile(path).verify()  # whole again
     _rot(path, 5)
     named = compose_config("dataset.num_images=12", f"features_path={path}", data_root=tmp_path / "data")
     with pytest.raises(FeatureFileError, match=f"{path}: the features of images 5 are corrupt"):
-        prepare(named, verify=True)  # a file the user named is never overwritten
+        prepare(settings_of(named), verify=True)  # a file the user named is never overwritten
+
+
+def test_the_identity_a_features_file_is_reused_by_is_the_one_earlier_versions_wrote(tmp_path):
+    """A change in how settings reach the cache must not make every existing features file stale:
+    this is what files written since schema 3 carry for the tiny shapes config (records aside)."""
+    settings = settings_of(compose_config(data_root=tmp_path))
+    identity = expected_identity(settings.dataset.name, settings.cnn, [])
+    del identity["records"]
+    assert identity == {"schema_version": 3, "dataset": "shapes", "cnn": "vgg16",
+                        "weights": {"kind": "random", "seed": 0, "calibration_images": 64},
+                        "input_size": 64,
+                        "normalisation": [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]}

@@ -53,7 +53,7 @@ def _train(tmp_path: Path, name: str, *cnn: str) -> dict:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     summary = run(cfg, run_dir=tmp_path / name / "run", base_dir=tmp_path)
-    assert summary["status"] == "completed"
+    assert summary.status == "completed"
     return summary
 
 
@@ -62,9 +62,9 @@ def test_imagenet_mobilenet_v2_features_beat_random_ones_on_real_photos(tmp_path
     pretrained_run = _train(tmp_path, "pretrained", f"cnn.weights_path={WEIGHTS}")
     random_run = _train(tmp_path, "random", "cnn.weights_path=null", "cnn.weights=null")
     # the run summary (and the loggers' config) says where the CNN's weights came from
-    assert pretrained_run["config"]["cnn_weights"] == f"file:{WEIGHTS.name}"
-    assert random_run["config"]["cnn_weights"].startswith("random(seed=0")
-    pretrained, random = pretrained_run["best_val_cider"], random_run["best_val_cider"]
+    assert pretrained_run.config["cnn_weights"] == f"file:{WEIGHTS.name}"
+    assert random_run.config["cnn_weights"].startswith("random(seed=0")
+    pretrained, random = pretrained_run.best_val_cider, random_run.best_val_cider
     print(f"val CIDEr-D: ImageNet MobileNetV2 {pretrained:.3f}, random MobileNetV2 {random:.3f}")
     # measured 0.218 against 0.110 (400 train / 100 dev images, seed 0); with 200 / 40 the gap
     # was as small as 0.027 in one run: fewer images are too noisy for a test

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from captioner.runs.gpu_lease import lease, lease_for_run
+from captioner.launch.gpu_lease import lease, lease_for_run
 
 
 def test_concurrent_leases_get_different_gpus_and_a_third_waits(tmp_path):

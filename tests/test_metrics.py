@@ -50,6 +50,18 @@ def test_metric_state_is_tensors_and_each_image_is_scored_once():
     assert metric.captions == {i: RESULTS[i] for i in range(4)}
     expected = _pycocoevalcap_directly(RESULTS, REFERENCES)
     assert {k: float(v) for k, v in scores.items()} == pytest.approx(expected, abs=1e-6)
+    assert metric.per_image == {}  # as at validation: the corpus scores only
+
+
+def test_per_image_scores_are_kept_when_asked_and_average_to_the_corpus_cider():
+    vocab = Vocabulary.build([c for refs in REFERENCES.values() for c in refs] + list(RESULTS.values()))
+    metric = CaptionScores(REFERENCES, vocab, width=21, meteor=False, per_image=True)  # as at test
+    for index in range(4):
+        metric.update(torch.tensor([vocab.encode(RESULTS[index], 20)[1:]]), torch.tensor([index]))
+    scores = metric.compute()
+    assert sorted(metric.per_image) == [0, 1, 2, 3]
+    mean = sum(v["cider"] for v in metric.per_image.values()) / 4
+    assert mean == pytest.approx(float(scores["cider"]), rel=1e-9)
 
 
 def test_a_perfect_caption_scores_full_bleu():

@@ -86,8 +86,8 @@ def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_pa
                          "trainer.log_every_n_steps=1",
                          data_root=tmp_path / "data")
     summary = run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
-    assert summary["status"] == "completed" and summary["epochs"] == 2  # of 5
-    checkpoint = torch.load(summary["checkpoint"], weights_only=True)  # the first epoch's (the best)
+    assert summary.status == "completed" and summary.epochs == 2  # of 5
+    checkpoint = torch.load(summary.checkpoint, weights_only=True)  # the first epoch's (the best)
     steps = checkpoint["global_step"]
     total = 5 * steps // (checkpoint["epoch"] + 1)  # the schedule spans all max_epochs
     lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captioner.compare.report import collect_runs, main, main_effects, swept_factors, write_report
+from captioner.compare.report import main, main_effects, swept_factors, write_report
+from captioner.records.sweep_runs import collect_runs
 
 
 def make_run(sweep: Path, job: int, overrides: list[str], metrics: dict | None) -> None:
@@ -112,7 +113,7 @@ GOOD = {"dog1": "a brown dog runs on grass", "dog2": "a dog jumps", "man1": "a m
 POOR = {"dog1": "a dog", "dog2": "a log", "man1": "a rock", "man2": "a bench"}
 
 
-def test_the_report_gives_intervals_content_groups_and_the_seeds_claims(tmp_path):
+def test_the_report_gives_intervals_content_groups_and_the_prior_studys_claims(tmp_path):
     high = {"dog1": 2.0, "dog2": 1.8, "man1": 1.5, "man2": 1.6}
     low = {"dog1": 0.4, "dog2": 0.2, "man1": 0.3, "man2": 0.1}
     per_image_run(tmp_path, 0, ["cnn=mobilenet_v2", "rnn=gru"], POOR, low, seconds=10)

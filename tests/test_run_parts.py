@@ -4,6 +4,7 @@ the fast path, unique folders, preemption, the training order and the exact-resu
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import random
@@ -22,32 +23,36 @@ from omegaconf import OmegaConf, open_dict
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
 from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
+from captioner.launch.unique_folders import claim_folder
 from captioner.paths import write_atomically
-from captioner.run_folder import RunFolder
-from captioner.runs.config_checks import config_problems
-from captioner.runs.config_paths import with_absolute_paths
-from captioner.runs.fast_path import fast_path
-from captioner.runs.resume import resolve_checkpoint, resumable_step
+from captioner.records.run_folder import RunFolder
+from captioner.records.run_summary import RunSummary
+from captioner.runs.resume import check_resumable, resolve_checkpoint
 from captioner.runs.run import run
-from captioner.runs.unique_folders import claim_folder
+from captioner.settings import CnnSettings, read_settings
+from captioner.settings.reading import with_absolute_paths
+from captioner.trainer_setup.fast_path import fast_path
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
+from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
 from captioner.training.self_critical_stage import stage_summary
-from tests.conftest import CONF, compose_config
+from tests.conftest import CONF, compose_config, settings_of
 
 # --- config checks and paths ---
 
 
 def test_a_valid_config_has_no_problems_and_each_bad_value_is_named(tmp_path):
-    cfg = with_absolute_paths(compose_config(data_root=tmp_path), tmp_path)
-    assert config_problems(cfg) == []
+    cfg = compose_config(data_root=tmp_path)
+    read_settings(cfg, tmp_path)
     with open_dict(cfg):
         cfg.decode.beam_size = 0
         cfg.model.dropout = 1.5
         cfg.cnn.weights_path = str(tmp_path / "missing.pth")
-    problems = config_problems(cfg)
+    with pytest.raises(ConfigError) as error:
+        read_settings(cfg, tmp_path)
+    problems = str(error.value).split("; ")
     assert len(problems) == 3
     assert "decode.beam_size=0: expected an integer >= 1" in problems
     assert any(p.startswith("model.dropout=1.5: expected a number in [0, 1)") for p in problems)
@@ -58,7 +63,7 @@ def test_a_valid_config_has_no_problems_and_each_bad_value_is_named(tmp_path):
     ([], "vgg16", 128),  # the default job: a random VGG16 at the images' own size
     (["cnn=inception_v3"], "inception_v3", 128),  # the command line still chooses the CNN
     (["cnn=inception_v3", "cnn.input_size=299"], "inception_v3", 299),
-    (["dataset=flickr8k"], "inception_v3", 299),  # real photos keep the seed's CNN and size
+    (["dataset=flickr8k"], "inception_v3", 299),  # real photos keep the prior study's CNN and size
 ])
 def test_the_shapes_default_job_uses_vgg16_at_128_px_and_the_command_line_wins(overrides, cnn, input_size):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -96,13 +101,22 @@ def test_the_run_folder_finds_the_features_from_metrics_or_from_the_recorded_con
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(tmp_path / "launch")}}}),
                    folder.hydra_file)
     assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
-    folder.write_metrics({"status": "running", "features": "/elsewhere/f.h5"})
+    RunSummary(status="running", features="/elsewhere/f.h5").write(folder.metrics)
     assert folder.features_file() == Path("/elsewhere/f.h5")
     assert RunFolder.of_checkpoint(folder.last_checkpoint) == folder
     folder.metrics.write_text('{"status": "runn')  # half written: a reader must not take it as JSON
     with pytest.raises(ValueError):
-        folder.read_metrics()
+        folder.summary()
     assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
+
+
+def test_a_summary_of_another_version_keeps_its_unknown_keys_and_reads_missing_ones_as_defaults(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"status": "completed", "test": {"cider": 1.5}, "from_the_future": [1, 2]}')
+    summary = RunSummary.read(path)
+    assert summary.status == "completed" and summary.test == {"cider": 1.5} and summary.epochs is None
+    summary.write(path)
+    assert json.loads(path.read_text())["from_the_future"] == [1, 2]
 
 
 def test_write_atomically_never_leaves_half_a_file(tmp_path, monkeypatch):
@@ -136,13 +150,14 @@ def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp
     newer = _run_with_checkpoint(tmp_path, "newer", ["rnn=lstm", "ckpt_path=last"])
     _run_with_checkpoint(tmp_path, "other", ["rnn=gru"])
     os.utime(older.last_checkpoint, (time.time() - 100, time.time() - 100))
-    assert resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path) == newer.last_checkpoint
+    chosen = resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path)
+    assert chosen.path == newer.last_checkpoint and chosen.global_step == 1
     with pytest.raises(CheckpointNotFoundError, match="ckpt_path=last: neither this run's folder"):
         resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path)
     own = _run_with_checkpoint(tmp_path, "now-own", [])
-    assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path) == own.last_checkpoint
+    assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path).path == own.last_checkpoint
     assert resolve_checkpoint(None, here, [], tmp_path) is None
-    assert resolve_checkpoint(str(older.last_checkpoint), here, [], tmp_path) == older.last_checkpoint
+    assert resolve_checkpoint(str(older.last_checkpoint), here, [], tmp_path).path == older.last_checkpoint
     with pytest.raises(CheckpointNotFoundError, match="no such checkpoint file"):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), here, [], tmp_path)
 
@@ -157,17 +172,17 @@ def test_compile_is_decided_once_from_the_setting_and_the_devices(setting, accel
     cfg = compose_config()
     with open_dict(cfg):
         cfg.model.compile, cfg.trainer.accelerator, cfg.trainer.devices = setting, accelerator, devices
-    fast = fast_path(cfg, gpus=None)
+    fast = fast_path(settings_of(cfg), gpus=None)
     assert fast.compiled is compiled
     assert fast.static_caption_length == (cfg.text.max_caption_length + 2 if compiled else None)
     assert fast.resident_device is None  # no GPU leased
 
 
 def test_two_claims_of_one_folder_get_two_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr("captioner.runs.unique_folders._claimed", {})
+    monkeypatch.setattr("captioner.launch.unique_folders._claimed", {})
     first = claim_folder(str(tmp_path / "12-00-00"))
     assert claim_folder(str(tmp_path / "12-00-00")) == first  # the same process asks again
-    monkeypatch.setattr("captioner.runs.unique_folders._claimed", {})  # another process
+    monkeypatch.setattr("captioner.launch.unique_folders._claimed", {})  # another process
     assert claim_folder(str(tmp_path / "12-00-00")) == str(tmp_path / "12-00-00-1")
 
 
@@ -179,11 +194,11 @@ def test_two_claims_of_one_folder_get_two_folders(tmp_path, monkeypatch):
     ({"name": "vgg16", "weights": None, "weights_path": "/w/my.pth"}, "file:my.pth")])
 def test_the_weights_source_is_data_that_selects_the_same_weights_again(cnn, label):
     family = "timm" if cnn["name"] == "inception_resnet_v2" else "VGG16_Weights"
-    source = WeightsSource.of(OmegaConf.create(cnn), family)
+    source = WeightsSource.of(CnnSettings(**{**cnn, "input_size": 224}), family)
     assert source.label() == label
     assert WeightsSource.from_dict(source.as_dict()) == source
     if source.kind != "file":  # a file is found again by its path, which the caller supplies
-        again = OmegaConf.create({"name": cnn["name"], **source.cnn_options()})
+        again = CnnSettings(name=cnn["name"], input_size=224, **source.cnn_options())
         assert WeightsSource.of(again, family) == source
 
 
@@ -249,13 +264,15 @@ def _copy_of(run_dir: Path, tmp_path: Path) -> RunFolder:
 
 def test_a_resume_that_changes_the_model_is_refused_naming_what_changed(trained_run):
     cfg = compose_config("rnn=lstm", "model.hidden_dim=48", "dataset.num_images=70")
+    checkpoint = read_checkpoint_record(trained_run / "checkpoints" / "last.ckpt")
     with pytest.raises(ConfigError) as error:
-        resumable_step(trained_run / "checkpoints" / "last.ckpt", cfg)
+        check_resumable(checkpoint, settings_of(cfg))
     message = str(error.value)
     assert "rnn.cell=lstm (the checkpoint has gru)" in message
     assert "model.hidden_dim=48 (the checkpoint has 64)" in message and "cannot change" in message
     same = compose_config("dataset.num_images=70", "trainer.max_epochs=9")  # epochs may change
-    assert resumable_step(trained_run / "checkpoints" / "last.ckpt", same) > 0
+    check_resumable(checkpoint, settings_of(same))
+    assert checkpoint.global_step > 0 and checkpoint.stage == "xe"
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(trained_run, tmp_path, caplog):
@@ -264,7 +281,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(trained
     folder.last_checkpoint.write_bytes(whole[: len(whole) // 2])  # as a full disk or a cut copy leaves it
     (best,) = [p for p in folder.checkpoints.glob("best-*.ckpt")]
     with caplog.at_level(logging.WARNING):
-        assert resolve_checkpoint("last", folder, [], tmp_path) == best
+        assert resolve_checkpoint("last", folder, [], tmp_path).path == best
     assert f"{folder.last_checkpoint} is damaged" in caplog.text and str(best) in caplog.text
     best.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="holds no other readable checkpoint"):

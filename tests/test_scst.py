@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from captioner.data.vocabulary import Vocabulary, tokenize
+from captioner.errors import ConfigError, UserError
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
 from captioner.model.decoding import DecodeOptions
 from captioner.model.losses import mean_of_others, self_critical_loss
@@ -125,9 +126,9 @@ def test_self_critical_steps_raise_the_greedy_cider(baseline):
 def test_bad_settings_are_named():
     vocabulary, references, _ = _toy_data()
     reward = CiderReward(references, vocabulary)
-    with pytest.raises(ValueError, match="scst.baseline='best'"):
+    with pytest.raises(ConfigError, match="scst.baseline='best'"):
         SelfCritical(reward, baseline="best")
-    with pytest.raises(ValueError, match="scst.samples >= 2"):
+    with pytest.raises(ConfigError, match="scst.samples >= 2"):
         SelfCritical(reward, samples=1, baseline="mean")
 
 
@@ -148,7 +149,7 @@ def test_stage_follows_cross_entropy(tmp_path, shared_data_root):
                          "trainer.log_every_n_steps=1", data_root=shared_data_root)
     summary = run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
     assert _history(tmp_path / "run") == [(0, "xe"), (1, "scst")]
-    assert summary["stages"] == {"xe": 1, "scst": 1}
+    assert summary.stages == {"xe": 1, "scst": 1}
     with open(tmp_path / "run" / "csv" / "metrics.csv") as rows:
         logged = list(csv.DictReader(rows))
     rewards = [row for row in logged if row.get("scst/reward")]
@@ -166,7 +167,7 @@ def test_stage_from_an_xe_checkpoint_starts_from_its_weights_and_resumes(trained
     summary = run(compose_config(*stage, "scst.epochs=1", data_root=data), run_dir=tmp_path / "first",
                   base_dir=tmp_path)
     assert _history(tmp_path / "first") == [(0, "scst")]
-    assert summary["history"][0]["cider"] == pytest.approx(best["best_val_cider"], abs=1e-9)
+    assert summary.history[0]["cider"] == pytest.approx(best["best_val_cider"], abs=1e-9)
     last = tmp_path / "first" / "checkpoints" / "last.ckpt"
     assert _stage_of(last) == "scst"
 
@@ -174,13 +175,14 @@ def test_stage_from_an_xe_checkpoint_starts_from_its_weights_and_resumes(trained
     summary = run(compose_config(*stage, "scst.epochs=2", f"ckpt_path={last}", data_root=data),
                   run_dir=tmp_path / "resumed", base_dir=tmp_path)
     assert _history(tmp_path / "resumed") == [(0, "scst"), (1, "scst")]
-    assert summary["resumed_from"] == str(last) and summary["stages"] == {"scst": 2}
+    assert summary.resumed_from == str(last) and summary.stages == {"scst": 2}
 
 
 def test_missing_xe_checkpoint_is_named(tmp_path, shared_data_root):
     cfg = compose_config("scst.enabled=true", "scst.from_checkpoint=nowhere/xe.ckpt",
                          data_root=shared_data_root)
-    with pytest.raises(FileNotFoundError, match="scst.from_checkpoint: no such checkpoint file"):
+    # a user error, found up front (before any extraction or fit): train.py exits 2 with this line
+    with pytest.raises(UserError, match=r"scst.from_checkpoint.*no such checkpoint file"):
         run(cfg, run_dir=tmp_path / "run", base_dir=tmp_path)
 
 

@@ -145,7 +145,7 @@ def test_flickr8k_reader_on_the_real_official_files(caplog):
     assert "skipped 92 captioned images listed in no split file" in caplog.text  # incl. ...jpg.1
 
 
-def test_coco_random_split_and_the_seed_reports_subset_rule(tmp_path):
+def test_coco_random_split_and_the_prior_studys_subset_rule(tmp_path):
     root = coco(tmp_path / "coco")
     options = compose_config(dataset="coco").dataset
     records = load_records("coco", root, options)
@@ -216,8 +216,8 @@ def test_parse_extract_train_and_score_each_dataset(tmp_path, dataset):
     LAYOUTS[dataset](root)
     cfg = compose_config(f"dataset.root={root}", dataset=dataset, data_root=tmp_path / "data")
     summary = run(cfg, tmp_path / "run")
-    assert summary["status"] == "completed"
-    assert set(summary["test"]) >= {"bleu4", "cider", "meteor", "rouge_l"}
+    assert summary.status == "completed"
+    assert set(summary.test) >= {"bleu4", "cider", "meteor", "rouge_l"}
     captions = json.loads((tmp_path / "run" / "captions.json").read_text())
     assert captions and all(c["references"] for c in captions)
     assert (tmp_path / "data" / "features" / f"{dataset}-vgg16.h5").is_file()

@@ -12,7 +12,7 @@ from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile, FeatureFileError
 from captioner.runs.run import run
 from captioner.training.module import NonFiniteLossError
-from tests.conftest import compose_config
+from tests.conftest import compose_config, settings_of
 
 
 def test_a_tiny_model_overfits_a_handful_of_captions(tmp_path):
@@ -25,8 +25,8 @@ def test_a_tiny_model_overfits_a_handful_of_captions(tmp_path):
         "data.batch_size=8", "trainer.max_epochs=150", "trainer.check_val_every_n_epoch=50",
         data_root=tmp_path / "data")
     summary = run(cfg, tmp_path / "run")
-    assert summary["status"] == "completed"
-    assert summary["test"]["bleu4"] > 0.9, summary["test"]
+    assert summary.status == "completed"
+    assert summary.test["bleu4"] > 0.9, summary.test
     captions = json.loads((tmp_path / "run" / "captions.json").read_text())
     exact = sum(c["caption"] == " ".join(tokenize(c["references"][0])) for c in captions)
     assert exact >= 5, captions
@@ -40,7 +40,10 @@ def test_a_run_writes_everything_a_user_looks_for(tiny_cfg, tmp_path, rnn):
     assert metrics["status"] == "completed" and metrics["config"]["rnn"] == rnn
     assert set(metrics["test"]) == {"bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider"}
     assert all(0 <= v <= 10 for v in metrics["test"].values())
-    assert metrics == json.loads(json.dumps(summary))
+    assert metrics == json.loads(json.dumps(summary.as_dict()))
+    provenance = metrics["provenance"]  # which code, libraries and device made these numbers
+    assert len(provenance["git_commit"]) == 40 and isinstance(provenance["git_dirty"], bool)
+    assert provenance["torch"] and provenance["device"].startswith("cpu")
     captions = json.loads((tmp_path / "captions.json").read_text())
     assert len(captions) == 6  # every test image once
     assert all(c["references"] and isinstance(c["caption"], str) for c in captions)
@@ -69,8 +72,8 @@ def test_test_captions_can_be_written_with_beam_search(tiny_cfg, tmp_path):
     tiny_cfg.decode.strategy = "beam"
     tiny_cfg.decode.beam_size = 3
     summary = run(tiny_cfg, tmp_path)
-    assert summary["status"] == "completed"
-    checkpoint = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
+    assert summary.status == "completed"
+    checkpoint = torch.load(summary.checkpoint, map_location="cpu", weights_only=True)
     assert checkpoint["hyper_parameters"]["decode"]["strategy"] == "beam"
     assert len(json.loads((tmp_path / "captions.json").read_text())) == 6
 
@@ -81,7 +84,7 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(tiny_cfg
     tiny_cfg.model.lr = 1e-12
     tiny_cfg.trainer.max_epochs = 3
     summary = run(tiny_cfg, tmp_path)
-    best = torch.load(summary["checkpoint"], map_location="cpu", weights_only=True)
+    best = torch.load(summary.checkpoint, map_location="cpu", weights_only=True)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert best["epoch"] == 0
     assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
@@ -104,7 +107,7 @@ def test_nan_features_are_refused_with_the_file_named_before_training(tmp_path):
     import h5py
 
     cfg = compose_config(data_root=tmp_path / "data")
-    _, path = prepare(cfg)
+    _, path = prepare(settings_of(cfg))
     bad = int(FeatureFile(path).splits["train"][2])
     with h5py.File(path, "r+") as file:  # consistent, checksums valid: as a broken CNN writes it
         file["features"][bad, 0, 0] = np.nan

@@ -17,31 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from captioner.scoring.bleu_statistics import corpus_bleu
+from captioner.records.per_image_scores import RunScores
 
-METRICS = ("cider", "bleu4")
 CONFIDENCE = 0.95
-
-
-@dataclass(frozen=True)
-class RunScores:
-    """One run's per-image test values, in the order of `image_ids`."""
-
-    image_ids: tuple[str, ...]
-    cider: np.ndarray  # (images,)
-    bleu_counts: np.ndarray  # (images, 10)
-
-    def score(self, metric: str, weights: np.ndarray | None = None) -> np.ndarray:
-        """The corpus score, or one per row of `weights` (resamples x images: how often each
-        image is drawn)."""
-        if weights is None:
-            weights = np.ones((1, len(self.image_ids)))
-            return self.score(metric, weights)[0]
-        if metric == "cider":
-            return weights @ self.cider / weights.sum(axis=1)
-        if metric == "bleu4":
-            return corpus_bleu(weights @ self.bleu_counts)
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
+
+from captioner.records.sweep_runs import RunResult
 
 DEFAULT_GROUPS = Path(__file__).resolve().parents[2] / "conf" / "content_groups.yaml"
 _WORD = re.compile(r"[a-z]+")
@@ -58,7 +59,8 @@ def group_members(references: dict[str, list[str]], group: ContentGroup) -> set[
     return {image for image, texts in references.items() if group.shown_in(texts)}
 
 
-def group_scores(runs: Sequence[Any], groups: Sequence[ContentGroup]) -> dict[str, dict[Path, GroupScore]]:
+def group_scores(runs: Sequence[RunResult],
+                 groups: Sequence[ContentGroup]) -> dict[str, dict[Path, GroupScore]]:
     """group name -> run folder -> the run's scores on that group's images (completed runs with
     captions only)."""
     scores: dict[str, dict[Path, GroupScore]] = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from captioner.compare.bootstrap import Interval, RunScores, contrast, seed_interval
+from captioner.records.sweep_runs import RunResult
 
 REPLICATE = "seed"  # a swept seed repeats settings; it is not a factor with an effect of its own
 
@@ -33,7 +34,7 @@ class Effect:
     unmatched: int  # runs at `level` or `reference` without a partner
 
 
-def factor_levels(runs: Sequence[Any], factor: str) -> list[str]:
+def factor_levels(runs: Sequence[RunResult], factor: str) -> list[str]:
     """The factor's values in the order the sweep gave them."""
     levels: list[str] = []
     for run in runs:
@@ -42,13 +43,13 @@ def factor_levels(runs: Sequence[Any], factor: str) -> list[str]:
     return levels
 
 
-def matched_pairs(runs: Sequence[Any], factors: Sequence[str], factor: str, level: str,
+def matched_pairs(runs: Sequence[RunResult], factors: Sequence[str], factor: str, level: str,
                   reference: str) -> tuple[list[tuple[Any, Any]], int]:
     """(run at `level`, run at `reference`) pairs equal in every other factor, both with per-image
     scores; and how many runs at either level found no partner."""
     others = [f for f in factors if f != factor]
 
-    def key(run: Any) -> tuple:
+    def key(run: RunResult) -> tuple:
         return tuple(run.overrides.get(f, "-") for f in others)
 
     usable = [r for r in runs if r.status == "completed" and r.per_image is not None]
@@ -59,7 +60,7 @@ def matched_pairs(runs: Sequence[Any], factors: Sequence[str], factor: str, leve
     return pairs, len(everyone) - 2 * len(pairs)
 
 
-def factor_effects(runs: Sequence[Any], factors: Sequence[str], factor: str, metrics: Sequence[str],
+def factor_effects(runs: Sequence[RunResult], factors: Sequence[str], factor: str, metrics: Sequence[str],
                    resamples: int = 1000) -> list[Effect]:
     """Each level's effect against the first level, per metric."""
     levels = factor_levels(runs, factor)

@@ -17,12 +17,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
 from PIL import Image
 
 from captioner.compare.content_groups import ContentGroup
-from captioner.paths import absolute, write_atomically
-from captioner.run_folder import RunFolder
+from captioner.paths import write_atomically
+from captioner.records.run_folder import RunFolder
+from captioner.records.sweep_runs import RunResult
 from captioner.sources import load_records
 
 THUMBNAIL = 256  # px, the longer side of the photos copied beside the page
@@ -73,20 +73,17 @@ def _inlined_image(path: Path, alt: str) -> str:
     return f'<img class="chart" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def image_paths(run: Any) -> dict[str, Path]:
+def image_paths(run: RunResult) -> dict[str, Path]:
     """image id -> photo, from captions.json's `image` (newer runs) or the run's dataset config."""
     paths = {image: Path(p) for image, p in run.image_files.items() if p}
     if paths:
         return paths
-    folder = RunFolder(run.path)
-    config = folder.config()
-    if config is None:
+    dataset = RunFolder(run.path).recorded_dataset()
+    if dataset is None:
         return {}
     try:  # an older run: read its dataset's records again, from where the run started
-        dataset = OmegaConf.to_container(config, resolve=True)["dataset"]
-        root = absolute(dataset["root"], folder.launch_dir())
-        records = load_records(dataset["source"], root, OmegaConf.create(dataset))
-    except Exception:  # moved data, an env variable unset here, ...: the browser shows no photos
+        records = load_records(*dataset)
+    except Exception:  # moved data, ...: the browser shows no photos
         return {}
     return {r.image_id: Path(r.path) for r in records}
 
@@ -105,7 +102,7 @@ def _thumbnail(source: Path, target: Path) -> bool:
     return True
 
 
-def browser_data(runs: Sequence[Any], factors: Sequence[str], groups: Sequence[ContentGroup],
+def browser_data(runs: Sequence[RunResult], factors: Sequence[str], groups: Sequence[ContentGroup],
                  folder: Path, max_images: int | None = None) -> dict[str, Any]:
     """The image browser's data: runs, and per test image its photo, references, groups and
     every run's caption, CIDEr-D and attention figure. Images where the runs disagree most first."""
@@ -150,11 +147,14 @@ def _copied(source: Path | None, folder: Path, name: str) -> str | None:
     return f"{IMAGES_DIR}/{target.name}" if _thumbnail(source, target) else None
 
 
-def write_html_report(sweep_dir: Path, markdown: str, runs: Sequence[Any], factors: Sequence[str],
-                      groups: Sequence[ContentGroup], max_images: int | None = None) -> Path:
-    """report.html (and report_images/) in the sweep folder; returns its path."""
+def write_html_report(sweep_dir: Path, markdown: str, runs: Sequence[RunResult], factors: Sequence[str],
+                      groups: Sequence[ContentGroup], max_images: int | None = None,
+                      data: dict[str, Any] | None = None) -> Path:
+    """report.html (and report_images/) in the sweep folder; returns its path. `data`: the
+    browser's data (`browser_data`), if already built; else built here."""
     sweep_dir = Path(sweep_dir)
-    data = browser_data(runs, factors, groups, sweep_dir, max_images)
+    if data is None:
+        data = browser_data(runs, factors, groups, sweep_dir, max_images)
     payload = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script
     page = PAGE.replace("{{TITLE}}", html.escape(f"Sweep {sweep_dir.parent.name}/{sweep_dir.name}"))
     page = page.replace("{{REPORT}}", markdown_to_html(markdown, sweep_dir)).replace("{{DATA}}", payload)

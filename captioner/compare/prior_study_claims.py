@@ -1,4 +1,4 @@
-"""The seed report's claims, each judged on what a sweep measured: reproduced, not reproduced, or
+"""The prior study's claims, each judged on what a sweep measured: reproduced, not reproduced, or
 not testable here (the sweep does not vary what the claim is about)."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from captioner.compare.content_groups import GroupScore
 from captioner.compare.effects import Effect
+from captioner.records.sweep_runs import RunResult
 
-# ImageNet top-1 (%) of each CNN's weights as their authors report them; the seed's claim rests on it.
+# ImageNet top-1 (%) of each CNN's weights as their authors report them; the prior study's claim rests on it.
 IMAGENET_TOP1 = {"vgg16": 71.6, "mobilenet_v2": 71.9, "resnet101": 77.4, "efficientnet_lite2": 77.5,
                  "inception_v3": 77.3, "inception_resnet_v2": 80.4}
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
@@ -25,7 +25,7 @@ class Verdict:
     evidence: str
 
 
-def judge_claims(runs: Sequence[Any], factors: Sequence[str], effects: dict[str, list[Effect]],
+def judge_claims(runs: Sequence[RunResult], factors: Sequence[str], effects: dict[str, list[Effect]],
                  by_group: dict[str, dict[Path, GroupScore]]) -> list[Verdict]:
     return [_stronger_cnn(effects), _lstm_like_gru(effects), _gru_faster(runs),
             _animals_over_people(runs, by_group), _people_with_inception_resnet(runs, by_group),
@@ -74,7 +74,7 @@ def _lstm_like_gru(effects: dict[str, list[Effect]]) -> Verdict:
     return Verdict(claim, REPRODUCED if same else NOT_REPRODUCED, "; ".join(_described(e) for e in found))
 
 
-def _gru_faster(runs: Sequence[Any]) -> Verdict:
+def _gru_faster(runs: Sequence[RunResult]) -> Verdict:
     claim = "\"Training with GRU was fast\" (faster than LSTM)"
     times = {cell: [r.seconds_per_epoch for r in runs if r.overrides.get("rnn") == cell
                     and r.status == "completed" and r.seconds_per_epoch] for cell in ("gru", "lstm")}
@@ -86,7 +86,7 @@ def _gru_faster(runs: Sequence[Any]) -> Verdict:
                    "one timing per run, same machine)")
 
 
-def _group_values(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
+def _group_values(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
                   measure: str, cnn: str | None = None) -> list[float]:
     """`measure` (recall or cider) of every run on `group`'s images, those of one cnn if given."""
     scores = by_group.get(group, {})
@@ -95,7 +95,7 @@ def _group_values(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore
     return [v for v in values if v is not None]
 
 
-def _recalls(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
+def _recalls(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
              cnn: str | None = None) -> list[float]:
     return _group_values(runs, by_group, group, "recall", cnn)
 
@@ -104,12 +104,12 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _ciders(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]], group: str,
+def _ciders(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
             cnn: str | None = None) -> list[float]:
     return _group_values(runs, by_group, group, "cider", cnn)
 
 
-def _animals_over_people(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
+def _animals_over_people(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
     claim = ("InceptionV3 \"recognize[s] animals very well, while has many problems with people\" "
              "(tested on every CNN of the sweep: CIDEr-D and recall on animal images against people images)")
     animals, people = _recalls(runs, by_group, "animals"), _recalls(runs, by_group, "people")
@@ -130,7 +130,7 @@ def _animals_over_people(runs: Sequence[Any], by_group: dict[str, dict[Path, Gro
     return Verdict(claim, answer, "; ".join(lines))
 
 
-def _people_with_inception_resnet(runs: Sequence[Any],
+def _people_with_inception_resnet(runs: Sequence[RunResult],
                                   by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
     claim = "InceptionResNetV2 \"recognize[s] people much better\" (than InceptionV3)"
     better, base = (_recalls(runs, by_group, "people", c) for c in ("inception_resnet_v2", "inception_v3"))
@@ -142,7 +142,7 @@ def _people_with_inception_resnet(runs: Sequence[Any],
                    f"people recall: inception_resnet_v2 {_mean(better):.2f}, inception_v3 {_mean(base):.2f}")
 
 
-def _colours(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
+def _colours(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
     claim = ("\"Both networks have problems recognizing colors\" (colours named less often than the "
              "other groups)")
     colours = _recalls(runs, by_group, "colours")
@@ -155,7 +155,7 @@ def _colours(runs: Sequence[Any], by_group: dict[str, dict[Path, GroupScore]]) -
 
 
 def _datasets(factors: Sequence[str]) -> Verdict:
-    claim = "The seed's comparison of datasets (COCO, Flickr8k, IAPR TC-12)"
+    claim = "The prior study's comparison of datasets (COCO, Flickr8k, IAPR TC-12)"
     if "dataset" in factors:
         return Verdict(claim, NOT_TESTABLE, "scores on different test sets are not comparable as "
                        "differences; see the runs table for each dataset's own scores")

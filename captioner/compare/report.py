@@ -5,28 +5,23 @@ Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.jso
 or were killed. Writes `report.md`, `effects_<factor>.png` (grouped bars per swept factor) and
 `val_cider.png` (validation CIDEr-D per epoch, one line per run) into the sweep directory.
 The report gives each factor's effect with 95% intervals (`effects.py`), the scores by content
-group (`content_groups.py`) and the seed report's claims beside the answers (`seed_claims.py`).
+group (`content_groups.py`) and the prior study's claims beside the answers (`prior_study_claims.py`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from captioner.compare.bootstrap import RunScores
 from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, group_scores, load_groups
 from captioner.compare.effects import REPLICATE, Effect, factor_effects
 from captioner.compare.html_report import write_html_report
+from captioner.compare.prior_study_claims import judge_claims
 from captioner.compare.report_sections import (
     effect_lines,
     group_lines,
@@ -34,123 +29,14 @@ from captioner.compare.report_sections import (
     number,
     seed_spread_lines,
 )
-from captioner.compare.seed_claims import judge_claims
 from captioner.errors import exit_for_user_error
 from captioner.paths import write_atomically
-from captioner.run_folder import RunFolder
+from captioner.records.sweep_runs import RunResult, collect_runs
 from captioner.scoring.coco_metrics import SCORE_NAMES
 
 EFFECT_METRICS = ("cider", "bleu4")  # the scores whose differences get intervals
 HEADERS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BLEU-4",
            "meteor": "METEOR", "rouge_l": "ROUGE-L", "cider": "CIDEr-D"}
-
-
-@dataclass
-class RunResult:
-    """One run of a sweep, as found on disk."""
-
-    path: Path
-    overrides: dict[str, str]
-    # completed | failed | preempted | running | killed (said running, its process is gone) |
-    # missing (no metrics.json: killed before it wrote one, or never started)
-    status: str
-    error: str | None = None
-    test: dict[str, float] = field(default_factory=dict)
-    epochs: int | None = None
-    train_time_s: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    captions_per_s: float | None = None  # test decoding
-    per_image: RunScores | None = None  # from captions.json (runs from before it had scores: None)
-    captions: dict[str, str] = field(default_factory=dict)  # test image id -> caption
-    references: dict[str, list[str]] = field(default_factory=dict)
-    image_files: dict[str, str] = field(default_factory=dict)  # test image id -> photo (newer runs)
-    attention_files: dict[str, str] = field(default_factory=dict)  # -> figure, relative to the run
-
-    @property
-    def seconds_per_epoch(self) -> float | None:
-        """Training time per epoch (with its dev validation)."""
-        return self.train_time_s / self.epochs if self.train_time_s and self.epochs else None
-
-    def label(self, factors: list[str]) -> str:
-        return " ".join(f"{f}={self.overrides.get(f, '-')}" for f in factors) or self.path.name
-
-
-def _parse_overrides(lines: list[str]) -> dict[str, str]:
-    parsed = {}
-    for line in lines:
-        key, _, value = line.partition("=")
-        parsed[key.lstrip("+~")] = value
-    return parsed
-
-
-def _run_order(path: Path) -> tuple[int, str]:
-    return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
-
-
-def collect_runs(sweep_dir: Path) -> list[RunResult]:
-    """Every run under `sweep_dir` (a folder where Hydra recorded its overrides), in job order."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
-    runs = []
-    for folder in sorted(RunFolder.all_under(sweep_dir), key=lambda f: _run_order(f.path)):
-        overrides = _parse_overrides(folder.overrides())
-        try:
-            metrics = folder.read_metrics()
-        except ValueError as error:  # half a JSON file: the run is still writing it, or was killed
-            runs.append(RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {error}"))
-            continue
-        if metrics is None:
-            runs.append(RunResult(folder.path, overrides, "missing"))
-            continue
-        status, error = _status(metrics)
-        run = RunResult(
-            folder.path, overrides, status, error=error,
-            test={k: float(v) for k, v in (metrics.get("test") or {}).items()},
-            epochs=metrics.get("epochs"), train_time_s=metrics.get("train_time_s"),
-            history=metrics.get("history") or [], captions_per_s=metrics.get("test_captions_per_s"))
-        if status == "completed":
-            _read_captions(folder, run)
-        runs.append(run)
-    if not runs:
-        raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
-    return runs
-
-
-def _read_captions(folder: RunFolder, run: RunResult) -> None:
-    """The run's test captions and per-image scores, where it wrote them."""
-    try:
-        entries = json.loads(folder.captions.read_text())
-    except (OSError, ValueError):  # an older or damaged run: the report does without them
-        return
-    run.captions = {str(e["image_id"]): e["caption"] for e in entries}
-    run.references = {str(e["image_id"]): e["references"] for e in entries}
-    run.image_files = {str(e["image_id"]): e["image"] for e in entries if e.get("image")}
-    run.attention_files = {str(e["image_id"]): e["attention"] for e in entries if e.get("attention")}
-    if entries and all("cider" in e and "bleu_counts" in e for e in entries):
-        run.per_image = RunScores(tuple(str(e["image_id"]) for e in entries),
-                                  np.array([e["cider"] for e in entries], dtype=np.float64),
-                                  np.array([e["bleu_counts"] for e in entries], dtype=np.float64))
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _status(metrics: dict[str, Any]) -> tuple[str, str | None]:
-    """The run's status and error; `running` is checked against its process on this host."""
-    status, error = metrics.get("status", "missing"), metrics.get("error")
-    pid, host = metrics.get("pid"), metrics.get("host")
-    here = host == socket.gethostname()  # another machine's process cannot be checked from here
-    if status == "running" and isinstance(pid, int) and here and not _process_alive(pid):
-        return "killed", f"process {pid} ended without a word (kill -9?); resume it with ckpt_path=last"
-    return status, error
 
 
 def swept_factors(runs: list[RunResult]) -> list[str]:
@@ -185,9 +71,11 @@ def _row(run: RunResult, factors: list[str]) -> list[str]:
 
 
 def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGroup] | None = None,
-                 resamples: int = 1000, html_images: int | None = None) -> Path:
+                 resamples: int = 1000, html_images: int | None = None,
+                 browser: dict[str, Any] | None = None) -> Path:
     """report.md, the charts, and report.html with its image browser (`html_images`: at most this
-    many test images, those where the runs disagree most; None: all); returns report.md's path."""
+    many test images, those where the runs disagree most; None: all; `browser`: its data, when the
+    caller built it already for another use); returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     factors = swept_factors(runs)
     shared = {k: v for k, v in runs[0].overrides.items() if k not in factors}
@@ -220,8 +108,8 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     groups = load_groups() if groups is None else groups
     by_group = group_scores(runs, groups)
     lines += group_lines(runs, factors, by_group)
-    lines += ["## The seed report's claims", "",
-              "Each claim of the seed report beside what this sweep measured.", ""]
+    lines += ["## The prior study's claims", "",
+              "Each claim of the prior study beside what this sweep measured.", ""]
     lines += markdown_table(["claim", "answer", "evidence"], [
         [v.claim, f"**{v.answer}**", v.evidence.replace("|", "/")]
         for v in judge_claims(runs, factors, effects_of, by_group)])
@@ -231,7 +119,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
     report = sweep_dir / "report.md"
     write_atomically(report, "\n".join(lines) + "\n")
-    write_html_report(sweep_dir, "\n".join(lines), runs, factors, groups, html_images)
+    write_html_report(sweep_dir, "\n".join(lines), runs, factors, groups, html_images, browser)
     return report
 
 

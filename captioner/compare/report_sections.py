@@ -11,6 +11,7 @@ from typing import Any
 from captioner.compare.bootstrap import Interval
 from captioner.compare.content_groups import GroupScore
 from captioner.compare.effects import REPLICATE, Effect
+from captioner.records.sweep_runs import RunResult
 
 METRIC_NAMES = {"cider": "CIDEr-D", "bleu4": "BLEU-4"}
 UNCERTAINTY = ("Intervals are 95%. *Images*: a paired bootstrap over the test images (1,000 "
@@ -61,7 +62,7 @@ def effect_lines(effects: Sequence[Effect], factor: str) -> list[str]:
     return [*lines, ""]
 
 
-def seed_spread_lines(runs: Sequence[Any], factors: Sequence[str]) -> list[str]:
+def seed_spread_lines(runs: Sequence[RunResult], factors: Sequence[str]) -> list[str]:
     """Each setting's test CIDEr-D and BLEU-4 across its seeds: mean and standard deviation."""
     others = [f for f in factors if f != REPLICATE]
     settings: dict[str, list[Any]] = {}
@@ -81,7 +82,7 @@ def seed_spread_lines(runs: Sequence[Any], factors: Sequence[str]) -> list[str]:
             *markdown_table(["setting", "seeds", "CIDEr-D", "BLEU-4"], rows), ""]
 
 
-def group_lines(runs: Sequence[Any], factors: Sequence[str],
+def group_lines(runs: Sequence[RunResult], factors: Sequence[str],
                 by_group: dict[str, dict[Path, GroupScore]]) -> list[str]:
     """Per content group and run: CIDEr-D on the group's images, and how often the caption names it."""
     shown = [r for r in runs if any(r.path in scores for scores in by_group.values())]

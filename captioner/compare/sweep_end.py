@@ -12,8 +12,10 @@ from omegaconf import DictConfig
 
 from captioner.compare.content_groups import load_groups
 from captioner.compare.html_report import browser_data
-from captioner.compare.report import collect_runs, print_report, swept_factors, write_report
+from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
+from captioner.records.sweep_runs import collect_runs, sweep_group
+from captioner.settings.reading import logger_settings
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +35,17 @@ class ReportAtSweepEnd(Callback):
         except FileNotFoundError as error:  # e.g. a launcher that wrote elsewhere
             log.warning("no sweep report: %s", error)
             return
-        report = write_report(sweep_dir, runs)
+        # Built once: the page's image browser and, with W&B, the comparison table show the same data.
+        browser = browser_data(runs, swept_factors(runs), load_groups(), sweep_dir)
+        report = write_report(sweep_dir, runs, browser=browser)
         print_report(runs)
         print(f"report: {report} and {report.with_suffix('.html')}")
-        wandb = next((entry for entry in (config.get("logger") or {}).values()
-                      if str(entry.get("_target_", "")).endswith("WandbLogger")), None)
+        wandb = next((entry.options for entry in logger_settings(config) if entry.kind == "wandb"), None)
         if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
-            group = wandb.get("group") or f"{config.sweep_name}-{sweep_dir.name}"
+            group = wandb.get("group") or sweep_group(config.sweep_name, sweep_dir)
             try:
-                log_comparison_table(sweep_dir, browser_data(runs, swept_factors(runs), load_groups(),
-                                                             sweep_dir), group, wandb.get("project") or
-                                     "captioner", wandb.get("entity"))
+                log_comparison_table(sweep_dir, browser, group, wandb.get("project") or "captioner",
+                                     wandb.get("entity"))
             except Exception as error:  # W&B down or misconfigured: the report on disk stands
                 log.warning("the W&B comparison table was not logged: %s", error)
         failed = [run for run in runs if run.status != "completed"]

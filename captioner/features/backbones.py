@@ -19,9 +19,10 @@ import torch
 import torchvision
 from torch import nn
 
-from captioner.errors import UserError
+from captioner.errors import ConfigError, UserError
 from captioner.features.efficientnet_lite2 import efficientnet_lite2, packaged_weights, timm_names
 from captioner.features.weights_source import WeightsSource, file_sha256
+from captioner.settings import CnnSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,18 @@ class WeightsNotFoundError(UserError, FileNotFoundError):
     """Pretrained weights that are neither in the cache nor at the path given."""
 
 
-def uses_random_weights(cnn: Any) -> bool:
-    """No weights file and no pretrained weights: the network is randomly initialised."""
-    return not cnn.get("weights_path") and cnn.get("weights") is None
+class UnknownWeightsError(ConfigError):
+    """`cnn.weights` names weights the architecture does not have (a tag, or `package`)."""
 
 
-def weights_source(cnn: Any) -> WeightsSource:
+class WeightsFileError(UserError, ValueError):
+    """`cnn.weights_path` is a file, but not a state dict of the chosen architecture."""
+
+
+def weights_source(cnn: CnnSettings) -> WeightsSource:
     """What the features depend on besides the architecture: where the weights come from."""
     arch = _architecture(cnn.name)
-    if not cnn.get("weights_path") and cnn.get("weights") == PACKAGED:
+    if not cnn.weights_path and cnn.weights == PACKAGED:
         path = _packaged_weights(arch, cnn.name)
         return WeightsSource("package", path.name, sha256=file_sha256(path))
     return WeightsSource.of(cnn, arch.weights_family)
@@ -132,22 +136,24 @@ def weights_source(cnn: Any) -> WeightsSource:
 def _packaged_weights(arch: Architecture, name: str) -> Path:
     if arch.packaged_weights is None:
         with_package = sorted(n for n, a in ARCHITECTURES.items() if a.packaged_weights)
-        raise ValueError(f"cnn.weights=package: no package ships {name} weights (only "
-                         f"{', '.join(with_package)}); choose a weights tag, a cnn.weights_path or null")
+        raise UnknownWeightsError(
+            f"cnn.weights=package: no package ships {name} weights (only {', '.join(with_package)}); "
+            "choose a weights tag, a cnn.weights_path or cnn.weights=null")
     return arch.packaged_weights()
 
 
 def _architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown cnn {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+        raise ConfigError(f"cnn.name={name!r}: unknown cnn; choose cnn= one of "
+                          f"{', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name]
 
 
-def build_backbone(cnn: Any) -> nn.Module:
+def build_backbone(cnn: CnnSettings) -> nn.Module:
     """The grid network of config `cnn` (name, weights, weights_path, seed) in eval mode."""
     arch = _architecture(cnn.name)
-    seed = cnn.get("seed", 0)
-    if cnn.get("weights_path"):
+    seed = cnn.seed
+    if cnn.weights_path:
         path = Path(cnn.weights_path).expanduser()
         if not path.is_file():
             raise WeightsNotFoundError(f"cnn.weights_path={path} does not exist; point it at a "
@@ -156,7 +162,7 @@ def build_backbone(cnn: Any) -> nn.Module:
         net = arch.build(None)
         _load_state(net, cnn.name, arch.file_names(_read_state_dict(path), path), path)
         return net.eval()
-    if cnn.get("weights") is None:
+    if cnn.weights is None:
         log.warning("cnn.weights=null: %s is randomly initialised (seed %d), not pretrained",
                     cnn.name, seed)
         torch.manual_seed(seed)
@@ -169,12 +175,14 @@ def build_backbone(cnn: Any) -> nn.Module:
     return _pretrained_torchvision(arch, cnn)
 
 
-def _pretrained_torchvision(arch: Architecture, cnn: Any) -> nn.Module:
+def _pretrained_torchvision(arch: Architecture, cnn: CnnSettings) -> nn.Module:
     try:
         enum = torchvision.models.get_weight(f"{arch.weights_family}.{cnn.weights}")
     except (ValueError, KeyError) as error:
-        raise ValueError(f"cnn.weights={cnn.weights!r} is not a weight of {arch.weights_family} "
-                         f"({error})") from error
+        tags = [weights.name for weights in getattr(torchvision.models, arch.weights_family)]
+        raise UnknownWeightsError(
+            f"cnn.weights={cnn.weights!r} is not a weight of {arch.weights_family} ({error}); choose "
+            f"one of {', '.join(tags)}, or set cnn.weights_path=<file> or cnn.weights=null") from error
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
     try:
         return arch.build(enum).eval()
@@ -185,7 +193,7 @@ def _pretrained_torchvision(arch: Architecture, cnn: Any) -> nn.Module:
             f"or set cnn.weights_path=<file>, or cnn.weights=null for random weights") from error
 
 
-def _pretrained_timm(arch: Architecture, cnn: Any) -> nn.Module:
+def _pretrained_timm(arch: Architecture, cnn: CnnSettings) -> nn.Module:
     try:
         return arch.build(cnn.weights).eval()
     except Exception as error:  # no network, not in the Hugging Face cache, unknown tag, ...
@@ -208,7 +216,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickled whole model, a TorchScript archive, a truncated file, ...
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path}: not a loadable state dict ({first}); save one with "
+        raise WeightsFileError(f"{path}: not a loadable state dict ({first}); save one with "
                          "torch.save(model.state_dict(), path) and point cnn.weights_path at it") from error
 
 
@@ -218,15 +226,15 @@ def _load_state(net: nn.Module, name: str, state: dict, path: Path) -> None:
     fix = (f"point cnn.weights_path at a state dict of {name} (e.g. torch.save(model.state_dict(), "
            "path)), or choose the cnn= whose architecture made this file")
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict but a {type(state).__name__}; {fix}")
+        raise WeightsFileError(f"{path}: not a state dict but a {type(state).__name__}; {fix}")
     try:
         missing, _ = target.load_state_dict(state, strict=False)
     except RuntimeError as error:  # the same names with other shapes: a sibling architecture
         mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line),
                         str(error).splitlines()[0])
-        raise ValueError(f"{path}: not {name} weights ({mismatch}); {fix}") from None
+        raise WeightsFileError(f"{path}: not {name} weights ({mismatch}); {fix}") from None
     if missing:
-        raise ValueError(f"{path}: not {name} weights, missing {len(missing)} tensors "
+        raise WeightsFileError(f"{path}: not {name} weights, missing {len(missing)} tensors "
                          f"(first: {missing[0]}); {fix}")
 
 

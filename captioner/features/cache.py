@@ -17,20 +17,21 @@ from captioner.features.backbones import weights_source
 from captioner.features.extraction import extract_features
 from captioner.features.feature_file import SCHEMA_VERSION, FeatureFile, FeatureFileError, records_fingerprint
 from captioner.paths import default_features_path
+from captioner.settings import CnnSettings, RunSettings
 from captioner.sources import ImageRecord, load_records
 
 log = logging.getLogger(__name__)
 
 
-def expected_identity(cfg: Any, records: Sequence[ImageRecord]) -> dict[str, Any]:
-    """The attributes that a features file for this config must carry to be reused."""
+def expected_identity(dataset: str, cnn: CnnSettings, records: Sequence[ImageRecord]) -> dict[str, Any]:
+    """The attributes that a features file of `dataset` by `cnn` must carry to be reused."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "dataset": cfg.dataset.name,
-        "cnn": cfg.cnn.name,
-        "weights": weights_source(cfg.cnn).as_dict(),
-        "input_size": int(cfg.cnn.input_size),
-        "normalisation": [list(cfg.cnn.mean), list(cfg.cnn.std)],
+        "dataset": dataset,
+        "cnn": cnn.name,
+        "weights": weights_source(cnn).as_dict(),
+        "input_size": int(cnn.input_size),
+        "normalisation": [list(cnn.mean), list(cnn.std)],
         "records": records_fingerprint(records),
     }
 
@@ -50,7 +51,7 @@ def _exclusive(path: Path) -> Iterator[None]:
         lock.release()
 
 
-def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
+def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_root: Path,
                     explicit_path: Path | None = None, device: str | None = None,
                     verify: bool = False) -> Path:
     """Path of an up-to-date features file, extracting it if needed.
@@ -61,9 +62,9 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
     file is rebuilt, a damaged named one is an error.
     """
     explicit = explicit_path is not None
-    path = Path(explicit_path) if explicit else default_features_path(
-        data_root, cfg.dataset.name, cfg.cnn.name)
-    identity = expected_identity(cfg, records)
+    dataset, cnn = settings.dataset, settings.cnn
+    path = Path(explicit_path) if explicit else default_features_path(data_root, dataset.name, cnn.name)
+    identity = expected_identity(dataset.name, cnn, records)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
     # works. Complete files appear by an atomic rename, so none is ever seen half-written.
     if path.exists() and not _differences(path, identity) and not (verify and _damage(path)):
@@ -86,11 +87,10 @@ def ensure_features(cfg: Any, records: Sequence[ImageRecord], data_root: Path,
                 raise FeatureFileError(f"{damage}; or drop features_path= to use the default file")
             differences = differences or [damage]
             log.warning("features %s are stale or damaged (%s): re-extracting", path, "; ".join(differences))
-        log.info("extracting features %s (%d images, %s)", path, len(records), cfg.cnn.name)
+        log.info("extracting features %s (%d images, %s)", path, len(records), cnn.name)
         extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
-        return extract_features(records, path, cfg.cnn, extract_identity,
-                                batch_size=cfg.cnn.batch_size, num_workers=cfg.cnn.num_workers,
-                                strict=bool(cfg.dataset.get("strict", False)), device=device)
+        return extract_features(records, path, cnn, extract_identity, batch_size=cnn.batch_size,
+                                num_workers=cnn.num_workers, strict=dataset.strict, device=device)
 
 
 def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
@@ -114,12 +114,11 @@ def _damage(path: Path) -> str | None:
     return None
 
 
-def prepare(cfg: Any, device: str | None = None, verify: bool = False) -> tuple[list[ImageRecord], Path]:
+def prepare(settings: RunSettings, device: str | None = None,
+            verify: bool = False) -> tuple[list[ImageRecord], Path]:
     """The dataset's records and the path of its up-to-date features file (extracted on `device`;
-    `verify`: read a reused file whole first). Paths in `cfg` are absolute (runs/config_paths.py).
-    """
-    records = load_records(cfg.dataset.source, Path(cfg.dataset.root), cfg.dataset)
-    explicit = cfg.get("features_path")
-    path = ensure_features(cfg, records, Path(cfg.data_root), Path(explicit) if explicit else None,
-                           device, verify)
+    `verify`: read a reused file whole first)."""
+    dataset = settings.dataset
+    records = load_records(dataset.source, dataset.root, dataset.options)
+    path = ensure_features(settings, records, settings.data_root, settings.features_path, device, verify)
     return records, path

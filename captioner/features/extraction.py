@@ -21,8 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.errors import UserError
-from captioner.features.backbones import build_backbone, calibrate_random_network, uses_random_weights
+from captioner.features.backbones import build_backbone, calibrate_random_network
 from captioner.features.feature_file import FeatureFileWriter
+from captioner.settings import CnnSettings
 from captioner.sources import ImageRecord
 from captioner.worker_processes import worker_context
 
@@ -70,7 +71,7 @@ class ImageFiles(Dataset):
         return (pixels.float() / 255.0 - self.mean) / self.std, ""
 
 
-def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: Any, device: str,
+def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: CnnSettings, device: str,
                         batch_size: int, strict: bool = False) -> str:
     """`calibrate_random_network` on these image files, preprocessed as `cnn` says; unreadable
     ones are left out (an error if `strict`). Returns what was done."""
@@ -90,7 +91,7 @@ def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: Any, d
     return calibrate_random_network(net, batch, batch_size)
 
 
-def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
+def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSettings,
                      identity: dict[str, Any], batch_size: int = 32, num_workers: int = 2,
                      device: str | None = None, strict: bool = False) -> Path:
     """Run the CNN over every record's image and write `out_path` (resuming a partial file).
@@ -103,7 +104,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
     # channels_last: ~1.5x faster convolutions on CPU (oneDNN) and on tensor-core GPUs.
     net = build_backbone(cnn).to(device, memory_format=torch.channels_last)
 
-    calibration = int(cnn.get("calibration_images", 0)) if uses_random_weights(cnn) else 0
+    calibration = cnn.calibration_images if cnn.random_weights else 0
     calibrated = "none"
     if calibration:
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
@@ -159,7 +160,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: Any,
                              calibration_batch_size=int(cnn.batch_size),
                              # where the weights file was: the caption CLI finds it there again
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
-                             if cnn.get("weights_path") else "",
+                             if cnn.weights_path else "",
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     finally:
         writer.close()

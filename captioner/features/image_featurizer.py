@@ -9,30 +9,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from captioner.errors import UserError
 from captioner.features.backbones import build_backbone
 from captioner.features.extraction import ImageFiles, calibrate_on_images
 from captioner.features.weights_source import WeightsSource, file_sha256
+from captioner.settings import CnnSettings
 
 
 class CnnNotRebuildableError(UserError, ValueError):
     """The record does not say enough to rebuild the CNN (e.g. a weights file it no longer finds)."""
 
 
-def cnn_config(record: dict[str, Any], weights_path: Path | None = None) -> Any:
-    """The `cnn` config that made the features, from their record (`FeatureFile.cnn_record`).
+def cnn_settings(record: dict[str, Any], weights_path: Path | None = None) -> CnnSettings:
+    """The CNN that made the features, from their record (`FeatureFile.cnn_record`).
 
     A weights file is taken from `weights_path` if given, else from where it was when the
     features were made; either way its sha256 must be the one recorded.
     """
     source = WeightsSource.from_dict(record["weights"])
-    cnn = {"name": record["cnn"], "input_size": record["input_size"], "mean": record["mean"],
-           "std": record["std"], **source.cnn_options()}
+    cnn = {"name": record["cnn"], "input_size": int(record["input_size"]), "mean": tuple(record["mean"]),
+           "std": tuple(record["std"]), **source.cnn_options()}
     if source.kind == "file":
-        cnn["weights_path"] = str(_weights_file(source, record.get("weights_path") or None, weights_path))
-    return OmegaConf.create(cnn)
+        cnn["weights_path"] = _weights_file(source, record.get("weights_path") or None, weights_path)
+    return CnnSettings(**cnn)
 
 
 def _weights_file(source: WeightsSource, recorded: str | None, given: Path | None) -> Path:
@@ -55,7 +55,7 @@ class ImageFeaturizer:
     """Images -> region features, as the features file was made (same network, scale, float16)."""
 
     def __init__(self, record: dict[str, Any], device: str = "cpu", weights_path: Path | None = None):
-        self.cnn = cnn_config(record, weights_path)
+        self.cnn = cnn_settings(record, weights_path)
         self.scale = float(record.get("feature_scale", 1.0))
         self.device = device
         self.net = build_backbone(self.cnn).to(device, memory_format=torch.channels_last)
@@ -68,8 +68,9 @@ class ImageFeaturizer:
                                              "and retrain")
             missing = [p for p in paths if not Path(p).is_file()]
             if missing:
-                raise FileNotFoundError(f"the CNN is randomly initialised and calibrated on the training "
-                                        f"data's first {len(paths)} images; {missing[0]} is missing")
+                raise CnnNotRebuildableError(f"the CNN is randomly initialised and calibrated on the "
+                                             f"training data's first {len(paths)} images; {missing[0]} "
+                                             "is missing")
             calibrate_on_images(self.net, [Path(p) for p in paths], self.cnn, device,
                                 int(record.get("calibration_batch_size", 32)))
 

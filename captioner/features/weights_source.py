@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from captioner.settings import CnnSettings
+
 KINDS = ("random", "file", "package", "torchvision", "timm")
 
 
@@ -30,15 +32,14 @@ class WeightsSource:
             raise ValueError(f"weights kind {self.kind!r}: expected one of {', '.join(KINDS)}")
 
     @classmethod
-    def of(cls, cnn: Any, weights_family: str) -> WeightsSource:
-        """The source the `cnn` config asks for; `weights_family` is the architecture's enum class
+    def of(cls, cnn: CnnSettings, weights_family: str) -> WeightsSource:
+        """The source `cnn` asks for; `weights_family` is the architecture's enum class
         (e.g. VGG16_Weights) or "timm"."""
-        if cnn.get("weights_path"):
+        if cnn.weights_path:
             path = Path(cnn.weights_path).expanduser()
             return cls("file", path.name, sha256=file_sha256(path) if path.is_file() else None)
-        if cnn.get("weights") is None:
-            return cls("random", seed=int(cnn.get("seed", 0)),
-                       calibration_images=int(cnn.get("calibration_images", 0)))
+        if cnn.weights is None:
+            return cls("random", seed=int(cnn.seed), calibration_images=int(cnn.calibration_images))
         if weights_family == "timm":
             return cls("timm", f"{cnn.name}.{cnn.weights}")
         return cls("torchvision", f"{weights_family}.{cnn.weights}")

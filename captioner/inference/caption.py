@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     add_decode_arguments(parser)
     args = parser.parse_args(argv)
     try:
+        decode = decode_changes(args)  # checked before the checkpoint is read
         paths = image_files(args.images)
         module = load_module(args.checkpoint).to(args.device)
-        module.test_decoding = module.test_decoding.with_changes(**decode_changes(args))
+        module.test_decoding = module.test_decoding.with_changes(**decode)
         featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, args.device, args.weights_path)
         results = caption_images(module, featurizer, paths)
     except (FileNotFoundError, UserError, KeyError) as error:

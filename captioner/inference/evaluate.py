@@ -20,7 +20,7 @@ from captioner.errors import UserError, exit_for_user_error
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
 from captioner.paths import write_atomically
-from captioner.run_folder import RunFolder
+from captioner.records.run_folder import RunFolder
 from captioner.training.checkpoint_loading import CheckpointError, load_module
 
 
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="leave METEOR out (its Java process takes ~7 s to start)")
     args = parser.parse_args(argv)
 
-    decode = decode_changes(args)
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     torch.set_float32_matmul_precision("high")
     try:
+        decode = decode_changes(args)  # checked before the checkpoint is read
         summary = evaluate(args.checkpoint, args.features, args.split, decode, args.output, devices=devices,
                            accelerator=args.accelerator,
                            strategy="ddp" if isinstance(devices, int) and devices > 1 else "auto",

@@ -12,7 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from captioner.run_folder import RunFolder
+from captioner.records.run_folder import RunFolder
 
 
 class KeepEarlierRunConfig(Callback):

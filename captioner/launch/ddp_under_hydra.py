@@ -18,7 +18,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from pytorch_lightning.strategies.launchers import subprocess_script
+
+from captioner.training.lightning_seams import swapped_hydra_subprocess_command
 
 # train.py records its path here before Hydra starts any worker process.
 ENTRY_POINT = "CAPTIONER_ENTRY_POINT"
@@ -58,19 +59,17 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 @contextmanager
 def ddp_job() -> Iterator[None]:
     """Around one job: Lightning starts its ranks with `job_command`; afterwards the process is clean."""
-    lightning_command = subprocess_script._hydra_subprocess_cmd
-    subprocess_script._hydra_subprocess_cmd = job_command
     saved = {name: os.environ.get(name) for name in RANK_VARIABLES}
     threads = torch.get_num_threads()  # Lightning divides the CPU threads among the ranks
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        torch.set_num_threads(threads)
-        subprocess_script._hydra_subprocess_cmd = lightning_command
+    with swapped_hydra_subprocess_command(job_command):
+        try:
+            yield
+        finally:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            torch.set_num_threads(threads)

@@ -34,7 +34,7 @@ def claim_folder(base: str) -> str:
 
 
 def register_resolver() -> None:
-    """Before Hydra composes the config (train.py and captioner.features.cache import this)."""
+    """Before Hydra composes the config (train.py and captioner.prepare import this)."""
     if not OmegaConf.has_resolver(RESOLVER):
         # use_cache: a multirun's jobs copy the master's cache, so they all see the sweep's one folder
         OmegaConf.register_new_resolver(RESOLVER, claim_folder, use_cache=True)

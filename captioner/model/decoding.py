@@ -11,8 +11,9 @@ import torch
 from captioner.model.decoder import CaptionDecoder
 from captioner.model.search import beam_search, greedy_decode
 from captioner.model.tokens import UNK_ID, CaptionLength
+from captioner.settings.choices import DECODE_STRATEGIES
 
-STRATEGIES = ("greedy", "beam")
+STRATEGIES = DECODE_STRATEGIES  # the settings checked the choice; DecodeOptions checks it again for API users
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Projection of the CNN's region features into the decoder's space (the seed's CNN_Encoder)."""
+"""Projection of the CNN's region features into the decoder's space (the prior study's CNN_Encoder)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,6 @@ features the run trained on and writes beside it, and the sweep report reads it:
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from captioner.paths import absolute, default_features_path, write_atomically
+from captioner.paths import absolute, default_features_path
+from captioner.records.run_summary import RunSummary
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,9 @@ class RunFolder:
 
     # --- reading and writing ---
 
-    def write_metrics(self, summary: dict[str, Any]) -> None:
-        write_atomically(self.metrics, json.dumps(summary, indent=2))
-
-    def read_metrics(self) -> dict[str, Any] | None:
+    def summary(self) -> RunSummary | None:
         """metrics.json, or None when the run has not written it; unreadable JSON raises ValueError."""
-        if not self.metrics.is_file():
-            return None
-        return json.loads(self.metrics.read_text())
+        return RunSummary.read(self.metrics)
 
     def back_up_config(self) -> None:
         if self.hydra_dir.is_dir() and self.metrics.is_file():
@@ -120,9 +115,6 @@ class RunFolder:
 
     def drop_config_backup(self) -> None:
         shutil.rmtree(self.hydra_backup, ignore_errors=True)
-
-    def write_json(self, path: Path, value: Any) -> None:
-        write_atomically(path, json.dumps(value, indent=2))
 
     def overrides(self) -> list[str]:
         """The command-line overrides Hydra recorded for this run ([] when none were)."""
@@ -148,7 +140,7 @@ class RunFolder:
         else from the config recorded in `.hydra/`; None when neither says.
         """
         try:
-            found = (self.read_metrics() or {}).get("features")
+            found = (self.summary() or RunSummary()).features
         except ValueError:
             found = None
         if found:
@@ -162,5 +154,17 @@ class RunFolder:
                 return absolute(config.features_path, base)
             return default_features_path(absolute(config.data_root, base), config.dataset.name,
                                          config.cnn.name)
+        except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
+            return None
+
+    def recorded_dataset(self) -> tuple[str, Path, dict[str, Any]] | None:
+        """(source, root, options) of the dataset the run's recorded config names, its root made
+        absolute from where the run started; None when the config is missing or cannot be resolved."""
+        config = self.config()
+        if config is None:
+            return None
+        try:
+            dataset = OmegaConf.to_container(config, resolve=True)["dataset"]
+            return dataset["source"], absolute(dataset["root"], self.launch_dir()), dataset
         except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
             return None

@@ -1,3 +1,3 @@
-"""Stage 8, runs: one configuration's pipeline as steps, config checks, resume, loggers, what a run
-writes, DDP and GPU leases.
+"""A training run as the pipeline's steps (run.py): settings, resume, features, fit, test, and what
+the run writes (its summary, captions, examples, provenance).
 """

@@ -11,7 +11,8 @@ from typing import Any
 from captioner.data.datamodule import CaptionDataModule
 from captioner.inference.attention_figure import plot_attention
 from captioner.paths import write_atomically
-from captioner.run_folder import RunFolder
+from captioner.records.caption_entry import CaptionEntry, write_caption_entries
+from captioner.records.run_folder import RunFolder
 from captioner.sources import ImageRecord
 from captioner.training.module import CaptionModule
 
@@ -42,12 +43,11 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
     entries = []
     for index, text in written.items():
         image_id = features.image_ids[index]
-        entry = {"image_id": image_id, "caption": text, "references": references[index],
-                 **per_image[index], "image": str(path_of.get(image_id, ""))}
-        if image_id in figures:  # relative to the run folder
-            entry["attention"] = figures[image_id]
-        entries.append(entry)
-    folder.write_json(folder.captions, entries)
+        scores = per_image[index]
+        entries.append(CaptionEntry(image_id=image_id, caption=text, references=list(references[index]),
+                                    cider=scores["cider"], bleu_counts=scores["bleu_counts"],
+                                    image=str(path_of.get(image_id, "")), attention=figures.get(image_id)))
+    write_caption_entries(folder.captions, entries)
     return shown
 
 

@@ -101,17 +101,18 @@ def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence
                    spice: bool = False, meteor: bool = True) -> dict[str, float]:
     """coco-caption scores of one generated caption per key against its references (see
     `score_captions_per_image`)."""
-    return score_captions_per_image(results, references, spice, meteor)[0]
+    return score_captions_per_image(results, references, spice, meteor, per_image=False)[0]
 
 
 def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
-                             spice: bool = False, meteor: bool = True
+                             spice: bool = False, meteor: bool = True, per_image: bool = True
                              ) -> tuple[dict[str, float], dict[Any, dict[str, Any]]]:
     """coco-caption scores of one generated caption per key against its references, and per key
     what a resample of the keys needs to be scored again: its CIDEr-D (the corpus score is their
     mean) and its BLEU counts (`bleu_statistics.COUNTS`; the corpus BLEU sums them).
 
     `meteor`: METEOR too (its Java process takes ~7 s of CPU to start, once per process).
+    `per_image`: False leaves the per-key values out ({}): validation needs the corpus scores only.
 
     `spice`: also SPICE, if it can run here (it needs Java 8 and downloads Stanford CoreNLP on
     first use); if not, it is left out with a warning. The other scores never depend on it.
@@ -131,8 +132,8 @@ def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any
     scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
     cider, cider_per_image = Cider().compute_score(gts, res)  # per image in the order of gts' keys
     scores["cider"] = float(cider)
-    per_image = {key: {"cider": float(value), "bleu_counts": bleu_counts(res[key][0], gts[key])}
-                 for key, value in zip(gts, cider_per_image, strict=True)}
+    each = {key: {"cider": float(value), "bleu_counts": bleu_counts(res[key][0], gts[key])}
+            for key, value in zip(gts, cider_per_image, strict=True)} if per_image else {}
     if meteor and java_available():
         scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
     elif meteor:
@@ -140,7 +141,7 @@ def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any
     ordered = {name: scores[name] for name in SCORE_NAMES if name in scores}
     if spice and (value := _spice(gts, res)) is not None:
         ordered["spice"] = value
-    return ordered, per_image
+    return ordered, each
 
 
 def _spice(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float | None:
@@ -160,15 +161,16 @@ class CaptionScores(Metric):
     The state is tensors (ids padded to a fixed width, and image indices), so Lightning/DDP can
     gather it across processes; `compute()` keeps one caption per image, so an image repeated by
     a distributed sampler's padding is scored once. After `compute()`, `captions` maps image
-    index -> generated text, and `per_image` image index -> its CIDEr-D and BLEU counts.
+    index -> generated text, and (`per_image=True`) `per_image` image index -> its CIDEr-D and
+    BLEU counts.
     """
 
     full_state_update = False
 
     def __init__(self, references: Mapping[int, Sequence[str]], vocabulary: Vocabulary, width: int,
-                 spice: bool = False, meteor: bool = True):
+                 spice: bool = False, meteor: bool = True, per_image: bool = False):
         super().__init__()
-        self.spice, self.meteor = spice, meteor
+        self.spice, self.meteor, self.keep_per_image = spice, meteor, per_image
         self.references = references
         self.vocabulary = vocabulary
         self.width = width
@@ -195,5 +197,6 @@ class CaptionScores(Metric):
             captions.setdefault(int(index), self.vocabulary.decode(row.tolist()))
         self.captions = dict(sorted(captions.items()))
         scores, self.per_image = score_captions_per_image(
-            self.captions, {i: self.references[i] for i in self.captions}, self.spice, self.meteor)
+            self.captions, {i: self.references[i] for i in self.captions}, self.spice, self.meteor,
+            self.keep_per_image)
         return {name: torch.tensor(value, dtype=torch.float64) for name, value in scores.items()}

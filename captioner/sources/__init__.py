@@ -6,7 +6,7 @@ module here and a line to `SOURCES`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ SOURCES: dict[str, Callable[[Path, Any], list[ImageRecord]]] = {
 }
 
 
-def load_records(source: str, root: Path, options: Any) -> list[ImageRecord]:
+def load_records(source: str, root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     """Read the records of dataset format `source` from `root`."""
     try:
         reader = SOURCES[source]

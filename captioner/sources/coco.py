@@ -6,7 +6,7 @@
 - `karpathy`: Karpathy's `dataset_coco.json` (train + restval -> train, 5000 val, 5000 test);
 - `random`: a seeded shuffle of the images cut by `split_fractions`.
 
-`max_captions` reproduces the seed report's subset: shuffle all captions with `seed`, keep the
+`max_captions` reproduces the prior study's subset: shuffle all captions with `seed`, keep the
 first N and the images they belong to. `max_images` then keeps a seeded sample of images.
 """
 
@@ -16,6 +16,7 @@ import json
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ DOWNLOAD = ("MS-COCO 2014 comes from cocodataset.org: train2014.zip, val2014.zip
 PARTS = ("train2014", "val2014")
 
 
-def load_records(root: Path, options: Any) -> list[ImageRecord]:
+def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     root = require_root(root, "coco", DOWNLOAD)
     split = options.get("split", "random")
     if split == "karpathy":
@@ -53,7 +54,7 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     seed = options.get("seed", 0)
     if options.get("max_captions"):
         random.Random(seed).shuffle(pairs)
-        pairs = pairs[: options.max_captions]
+        pairs = pairs[: options["max_captions"]]
     for name, caption in pairs:
         captions[name].append(caption)
     captions = real_captions(captions, "coco", root / "annotations")
@@ -104,7 +105,7 @@ def _require(entry: object, index: int, array: str, keys: tuple[str, ...], file:
         raise DatasetFormatError(f"{where}: 'caption' is a {type(entry['caption']).__name__}, not a string")
 
 
-def _subset(records: list[ImageRecord], options: Any) -> list[ImageRecord]:
+def _subset(records: list[ImageRecord], options: Mapping[str, Any]) -> list[ImageRecord]:
     limit = options.get("max_images")
     if not limit or limit >= len(records):
         return records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ DOWNLOAD = ("Flickr30k images come from the University of Illinois (flickr30k-im
             "the splits from Karpathy's caption_datasets.zip (dataset_flickr30k.json).")
 
 
-def load_records(root: Path, options: Any) -> list[ImageRecord]:
+def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     root = require_root(root, "flickr30k", DOWNLOAD)
     return read_karpathy_split(root / options.get("karpathy_json", "dataset_flickr30k.json"),
                                root / options.get("images_dir", "flickr30k-images"), "flickr30k")

@@ -17,6 +17,7 @@ import csv
 import io
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ OFFICIAL_SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "val": "Flickr_8k.
                         "test": "Flickr_8k.testImages.txt"}
 
 
-def load_records(root: Path, options: Any) -> list[ImageRecord]:
+def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     root = require_root(root, "flickr8k", DOWNLOAD)
     layout = options.get("layout", "auto")
     if layout == "auto":
@@ -55,7 +56,7 @@ def load_records(root: Path, options: Any) -> list[ImageRecord]:
     raise ValueError(f"dataset.layout={layout!r}: expected auto, official, csv or karpathy")
 
 
-def _detect_layout(root: Path, options: Any) -> str:
+def _detect_layout(root: Path, options: Mapping[str, Any]) -> str:
     if (root / "Flickr8k.token.txt").is_file():
         return "official"
     if (root / "captions.txt").is_file():
@@ -105,7 +106,7 @@ def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
     return require_images(records, "flickr8k", images_dir, token_file, "images_dir")
 
 
-def _csv(root: Path, images_dir: Path, options: Any) -> list[ImageRecord]:
+def _csv(root: Path, images_dir: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     table = require_file(root / "captions.txt", "flickr8k", "the captions")
     if not images_dir.is_dir():
         require_images([], "flickr8k", images_dir, table, "images_dir_csv")

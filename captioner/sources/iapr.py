@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ _FIELD = re.compile(r"<(DESCRIPTION|IMAGE)>(.*?)</\1>", re.DOTALL | re.IGNORECAS
 _SENTENCE_END = re.compile(r"[;.](?:\s|$)")
 
 
-def load_records(root: Path, options: Any) -> list[ImageRecord]:
+def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     root = require_root(root, "iapr", DOWNLOAD)
     annotations = root / options.get("annotations_dir", "annotations_complete_eng")
     files = sorted(annotations.glob("*/*.eng"))

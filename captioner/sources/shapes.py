@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class Shape:
     y: float
 
 
-def load_records(root: Path, options: Any) -> list[ImageRecord]:
+def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     """Records of the shapes dataset in `root`, generating it first if needed."""
     params = generation_params(options)
     manifest_path = root / MANIFEST
@@ -80,7 +81,7 @@ def _make_parent(root: Path) -> None:
                       "set data_root=<a writable folder>") from error
 
 
-def generation_params(options: Any) -> dict[str, Any]:
+def generation_params(options: Mapping[str, Any]) -> dict[str, Any]:
     splits = dict(options.get("split_fractions", {"train": 0.8, "val": 0.1, "test": 0.1}))
     return {
         "version": FORMAT_VERSION,

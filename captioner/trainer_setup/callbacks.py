@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from omegaconf import DictConfig
 from pytorch_lightning.callbacks import (
     Callback,
     EarlyStopping,
@@ -15,7 +14,8 @@ from pytorch_lightning.callbacks import (
     RichProgressBar,
 )
 
-from captioner.run_folder import RunFolder
+from captioner.records.run_folder import RunFolder
+from captioner.settings import RunSettings
 from captioner.training.mid_epoch_checkpoint import MidEpochCheckpoint
 from captioner.training.preemption import PreemptionSignals
 from captioner.training.progress_lines import ProgressLines
@@ -36,7 +36,7 @@ class RunCallbacks:
             self.all.remove(self.early_stopping)
 
 
-def run_callbacks(cfg: DictConfig, folder: RunFolder, signals: PreemptionSignals,
+def run_callbacks(settings: RunSettings, folder: RunFolder, signals: PreemptionSignals,
                   with_loggers: bool) -> RunCallbacks:
     terminal = sys.stdout.isatty()
     best = ModelCheckpoint(dirpath=folder.checkpoints, filename="best-epoch{epoch:02d}",
@@ -48,16 +48,16 @@ def run_callbacks(cfg: DictConfig, folder: RunFolder, signals: PreemptionSignals
     latest = ModelCheckpoint(dirpath=folder.checkpoints, filename=folder.last_checkpoint.stem,
                              monitor=None, save_top_k=1, enable_version_counter=False)
     history = ValidationHistory()
-    every = cfg.get("checkpoint", {}).get("every_minutes")
+    every = settings.checkpoint_every_minutes
     callbacks: list[Callback] = [
         best, latest, history, RandomState(), RestoreTrainingOrder(),
         MidEpochCheckpoint(folder.last_checkpoint, every, signals),
-        ProgressLines(None if terminal else cfg.get("progress_every_s", 60))]
-    if cfg.trainer.enable_progress_bar and terminal:
+        ProgressLines(None if terminal else settings.progress_every_s)]
+    if settings.trainer.enable_progress_bar and terminal:
         callbacks.append(RichProgressBar())
     if with_loggers:  # `lr-Adam` in every logger: where a cosine or plateau schedule has got to
         callbacks.append(LearningRateMonitor())
-    patience = cfg.get("early_stopping", {}).get("patience")
+    patience = settings.early_stopping_patience
     stopper = EarlyStopping("val/cider", mode="max", patience=patience) if patience else None
     if stopper:
         callbacks.append(stopper)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig
 
 from captioner.model.compiled import use_compile
 from captioner.model.tokens import CaptionLength
+from captioner.settings import RunSettings
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,13 @@ class FastPath:
         return self.caption_length.with_start_and_end if self.compiled else None
 
 
-def fast_path(cfg: DictConfig, gpus: list[int] | None) -> FastPath:
-    accelerator = cfg.trainer.accelerator
+def fast_path(settings: RunSettings, gpus: list[int] | None) -> FastPath:
+    accelerator = settings.trainer.accelerator
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    setting = cfg.model.get("compile", "auto")
-    if str(setting).lower() == "auto" and cfg.trainer.get("devices", 1) != 1:
-        setting = False  # auto compiles single-device runs only: DDP's hooks around a graph are untested
-    resident = on_cuda and gpus is not None and len(gpus) == 1 and cfg.data.get("resident", True)
+    setting = settings.model.compile
+    if setting == "auto" and settings.trainer.devices != 1:
+        setting = "false"  # auto compiles single-device runs only: DDP's hooks around a graph are untested
+    resident = on_cuda and gpus is not None and len(gpus) == 1 and settings.data.resident
     return FastPath(compiled=use_compile(setting, "cuda" if on_cuda else "cpu"),
                     resident_device=f"cuda:{gpus[0]}" if resident else None,
-                    caption_length=CaptionLength(cfg.text.max_caption_length))
+                    caption_length=CaptionLength(settings.text.max_caption_length))

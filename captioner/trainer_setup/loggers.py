@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from captioner.records.run_summary import RunSummary
+from captioner.settings import LoggerSettings
 
-def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
-                  config: dict[str, Any], group: str | None = None,
+
+def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
+                  config: Mapping[str, Any], group: str | None = None,
                   resume_step: int | None = None) -> list[Logger]:
-    """One logger per entry of `logger_cfg`, all writing under `run_dir`; a CSV log goes on from
+    """One logger per entry of the `logger` group, all writing under `run_dir`; a CSV log goes on from
     `resume_step` (the resumed checkpoint's step) when the run resumes.
 
     W&B runs get `tags` and, unless the config names one, `group` (the sweep), so W&B's compare
     views line up the runs of a sweep.
     """
     loggers = []
-    for entry in (logger_cfg or {}).values():
-        if entry.get("_target_", "").endswith("WandbLogger"):
+    for logger_settings in settings:
+        entry = dict(logger_settings.options)
+        if logger_settings.kind == "wandb":
             # Offline unless the user asks otherwise through WANDB_MODE, or a `wandb agent` started
             # this run (its sweep lives on the server); `wandb sync` uploads offline runs later.
             offline = entry.get("offline")
@@ -34,8 +38,8 @@ def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
                                  tags=[*tags, *(entry.get("tags") or [])],
                                  group=entry.get("group") or group)
             if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
-                logger.experiment.config.update(config, allow_val_change=True)
-        elif entry.get("_target_", "").endswith("ResumingCSVLogger"):
+                logger.experiment.config.update(dict(config), allow_val_change=True)
+        elif logger_settings.kind == "csv":  # the project's ResumingCSVLogger
             logger = instantiate(entry, save_dir=str(run_dir), resume_step=resume_step)
         else:
             logger = instantiate(entry, save_dir=str(run_dir))
@@ -43,13 +47,14 @@ def build_loggers(logger_cfg: DictConfig | None, run_dir: Path, tags: list[str],
     return loggers
 
 
-def record_summary(loggers: list[Logger], summary: dict[str, Any]) -> None:
+def record_summary(loggers: list[Logger], summary: RunSummary) -> None:
     """Final test scores and run facts as the W&B run's summary (the columns of its runs table)."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
             logger.experiment.summary.update(
-                {**{f"test/{k}": v for k, v in summary.get("test", {}).items()},
-                 **{k: summary.get(k) for k in ("status", "best_val_cider", "epochs", "train_time_s")}})
+                {**{f"test/{k}": v for k, v in summary.test.items()}, "status": summary.status,
+                 "best_val_cider": summary.best_val_cider, "epochs": summary.epochs,
+                 "train_time_s": summary.train_time_s})
 
 
 def log_examples(loggers: list[Logger], examples: list[dict[str, Any]]) -> None:

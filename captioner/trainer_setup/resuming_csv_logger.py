@@ -15,6 +15,8 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
+from captioner.training.lightning_seams import CSVWriterWithLogDirHook, cached_csv_writer
+
 
 class ResumingCSVLogger(CSVLogger):
     def __init__(self, *args: Any, resume_step: int | None = None, **kwargs: Any) -> None:
@@ -25,26 +27,23 @@ class ResumingCSVLogger(CSVLogger):
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = ContinuingWriter(self.log_dir, self.resume_step)
-        return self._experiment
+        return cached_csv_writer(self, lambda: ContinuingWriter(self.log_dir, self.resume_step))
 
 
-class ContinuingWriter(ExperimentWriter):
+class ContinuingWriter(CSVWriterWithLogDirHook):
     def __init__(self, log_dir: str, resume_step: int | None) -> None:
         self.resume_step = resume_step
         super().__init__(log_dir)
 
-    def _check_log_dir_exists(self) -> None:  # Lightning's hook: called once, before any row is written
-        if self.resume_step is None or not self._fs.isfile(self.metrics_file_path):
-            super()._check_log_dir_exists()
+    def prepare_log_dir(self) -> None:  # called once, before any row is written
+        if self.resume_step is None or not self.filesystem.isfile(self.metrics_file_path):
+            super().prepare_log_dir()
             return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+        with self.filesystem.open(self.metrics_file_path, "r", newline="") as file:
             reader = csv.DictReader(file)
             header = list(reader.fieldnames or [])
             kept = [row for row in reader if row.get("step") and int(float(row["step"])) < self.resume_step]
-        with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+        with self.filesystem.open(self.metrics_file_path, "w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=header)
             writer.writeheader()
             writer.writerows(kept)

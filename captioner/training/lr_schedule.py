@@ -16,8 +16,9 @@ from typing import Any
 import torch
 
 from captioner.errors import ConfigError
+from captioner.settings.choices import LR_SCHEDULES
 
-SCHEDULES = ("constant", "cosine", "plateau")
+SCHEDULES = LR_SCHEDULES
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_ratio: float) -> float:

@@ -18,6 +18,7 @@ from captioner.model.packed import packed_teacher_forcing
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
 from captioner.model.tokens import CaptionLength
 from captioner.scoring.coco_metrics import CaptionScores
+from captioner.training.lightning_seams import has_trainer
 from captioner.training.lr_schedule import with_lr_schedule
 from captioner.training.self_critical import SelfCritical
 
@@ -45,7 +46,7 @@ class CaptionModule(pl.LightningModule):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `cnn`, the record of the CNN that made the features
-        # (FeatureFile.cnn_record). `compile` is decided by the run (runs/fast_path.py), not here.
+        # (FeatureFile.cnn_record). `compile` is decided by the run (trainer_setup/fast_path.py), not here.
         self.save_hyperparameters()
         self.caption_length = CaptionLength(max_caption_length)
         # How test captions are written; evaluate and caption may set other options.
@@ -119,8 +120,9 @@ class CaptionModule(pl.LightningModule):
         settings = self.hparams.get("scheduled_sampling") or {}
         if not settings.get("max_prob"):
             return 0.0
-        batches = max(1, int(self.trainer.num_training_batches)) if self._trainer is not None else 1
-        epoch = (self.current_epoch + batch_idx / batches) if self._trainer is not None else 0.0
+        attached = has_trainer(self)  # scheduled sampling is also asked for outside a fit
+        batches = max(1, int(self.trainer.num_training_batches)) if attached else 1
+        epoch = (self.current_epoch + batch_idx / batches) if attached else 0.0
         return sampling_probability(epoch, settings["max_prob"], settings.get("start_epoch", 0),
                                     settings.get("ramp_epochs", 0))
 
@@ -132,7 +134,8 @@ class CaptionModule(pl.LightningModule):
             references = datamodule.references(datamodule.eval_split(stage))
             metric = CaptionScores(references, self.vocabulary, self.caption_length.with_end,
                                    spice=bool(self.hparams.get("spice", False)),
-                                   meteor=bool(self.hparams.get("meteor", True)))
+                                   meteor=bool(self.hparams.get("meteor", True)),
+                                   per_image=stage == "test")  # the run's captions.json; not per validation
             self.scores[stage] = metric.to(self.device)
         return self.scores[stage]
 
@@ -185,5 +188,5 @@ class CaptionModule(pl.LightningModule):
                                 lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Which stage wrote it: resuming picks the stage up again (captioner/scst_stage.py).
+        # Which stage wrote it: resuming picks the stage up again (captioner/training/self_critical_stage.py).
         checkpoint["training_stage"] = "scst" if self.self_critical is not None else "xe"

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
+from captioner.training.lightning_seams import reload_pending_loader_state
+
 
 class RestoreTrainingOrder(Callback):
     """Applies the saved position when Lightning set up the train loader before restoring its state.
@@ -24,12 +26,7 @@ class RestoreTrainingOrder(Callback):
     """
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        fit_loop = trainer.fit_loop
-        pending = fit_loop._combined_loader_states_to_load
-        if pending and fit_loop._combined_loader is not None and fit_loop._data_fetcher is not None:
-            fit_loop._combined_loader._load_state_dicts(pending)
-            fit_loop._combined_loader_states_to_load = []
-            iter(fit_loop._data_fetcher)  # fetches again, from the restored position
+        reload_pending_loader_state(trainer)
 
 
 class RandomState(Callback):

@@ -17,11 +17,13 @@ import numpy as np
 import torch
 
 from captioner.data.vocabulary import Vocabulary, tokenize
+from captioner.errors import ConfigError
 from captioner.model import greedy_decode, sample_captions
 from captioner.model.losses import mean_of_others, self_critical_loss
 from captioner.scoring.cider import CiderD
+from captioner.settings.choices import SCST_BASELINES
 
-BASELINES = ("mean", "greedy")
+BASELINES = SCST_BASELINES
 
 
 class CiderReward:
@@ -64,9 +66,9 @@ class SelfCritical:
 
     def __post_init__(self) -> None:
         if self.baseline not in BASELINES:
-            raise ValueError(f"scst.baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
+            raise ConfigError(f"scst.baseline={self.baseline!r}: expected one of {', '.join(BASELINES)}")
         if self.baseline == "mean" and self.samples < 2:
-            raise ValueError(f"scst.baseline=mean needs scst.samples >= 2 (got {self.samples}): "
+            raise ConfigError(f"scst.baseline=mean needs scst.samples >= 2 (got {self.samples}): "
                              "the baseline is the mean of the other samples; or use scst.baseline=greedy")
 
     def training_step(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The self-critical stage of a run: a second fit after cross-entropy (or from an XE checkpoint).
 
-`train.run` fits with cross-entropy first (unless `scst.from_checkpoint` names the XE weights
+`captioner.runs.run.run` fits with cross-entropy first (unless `scst.from_checkpoint` names the XE weights
 or it resumes an SCST checkpoint), then `fit_self_critical` starts a second Trainer whose
 training batches are images (each sampled `scst.samples` times) and whose training step is
 `SelfCritical`'s (self_critical.py). It shares the run's callbacks, so the best checkpoint (by val
@@ -15,10 +15,17 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from captioner.data.datamodule import CaptionDataModule, batches_done_in_epoch
+from captioner.settings import ScstSettings
+from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
+from captioner.training.checkpoint_record import CheckpointRecord
+from captioner.training.lightning_seams import (
+    batches_that_stepped,
+    forget_last_saved_step,
+    set_batches_that_stepped,
+)
 from captioner.training.module import CaptionModule
 from captioner.training.self_critical import CiderReward, SelfCritical
 from captioner.training.validation_history import ValidationHistory
@@ -53,31 +60,27 @@ class ImageTrainData(pl.LightningDataModule):
         return self.data.eval_split(stage)
 
 
-def checkpoint_stage(path: Path | None) -> str | None:
-    """The stage ("xe" or "scst") that wrote a checkpoint; None without one."""
-    if path is None:
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True).get("training_stage", "xe")
-
-
-def skips_cross_entropy(scst: DictConfig, resume: Path | None) -> bool:
+def skips_cross_entropy(scst: ScstSettings, resume: CheckpointRecord | None) -> bool:
     """True when the run goes straight to the self-critical stage."""
-    return bool(scst.enabled) and (bool(scst.from_checkpoint) or checkpoint_stage(resume) == "scst")
+    resumes_scst = resume is not None and resume.stage == "scst"
+    return scst.enabled and (scst.from_checkpoint is not None or resumes_scst)
 
 
 def _load_weights(module: CaptionModule, path: Path, option: str) -> None:
+    fix = "give a cross-entropy .ckpt of this model (a run's checkpoints/ folder), or null to train it first"
     if not path.is_file():
-        raise FileNotFoundError(f"{option}: no such checkpoint file ({path})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointNotFoundError(f"{option}: no such checkpoint file ({path}); {fix}")
     try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
         module.load_state_dict(state["state_dict"])
-    except (KeyError, RuntimeError) as error:
-        raise ValueError(f"{option}={path}: not a checkpoint of this model (its vocabulary and sizes "
-                         f"must match this run's config): {str(error)[:300]}") from error
+    except Exception as error:  # not a torch file (UnpicklingError, ...), no state_dict, other sizes
+        raise CheckpointError(f"{option}={path}: not a checkpoint of this model (its vocabulary and sizes "
+                              f"must match this run's config; {fix}): {type(error).__name__}: "
+                              f"{str(error)[:300]}") from error
 
 
-def fit_self_critical(scst: DictConfig, module: CaptionModule, datamodule: CaptionDataModule,
-                      make_trainer: Callable[..., pl.Trainer], resume: Path | None,
+def fit_self_critical(scst: ScstSettings, module: CaptionModule, datamodule: CaptionDataModule,
+                      make_trainer: Callable[..., pl.Trainer], resume: CheckpointRecord | None,
                       cross_entropy: pl.Trainer) -> pl.Trainer:
     """Fit with the self-critical loss; returns the stage's Trainer (to test with).
 
@@ -85,7 +88,7 @@ def fit_self_critical(scst: DictConfig, module: CaptionModule, datamodule: Capti
     else the weights of `scst.from_checkpoint`, else the best checkpoint of the `cross_entropy`
     Trainer's fit (this run's first stage).
     """
-    resumed = resume if checkpoint_stage(resume) == "scst" else None
+    resumed = resume.path if resume is not None and resume.stage == "scst" else None
     if resumed is None:
         best_xe = getattr(cross_entropy.checkpoint_callback, "best_model_path", "")
         if scst.from_checkpoint:
@@ -98,15 +101,14 @@ def fit_self_critical(scst: DictConfig, module: CaptionModule, datamodule: Capti
         samples=scst.samples, baseline=scst.baseline, temperature=scst.temperature)
     trainer = make_trainer(max_epochs=scst.epochs)
     if resumed is None:  # the loggers' step goes on from the cross-entropy stage's (a resume restores it)
-        steps = cross_entropy.fit_loop.epoch_loop._batches_that_stepped
-        trainer.fit_loop.epoch_loop._batches_that_stepped = steps
+        set_batches_that_stepped(trainer, batches_that_stepped(cross_entropy))
     for callback in trainer.callbacks:
         if isinstance(callback, ValidationHistory):
             callback.stage = "scst"
         if isinstance(callback, pl.callbacks.ModelCheckpoint):  # epochs and steps count from 0 again
             if callback.monitor is not None:  # best-*.ckpt; last.ckpt keeps its name
                 callback.filename = "scst-" + str(callback.filename)
-            callback._last_global_step_saved = -1  # else a step number XE saved at is skipped
+            forget_last_saved_step(callback)  # else a step number XE saved at is skipped
     trainer.fit(module, datamodule=ImageTrainData(datamodule, scst.batch_size), ckpt_path=resumed,
                 weights_only=True)
     return trainer

@@ -1,0 +1,36 @@
+"""A run's per-image test scores, as captions.json records them: what the sweep report resamples.
+
+CIDEr-D per image (with the test split's document frequencies fixed, the corpus score is their
+mean) and BLEU's sufficient statistics per image (the corpus BLEU sums them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from captioner.scoring.bleu_statistics import corpus_bleu
+
+METRICS = ("cider", "bleu4")
+
+
+@dataclass(frozen=True)
+class RunScores:
+    """One run's per-image test values, in the order of `image_ids`."""
+
+    image_ids: tuple[str, ...]
+    cider: np.ndarray  # (images,)
+    bleu_counts: np.ndarray  # (images, 10)
+
+    def score(self, metric: str, weights: np.ndarray | None = None) -> np.ndarray:
+        """The corpus score, or one per row of `weights` (resamples x images: how often each
+        image is drawn)."""
+        if weights is None:
+            weights = np.ones((1, len(self.image_ids)))
+            return self.score(metric, weights)[0]
+        if metric == "cider":
+            return weights @ self.cider / weights.sum(axis=1)
+        if metric == "bleu4":
+            return corpus_bleu(weights @ self.bleu_counts)
+        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")

@@ -1,0 +1,128 @@
+"""A sweep's runs as the report reads them: each run folder's overrides, summary and captions.
+
+Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.json`,
+`captions.json`), so it works offline, on a sweep that is still running, and on runs that failed
+or were killed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from captioner.records.caption_entry import per_image_scores, read_caption_entries
+from captioner.records.per_image_scores import RunScores
+from captioner.records.run_folder import RunFolder
+from captioner.records.run_summary import RunSummary
+
+
+def sweep_group(sweep_name: str, sweep_dir: Path | str) -> str:
+    """The W&B group of a sweep's runs: `<sweep_name>-<the sweep folder's name>`."""
+    return f"{sweep_name}-{Path(sweep_dir).name}"
+
+
+@dataclass
+class RunResult:
+    """One run of a sweep, as found on disk."""
+
+    path: Path
+    overrides: dict[str, str]
+    # completed | failed | preempted | running | killed (said running, its process is gone) |
+    # missing (no metrics.json: killed before it wrote one, or never started)
+    status: str
+    error: str | None = None
+    test: dict[str, float] = field(default_factory=dict)
+    epochs: int | None = None
+    train_time_s: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    captions_per_s: float | None = None  # test decoding
+    per_image: RunScores | None = None  # from captions.json (runs from before it had scores: None)
+    captions: dict[str, str] = field(default_factory=dict)  # test image id -> caption
+    references: dict[str, list[str]] = field(default_factory=dict)
+    image_files: dict[str, str] = field(default_factory=dict)  # test image id -> photo (newer runs)
+    attention_files: dict[str, str] = field(default_factory=dict)  # -> figure, relative to the run
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        """Training time per epoch (with its dev validation)."""
+        return self.train_time_s / self.epochs if self.train_time_s and self.epochs else None
+
+    def label(self, factors: list[str]) -> str:
+        return " ".join(f"{f}={self.overrides.get(f, '-')}" for f in factors) or self.path.name
+
+
+def _parse_overrides(lines: list[str]) -> dict[str, str]:
+    parsed = {}
+    for line in lines:
+        key, _, value = line.partition("=")
+        parsed[key.lstrip("+~")] = value
+    return parsed
+
+
+def _run_order(path: Path) -> tuple[int, str]:
+    return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
+
+
+def collect_runs(sweep_dir: Path) -> list[RunResult]:
+    """Every run under `sweep_dir` (a folder where Hydra recorded its overrides), in job order."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    runs = []
+    for folder in sorted(RunFolder.all_under(sweep_dir), key=lambda f: _run_order(f.path)):
+        overrides = _parse_overrides(folder.overrides())
+        try:
+            summary = RunSummary.read(folder.metrics)
+        except ValueError as error:  # half a JSON file: the run is still writing it, or was killed
+            runs.append(RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {error}"))
+            continue
+        if summary is None:
+            runs.append(RunResult(folder.path, overrides, "missing"))
+            continue
+        status, error = _status(summary)
+        run = RunResult(
+            folder.path, overrides, status, error=error,
+            test={k: float(v) for k, v in summary.test.items()}, epochs=summary.epochs,
+            train_time_s=summary.train_time_s, history=summary.history,
+            captions_per_s=summary.test_captions_per_s)
+        if status == "completed":
+            _read_captions(folder, run)
+        runs.append(run)
+    if not runs:
+        raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
+    return runs
+
+
+def _read_captions(folder: RunFolder, run: RunResult) -> None:
+    """The run's test captions and per-image scores, where it wrote them."""
+    try:
+        entries = read_caption_entries(folder.captions)
+    except (OSError, ValueError):  # an older or damaged run: the report does without them
+        return
+    run.captions = {e.image_id: e.caption for e in entries}
+    run.references = {e.image_id: e.references for e in entries}
+    run.image_files = {e.image_id: e.image for e in entries if e.image}
+    run.attention_files = {e.image_id: e.attention for e in entries if e.attention}
+    run.per_image = per_image_scores(entries)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _status(summary: RunSummary) -> tuple[str, str | None]:
+    """The run's status and error; `running` is checked against its process on this host."""
+    status, error, pid, host = summary.status, summary.error, summary.pid, summary.host
+    here = host == socket.gethostname()  # another machine's process cannot be checked from here
+    if status == "running" and isinstance(pid, int) and here and not _process_alive(pid):
+        return "killed", f"process {pid} ended without a word (kill -9?); resume it with ckpt_path=last"
+    return status, error

@@ -1,0 +1,22 @@
+"""The allowed values of every option that picks one of several alternatives.
+
+One table, read by the settings checks (so a typo is refused before any work) and by the code that
+implements each choice; tests/test_settings.py keeps it in step with that code (ARCHITECTURES,
+SOURCES, ...), since this module may import nothing of the project but errors.py.
+"""
+
+from __future__ import annotations
+
+CNN_NAMES = ("efficientnet_lite2", "inception_resnet_v2", "inception_v3", "mobilenet_v2", "resnet101",
+             "vgg16")
+DATASET_SOURCES = ("coco", "flickr30k", "flickr8k", "iapr", "shapes")
+RNN_CELLS = ("gru", "lstm")
+DECODE_STRATEGIES = ("greedy", "beam")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+SCST_BASELINES = ("mean", "greedy")  # of the image's other samples | its greedy caption's reward
+COMPILE_CHOICES = ("auto", "true", "false")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# Lightning's precision names (pytorch_lightning.trainer.connectors.accelerator_connector).
+PRECISIONS = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "64", "32", "16",
+              "bf16", "transformer-engine", "transformer-engine-float16")
+LOGGER_KINDS = ("csv", "tensorboard", "wandb", "other")
