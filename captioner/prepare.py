@@ -20,7 +20,7 @@ register_resolver()  # ${unique_dir:...} in conf/train.yaml's run folders
 _job_started = False  # see errors.run_hydra_app
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
     global _job_started
     _job_started = True
@@ -44,5 +44,10 @@ def main(cfg: DictConfig) -> None:
           f"{len(features.skipped)} skipped, weights {weights}")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`captioner-prepare` (installed) and `python -m captioner.prepare`."""
     run_hydra_app(main, lambda: _job_started)
+
+
+if __name__ == "__main__":
+    cli()

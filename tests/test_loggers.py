@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import shutil
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 from captioner.records.run_summary import RunSummary
+from captioner.runs.run import run
 from captioner.trainer_setup.loggers import build_loggers, finish_loggers, record_summary
 from tests.conftest import compose_config, settings_of
 
@@ -25,3 +32,41 @@ def test_wandb_runs_get_the_sweep_group_tags_config_and_summary(tmp_path, monkey
     finally:
         finish_loggers([logger])
     assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+@pytest.mark.slow
+def test_a_resumed_run_goes_on_in_its_wandb_run_and_its_tensorboard_stream(tmp_path, shared_data_root,
+                                                                          monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+
+    def train(*overrides: str) -> RunSummary:
+        cfg = compose_config("logger=[wandb,tensorboard,csv]", "trainer.log_every_n_steps=1", "meteor=false",
+                             *overrides, data_root=shared_data_root)
+        return run(cfg, run_dir, base_dir=tmp_path)
+
+    first = train("trainer.max_epochs=1")
+    epoch_one = run_dir / "checkpoints" / "after-epoch-1.ckpt"
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", epoch_one)
+    second = train("trainer.max_epochs=2", "ckpt_path=last")
+    # as after a kill: going on again from an earlier step than the logs reached
+    third = train("trainer.max_epochs=2", f"ckpt_path={epoch_one}")
+    assert first.wandb_run_id and first.wandb_run_id == second.wandb_run_id == third.wandb_run_id
+    offline = sorted(run_dir.glob("wandb/offline-run-*"))
+    # wandb 0.31 cannot resume offline: each process writes its own folder, all three with the run's
+    # id (online, W&B continues the one run)
+    assert len(offline) == 3 and all(p.name.endswith(f"-{first.wandb_run_id}") for p in offline)
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    steps = [event.step for event in events.Scalars("train/loss")]
+    # every step once, in order: what the first attempt logged past epoch 1 is hidden (purge_step)
+    assert steps == list(range(steps[0], steps[0] + len(steps)))
+    assert not [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]  # no version_N: one stream
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").open()))
+    csv_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert csv_steps == sorted(set(csv_steps)) and csv_steps == steps
+
+    fresh = run(compose_config("logger=wandb", "meteor=false", data_root=shared_data_root), tmp_path / "new",
+                base_dir=tmp_path)
+    assert fresh.wandb_run_id and fresh.wandb_run_id != first.wandb_run_id

@@ -7,7 +7,7 @@ What counts as a reference (`stale_references`):
 - a module file named without its top folder: `report.py` (some file of the repository has that
   name) or `compare/report.py` (beside the naming file, in a package above it, or under a top
   folder) when its first folder is one of the repository's (`torch/utils/_pytree.py` is not);
-- a dotted name, `captioner.compare.report`, `train.main`, `captioner.report:main`: the longest
+- a dotted name, `captioner.compare.report`, `captioner.train.main`, `captioner.report:main`: the longest
   prefix that is a module or package must exist and the next name must be defined at its top level.
 Not references: URLs and anything inside another path (`https://host/captioner/x.py`), folders the
 repository does not hold (`outputs/`, `data/`, `<data_root>/`), logger names
@@ -69,7 +69,8 @@ def _dotted_exists(root: Path, dotted: str) -> bool:
     for end in range(len(parts), 0, -1):
         module = _module_file(root, parts[:end])
         if module is not None:
-            return end == len(parts) or parts[end] in _top_level_names(module)
+            # a module's own attributes (`captioner.__file__`) are Python's, not names it defines
+            return end == len(parts) or parts[end].startswith("__") or parts[end] in _top_level_names(module)
     return False
 
 
@@ -144,7 +145,7 @@ def test_the_scanner_finds_the_stale_names_among_good_ones():
         "# see captioner/compare/report.py:12, conf/cnn/*.yaml, sweeps/{name}.yaml, `effects.py`,",
         f"# moved: {gone_path}, `{gone_file}`, {gone_module}.",
         "# fine: https://example.org/captioner/gone.py, outputs/gone/run.py, tests.conftest.REPO,",
-        "# torch/utils/gone.py, compare/report.py, train.main, <data_root>/features/x.h5",
+        "# torch/utils/gone.py, compare/report.py, captioner.train.main, <data_root>/features/x.h5",
         "log = logging.getLogger(" + '"captioner.' + 'progress")  # a logger, not a module',
         f'path = tmp_path / "made_here.py"  # {gone_function}',
         '[project.scripts] captioner-report = "captioner.report:main", gone = "captioner.report:' + 'gone"',

@@ -16,7 +16,7 @@ import yaml
 
 from captioner.records.sweep_runs import RunResult
 
-DEFAULT_GROUPS = Path(__file__).resolve().parents[2] / "conf" / "content_groups.yaml"
+DEFAULT_GROUPS = Path(__file__).resolve().parents[1] / "conf" / "content_groups.yaml"  # captioner/conf/
 _WORD = re.compile(r"[a-z]+")
 
 

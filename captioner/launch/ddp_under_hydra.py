@@ -21,7 +21,7 @@ import torch
 
 from captioner.training.lightning_seams import swapped_hydra_subprocess_command
 
-# train.py records its path here before Hydra starts any worker process.
+# The training command's module (captioner.train sets it before Hydra starts any worker process).
 ENTRY_POINT = "CAPTIONER_ENTRY_POINT"
 # What Lightning's process launcher sets in rank 0's own environment.
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
@@ -40,7 +40,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
 
     hydra = HydraConfig.get()
     if os.environ.get(ENTRY_POINT):  # in a joblib or submitit worker, sys.argv is the worker's
-        command = [sys.executable, os.environ[ENTRY_POINT]]
+        command = [sys.executable, "-m", os.environ[ENTRY_POINT]]
     elif __main__.__spec__ is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:

@@ -39,6 +39,7 @@ class RunSummary:
     resumed_from: str | None = None
     error: str | None = None  # failed or preempted: why
     resume: str | None = None  # preempted: how to go on
+    wandb_run_id: str | None = None  # with logger=wandb: the W&B run a resume continues
     extra: dict[str, Any] = field(default_factory=dict)  # keys of other versions, kept as they were
 
     @classmethod

@@ -33,8 +33,15 @@ from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
 from captioner.trainer_setup.callbacks import run_callbacks
 from captioner.trainer_setup.fast_path import FastPath, fast_path
-from captioner.trainer_setup.loggers import build_loggers, finish_loggers, log_examples, record_summary
+from captioner.trainer_setup.loggers import (
+    build_loggers,
+    finish_loggers,
+    log_examples,
+    record_summary,
+    wandb_run_id,
+)
 from captioner.training.checkpoint_files import AtomicCheckpointIO
+from captioner.training.checkpoint_record import CheckpointRecord
 from captioner.training.lightning_seams import warn_if_untested_lightning
 from captioner.training.module import CaptionModule
 from captioner.training.preemption import Preempted, PreemptionSignals
@@ -68,6 +75,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir)
         if resume is not None:
             check_resumable(resume, settings)
+        earlier_wandb_run = _recorded_wandb_run(resume)  # read before this run's summary replaces it
         quiet_known_noise()
         if rank_zero_only.rank == 0:  # its private internals are used (training/lightning_seams.py)
             warn_if_untested_lightning()
@@ -93,7 +101,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             datamodule.vocabulary.save(folder.vocabulary)
         module = _module(settings, datamodule, fast)
         loggers = build_loggers(settings.loggers, folder.path, settings.tags, settings.config, group=group,
-                                resume_step=resume.global_step if resume is not None else None)
+                                resume_step=resume.global_step if resume is not None else None,
+                                wandb_run_id=earlier_wandb_run)
+        summary.wandb_run_id = wandb_run_id(loggers)
+        _write_metrics(folder, summary)
         callbacks = run_callbacks(settings, folder, signals, with_loggers=bool(loggers))
         trainer_options = {**settings.trainer.options, **({"devices": gpus} if gpus else {})}
         if not sys.stdout.isatty():  # a log file gets ProgressLines' plain lines, not a bar's last frame
@@ -201,6 +212,18 @@ def _record_failure(folder: RunFolder, summary: RunSummary, error: BaseException
 def _write_metrics(folder: RunFolder, summary: RunSummary) -> None:
     if rank_zero_only.rank == 0:  # one writer under DDP
         summary.write(folder.metrics)
+
+
+def _recorded_wandb_run(resume: CheckpointRecord | None) -> str | None:
+    """The W&B run of the run that wrote the checkpoint a run resumes from (this folder's own, or
+    the earlier run's that `ckpt_path=last` found), so the resumed run goes on in it."""
+    if resume is None:
+        return None
+    try:
+        earlier = RunFolder.of_checkpoint(resume.path).summary()
+    except ValueError:  # a half-written metrics.json: W&B starts a new run, the training goes on
+        return None
+    return earlier.wandb_run_id if earlier is not None else None
 
 
 def _as_float(value: Any) -> float | None:

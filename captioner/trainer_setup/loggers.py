@@ -17,12 +17,14 @@ from captioner.settings import LoggerSettings
 
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
                   config: Mapping[str, Any], group: str | None = None,
-                  resume_step: int | None = None) -> list[Logger]:
-    """One logger per entry of the `logger` group, all writing under `run_dir`; a CSV log goes on from
-    `resume_step` (the resumed checkpoint's step) when the run resumes.
+                  resume_step: int | None = None, wandb_run_id: str | None = None) -> list[Logger]:
+    """One logger per entry of the `logger` group, all writing under `run_dir`.
 
-    W&B runs get `tags` and, unless the config names one, `group` (the sweep), so W&B's compare
-    views line up the runs of a sweep.
+    A resumed run (`resume_step`: the checkpoint's step) goes on in its loggers' history: the CSV
+    log drops rows logged after that step, TensorBoard hides events from that step on
+    (`purge_step`), and W&B continues the run `wandb_run_id` (the one the resumed run recorded)
+    instead of starting a second one. W&B runs get `tags` and, unless the config names one,
+    `group` (the sweep), so W&B's compare views line up the runs of a sweep.
     """
     loggers = []
     for logger_settings in settings:
@@ -34,17 +36,28 @@ def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[
             if offline is None:
                 default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
                 offline = os.environ.get("WANDB_MODE", default) in ("offline", "disabled", "dryrun")
+            resumed = {"id": wandb_run_id, "resume": "allow"} if wandb_run_id else {}
             logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
                                  tags=[*tags, *(entry.get("tags") or [])],
-                                 group=entry.get("group") or group)
+                                 group=entry.get("group") or group, **resumed)
             if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
                 logger.experiment.config.update(dict(config), allow_val_change=True)
         elif logger_settings.kind == "csv":  # the project's ResumingCSVLogger
             logger = instantiate(entry, save_dir=str(run_dir), resume_step=resume_step)
+        elif logger_settings.kind == "tensorboard" and resume_step is not None:
+            logger = instantiate(entry, save_dir=str(run_dir), purge_step=resume_step)
         else:
             logger = instantiate(entry, save_dir=str(run_dir))
         loggers.append(logger)
     return loggers
+
+
+def wandb_run_id(loggers: list[Logger]) -> str | None:
+    """The id of the run's W&B run (recorded in metrics.json, so a resume continues it)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and rank_zero_only.rank == 0:
+            return str(logger.experiment.id)
+    return None
 
 
 def record_summary(loggers: list[Logger], summary: RunSummary) -> None:
