@@ -25,6 +25,8 @@ def _modules() -> dict[str, Path]:
 
 
 def _stage(module: str) -> str:
+    if module == "captioner":  # the package's public API (Captioner, ...): a command's view of it
+        return "commands"
     name = module.split(".")[1] if "." in module else ""
     if name in SHARED or not name:
         return "shared"

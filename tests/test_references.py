@@ -54,6 +54,9 @@ def _top_level_names(module_file: Path) -> frozenset[str]:
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(t.id for target in targets for t in ast.walk(target) if isinstance(t, ast.Name))
+            if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and node.value is not None:
+                # names a module serves lazily (a module __getattr__) are named in __all__
+                names.update(c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant))
     return frozenset(names)
 
 

@@ -61,14 +61,18 @@ class ImageFiles(Dataset):
         path = self.paths[index]
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+                return self.pixels(image), ""
         except UNREADABLE as error:
             if self.strict:
                 raise ImageReadError(f"{path}: cannot read image ({error}); replace or remove the "
                                      "file, or set dataset.strict=false to skip such images") from error
             return torch.zeros(3, self.size, self.size), f"{error}" or type(error).__name__
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """A decoded image as the CNN takes it: RGB, resized to `size`, normalised (3, size, size)."""
+        image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (pixels.float() / 255.0 - self.mean) / self.std, ""
+        return (pixels.float() / 255.0 - self.mean) / self.std
 
 
 def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: CnnSettings, device: str,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from captioner.errors import UserError
 from captioner.features.backbones import build_backbone
@@ -85,6 +86,10 @@ class ImageFeaturizer:
                 readable.append(path)
                 pixels.append(image)
         return readable, torch.stack(pixels) if pixels else None, failures
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """An image already in memory, preprocessed exactly as a file of it would be."""
+        return ImageFiles([], self.cnn.input_size, self.cnn.mean, self.cnn.std).pixels(image)
 
     def __call__(self, paths: list[Path]) -> torch.Tensor:
         """Region features of `paths`; an unreadable one is an error naming it."""

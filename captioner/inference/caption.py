@@ -1,4 +1,5 @@
-"""`python -m captioner.caption CHECKPOINT IMAGE_OR_FOLDER ...`: caption your own images.
+"""`python -m captioner.caption CHECKPOINT IMAGE_OR_FOLDER ...`: caption your own images (a shell
+over `captioner.Captioner`, inference/captioning.py).
 
 The checkpoint says which CNN made its training features (name, weights, input size,
 normalisation, scale); the same CNN is rebuilt here, so a new image gets exactly the features
@@ -15,16 +16,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from captioner.errors import UserError
-from captioner.features.image_featurizer import ImageFeaturizer
 from captioner.inference.attention_figure import plot_attention
+from captioner.inference.captioning import Captioner, CaptionResult
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
-from captioner.training.checkpoint_loading import load_module
-from captioner.training.module import CaptionModule
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
@@ -45,27 +43,6 @@ def image_files(inputs: list[Path]) -> list[Path]:
     return found
 
 
-def caption_images(module: CaptionModule, featurizer: ImageFeaturizer, paths: list[Path],
-                   batch_size: int = 16) -> list[dict[str, Any]]:
-    """Caption and attention (one row of region weights per word) for each image, in order; an
-    unreadable image gets `error` (why) instead."""
-    module.eval()
-    results = []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        readable, pixels, failures = featurizer.read(batch)
-        captioned = {}
-        if pixels is not None:
-            with torch.inference_mode():
-                tokens, attention = module(featurizer.encode(pixels).to(module.device))
-            for path, ids, weights in zip(readable, tokens.tolist(), attention.cpu(), strict=True):
-                caption = module.vocabulary.decode(ids)
-                captioned[path] = {"image": str(path), "caption": caption,
-                                   "attention": weights[: len(caption.split())].numpy()}
-        results += [captioned.get(path) or {"image": str(path), "error": failures[path]} for path in batch]
-    return results
-
-
 def _figure_path(base: Path, image: Path, several: bool) -> Path:
     return base.with_name(f"{base.stem}_{image.stem}{base.suffix or '.png'}") if several else base
 
@@ -84,25 +61,26 @@ def main(argv: list[str] | None = None) -> None:
     try:
         decode = decode_changes(args)  # checked before the checkpoint is read
         paths = image_files(args.images)
-        module = load_module(args.checkpoint).to(args.device)
-        module.test_decoding = module.test_decoding.with_changes(**decode)
-        featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, args.device, args.weights_path)
-        results = caption_images(module, featurizer, paths)
+        model = Captioner.from_checkpoint(args.checkpoint, args.device, args.weights_path)
+        decode["decode"] = decode.pop("strategy", None)
+        results = model.caption(paths, attention=args.attention is not None, **decode)
     except (FileNotFoundError, UserError, KeyError) as error:
         parser.exit(2, f"error: {error}\n")
-    captioned = [r for r in results if "caption" in r]
-    problems = [f"error: {r['image']}: cannot read image ({r['error']}); not captioned"
-                for r in results if "error" in r]
+    captioned = [r for r in results if r.ok]
+    problems = [f"error: {r.image}: cannot read image ({r.error}); not captioned"
+                for r in results if not r.ok]
+    figures: dict[str, str] = {}
     if args.attention and captioned:
-        problems += _draw_figures(captioned, args.attention, module.hparams.cnn.get("grid"),
-                                  several=len(paths) > 1)
-    for result in captioned:
-        del result["attention"]
+        problems += _draw_figures(captioned, args.attention, model.grid, figures, several=len(paths) > 1)
+    shown = [{"image": r.image, "caption": r.caption} for r in captioned]
+    for result in shown:
+        if result["image"] in figures:
+            result["figure"] = figures[result["image"]]
     if args.json:
-        json.dump(captioned, sys.stdout, indent=1)
+        json.dump(shown, sys.stdout, indent=1)
         print()
     else:
-        for result in captioned:
+        for result in shown:
             print(f"{result['image']}\t{result['caption']}")
     sys.stdout.flush()  # the captions first, then what went wrong
     for problem in problems:
@@ -111,18 +89,19 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def _draw_figures(results: list[dict[str, Any]], base: Path, grid: Any, several: bool) -> list[str]:
-    """Write each result's attention figure (adding its path as `figure`); the errors, one line each."""
-    grid = tuple(grid or (1, results[0]["attention"].shape[1]))
+def _draw_figures(results: list[CaptionResult], base: Path, grid: tuple[int, int] | None,
+                  figures: dict[str, str], several: bool) -> list[str]:
+    """Write each result's attention figure (its path into `figures`); the errors, one line each."""
+    grid = tuple(grid or (1, results[0].attention.shape[1]))
     problems = []
     for result in results:
-        figure = _figure_path(base, Path(result["image"]), several)
+        figure = _figure_path(base, Path(result.image), several)
         try:
-            result["figure"] = str(plot_attention(Path(result["image"]), result["caption"].split(),
-                                                  result["attention"], grid, figure))
+            figures[result.image] = str(plot_attention(Path(result.image), result.words, result.attention,
+                                                       grid, figure))
         except (OSError, ValueError) as error:
             problems.append(f"error: cannot write the attention figure {figure} ({error}); the caption "
-                            f"of {result['image']} is printed without it")
+                            f"of {result.image} is printed without it")
     return problems
 
 
