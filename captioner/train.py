@@ -16,12 +16,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from captioner.launch.ddp_under_hydra import ENTRY_POINT
 from captioner.launch.unique_folders import register_resolver
 
 log = logging.getLogger("train")
-# Inherited by launcher workers: DDP ranks started inside a job run this module (ddp_under_hydra.py).
-os.environ[ENTRY_POINT] = "captioner.train"
+# Inherited by launcher workers: DDP ranks started inside a job run this module (the variable is
+# launch/ddp_under_hydra.py's ENTRY_POINT; importing that module here would load Lightning before
+# Hydra sets up logging, and slow down --help).
+os.environ["CAPTIONER_ENTRY_POINT"] = "captioner.train"
 register_resolver()  # ${unique_dir:...} in conf/train.yaml's run folders
 _job_started = False  # Hydra exits 1 on its own errors (bad override, unknown group) before the job
 

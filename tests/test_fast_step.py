@@ -14,7 +14,7 @@ from captioner.data.resident_features import ResidentFeatures
 from captioner.features.cache import ensure_features
 from captioner.features.feature_file import FeatureFile
 from captioner.model import CaptionDecoder
-from captioner.model.compiled import CompiledForward, compiled_graphs, use_compile
+from captioner.model.compiled import CompiledForward, compiled_graphs, gradients_match, use_compile
 from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
 from captioner.model.packed import packed_teacher_forcing
 from captioner.sources import load_records
@@ -127,6 +127,14 @@ def test_static_batches_compile_once_for_the_whole_epoch(path):
     ("auto", "cuda", True), ("auto", "cpu", False), (True, "cpu", True), ("false", "cuda", False)])
 def test_compile_switch(setting, device, expected):
     assert use_compile(setting, device) is expected
+
+
+def test_the_gradient_check_has_an_absolute_floor_for_gradients_that_are_zero_in_truth():
+    big, bias = torch.tensor([0.5, -2.0]), torch.tensor([1e-9])  # eager: attention.score.bias is ~0
+    same, worst = gradients_match([big * (1 + 1e-4), torch.tensor([3e-10])], [big, bias])
+    assert same and worst == pytest.approx(0.7, rel=1e-3)  # 7e-10 relative to 1e-9: noise, not a mismatch
+    assert not gradients_match([big * 1.1, bias], [big, bias])[0]  # a 10% difference is one
+    assert not gradients_match([big, torch.tensor([1e-3])], [big, bias])[0]  # ... and so is a real bias
 
 
 def test_compile_switch_names_a_bad_value():

@@ -56,3 +56,12 @@ def test_a_wheel_install_carries_the_configs_the_commands_compose(tmp_path):
     found = command(outside, [sys.executable, "-c", "import captioner; print(captioner.__file__)"],
                     env={"PYTHONPATH": str(site)})
     assert found.stdout.strip().startswith(str(site))  # the installed copy, not the checkout
+
+
+def test_the_training_command_loads_no_lightning_before_hydra_sets_up_logging(tmp_path):
+    """Lightning imported first adds its own stderr handler: every user error would then print
+    Lightning's log lines above the one-line error (and --help would take seconds)."""
+    script = ("import sys, captioner.train, captioner.prepare; "
+              "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))")
+    result = command(tmp_path, [sys.executable, "-c", script])
+    assert result.stdout.strip() == "[]"

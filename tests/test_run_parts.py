@@ -24,6 +24,7 @@ from captioner.data.training_order import EpochShuffle, ResumableDataLoader
 from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
 from captioner.launch.unique_folders import claim_folder
+from captioner.model.compiled import COMPILE_SECONDS, SAVED_SECONDS_PER_STEP, compile_pays
 from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
@@ -31,7 +32,7 @@ from captioner.runs.resume import check_resumable, resolve_checkpoint
 from captioner.runs.run import run
 from captioner.settings import CnnSettings, read_settings
 from captioner.settings.reading import with_absolute_paths
-from captioner.trainer_setup.fast_path import fast_path
+from captioner.trainer_setup.fast_path import fast_path, planned_steps
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
 from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.preemption import Preempted, PreemptionSignals
@@ -172,10 +173,28 @@ def test_compile_is_decided_once_from_the_setting_and_the_devices(setting, accel
     cfg = compose_config()
     with open_dict(cfg):
         cfg.model.compile, cfg.trainer.accelerator, cfg.trainer.devices = setting, accelerator, devices
-    fast = fast_path(settings_of(cfg), gpus=None)
+    fast = fast_path(settings_of(cfg), gpus=None, train_captions=10**6)  # compiling pays for so many
     assert fast.compiled is compiled
     assert fast.static_caption_length == (cfg.text.max_caption_length + 2 if compiled else None)
     assert fast.resident_device is None  # no GPU leased
+
+
+@pytest.mark.parametrize("overrides, train_captions, compiled", [
+    ([], 1200 * 5, False),  # the default job: 8 epochs x 93 steps, fewer than compiling costs (#25)
+    (["trainer.max_epochs=7", "data.batch_size=64"], 6000 * 5, True),  # Flickr8k: 7 x 468 steps
+    (["trainer.max_epochs=-1"], 6000, True),  # no bound on the steps
+    (["trainer.max_epochs=100", "+trainer.max_steps=500"], 6000 * 5, False),
+])
+def test_auto_compiles_on_a_gpu_only_when_the_planned_steps_repay_the_compile(overrides, train_captions,
+                                                                               compiled):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["trainer.accelerator=gpu", *overrides])
+    settings = settings_of(cfg)
+    steps = planned_steps(settings, train_captions)
+    assert compile_pays(steps) is compiled
+    assert fast_path(settings, gpus=None, train_captions=train_captions).compiled is compiled
+    if not overrides:
+        assert steps == 8 * 93 and steps * SAVED_SECONDS_PER_STEP < COMPILE_SECONDS
 
 
 def test_two_claims_of_one_folder_get_two_folders(tmp_path, monkeypatch):

@@ -95,7 +95,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         # not depend on which of the two happened
         pl.seed_everything(settings.seed, workers=True)
 
-        fast = fast_path(settings, gpus)
+        train_captions = sum(len(r.captions) for r in records if r.split == "train")
+        fast = fast_path(settings, gpus, train_captions)
         datamodule = _datamodule(settings, features_path, fast)
         if rank_zero_only.rank == 0:
             datamodule.vocabulary.save(folder.vocabulary)

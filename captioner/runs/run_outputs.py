@@ -30,7 +30,7 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
     for index, weights in list(module.test_attention.items())[:examples]:
         image_id = features.image_ids[index]
         words = written[index].split() + ["<end>"]
-        weights = weights[: len(words)].numpy()
+        weights = weights[: len(words)].float().numpy()  # bf16-mixed runs keep bfloat16 maps
         figure = None
         if Path(path_of.get(image_id, "")).is_file():
             figure = plot_attention(path_of[image_id], words[: len(weights)], weights, grid,

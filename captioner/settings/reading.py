@@ -219,6 +219,7 @@ def _model(read: _Reader) -> ModelSettings:
         attention_regularization=read.number("model.attention_regularization", lambda v: v >= 0,
                                              "a number >= 0 (0: off)", 1.0),
         compile=compile_name,
+        adam=read.choice("model.adam", choices.ADAM_IMPLEMENTATIONS, "auto"),
         label_smoothing=read.number("model.label_smoothing", lambda v: 0 <= v < 1, fraction, 0.0),
         scheduled_sampling=ScheduledSampling(
             max_prob=read.number("model.scheduled_sampling.max_prob", lambda v: 0 <= v <= 1,
@@ -325,6 +326,9 @@ def _across_sections(settings: RunSettings, read: _Reader) -> None:
         read.problems.append("scst.baseline=mean needs scst.samples >= 2 (got 1): the baseline is the mean "
                              "of the other samples, or use scst.baseline=greedy")
     trainer = settings.trainer
+    clip = trainer.options.get("gradient_clip_val")
+    if settings.model.adam == "fused" and trainer.precision in choices.MIXED_PRECISIONS and clip:
+        read.problems.append(choices.FUSED_ADAM_CLIPPED.format(precision=trainer.precision))
     unbounded = trainer.max_epochs == -1 and trainer.options.get("max_steps", -1) in (-1, None)
     if settings.model.lr_schedule.name == "cosine" and unbounded:
         read.problems.append("model.lr_schedule.name=cosine needs a finite trainer.max_epochs (it decays "

@@ -93,6 +93,7 @@ class ModelSettings:
     weight_decay: float
     attention_regularization: float
     compile: str  # auto | true | false: decided for the devices by trainer_setup/fast_path.py
+    adam: str  # auto | fused | foreach | loop: decided by training/adam_implementation.py
     label_smoothing: float
     scheduled_sampling: ScheduledSampling
     lr_schedule: LrSchedule
@@ -100,7 +101,7 @@ class ModelSettings:
     def hyperparameters(self) -> dict[str, Any]:
         """The recipe as CaptionModule takes it (and its checkpoints keep it): plain data."""
         values = asdict(self)
-        del values["cell"], values["compile"]
+        del values["cell"], values["compile"]  # the module takes the run's decision on compile
         return values
 
 

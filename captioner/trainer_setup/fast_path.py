@@ -28,13 +28,25 @@ class FastPath:
         return self.caption_length.with_start_and_end if self.compiled else None
 
 
-def fast_path(settings: RunSettings, gpus: list[int] | None) -> FastPath:
+def planned_steps(settings: RunSettings, train_captions: int) -> int | None:
+    """Optimizer steps of the cross-entropy fit (batches of the train captions, the last, smaller
+    one dropped when compiled); None when the run sets no bound."""
+    epochs, max_steps = settings.trainer.max_epochs, settings.trainer.options.get("max_steps") or -1
+    per_epoch = max(1, train_captions // settings.data.batch_size)
+    bounds = [epochs * per_epoch] if epochs > 0 else []
+    bounds += [max_steps] if max_steps > 0 else []
+    return min(bounds) if bounds else None
+
+
+def fast_path(settings: RunSettings, gpus: list[int] | None, train_captions: int) -> FastPath:
+    """`train_captions`: how many the train split has (compiling pays only over enough steps)."""
     accelerator = settings.trainer.accelerator
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     setting = settings.model.compile
     if setting == "auto" and settings.trainer.devices != 1:
         setting = "false"  # auto compiles single-device runs only: DDP's hooks around a graph are untested
     resident = on_cuda and gpus is not None and len(gpus) == 1 and settings.data.resident
-    return FastPath(compiled=use_compile(setting, "cuda" if on_cuda else "cpu"),
+    steps = planned_steps(settings, train_captions)
+    return FastPath(compiled=use_compile(setting, "cuda" if on_cuda else "cpu", steps),
                     resident_device=f"cuda:{gpus[0]}" if resident else None,
                     caption_length=CaptionLength(settings.text.max_caption_length))

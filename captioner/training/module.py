@@ -18,6 +18,7 @@ from captioner.model.packed import packed_teacher_forcing
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
 from captioner.model.tokens import CaptionLength
 from captioner.scoring.coco_metrics import CaptionScores
+from captioner.training.adam_implementation import adam_implementation, adam_options
 from captioner.training.lightning_seams import has_trainer
 from captioner.training.lr_schedule import with_lr_schedule
 from captioner.training.self_critical import SelfCritical
@@ -42,7 +43,8 @@ class CaptionModule(pl.LightningModule):
                  cnn: dict[str, Any] | None = None, decode: dict[str, Any] | None = None,
                  spice: bool = False, label_smoothing: float = 0.0,
                  scheduled_sampling: dict[str, float] | None = None,
-                 lr_schedule: dict[str, Any] | None = None, compile: bool = False, meteor: bool = True):
+                 lr_schedule: dict[str, Any] | None = None, compile: bool = False, meteor: bool = True,
+                 adam: str = "auto"):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `cnn`, the record of the CNN that made the features
@@ -180,8 +182,10 @@ class CaptionModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         lr = self.self_critical.lr if self.self_critical is not None else self.hparams.lr
+        implementation = adam_implementation(self.hparams.get("adam", "auto"), self.device.type,
+                                             str(self.trainer.precision), self.trainer.gradient_clip_val)
         optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay,
-                                     fused=self.device.type == "cuda")  # one kernel, not one per tensor
+                                     **adam_options(implementation))
         if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
             return optimizer
         return with_lr_schedule(optimizer, self.hparams.get("lr_schedule"),
