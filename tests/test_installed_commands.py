@@ -38,6 +38,7 @@ def test_captioner_train_runs_outside_the_checkout_with_a_users_own_config_dir(t
     assert not REPO.joinpath("my_configs").exists()
 
 
+@pytest.mark.slow
 def test_a_wheel_install_carries_the_configs_the_commands_compose(tmp_path):
     source = tmp_path / "source"  # a copy: building in the checkout would leave build/ there
     shutil.copytree(REPO / "captioner", source / "captioner", ignore=shutil.ignore_patterns("__pycache__"))

@@ -59,6 +59,7 @@ def test_a_whole_bf16_mixed_run_writes_its_figures_captions_and_metrics(tmp_path
     assert captions and all(isinstance(c["cider"], float) for c in captions)
 
 
+@pytest.mark.slow  # eight short runs; the quick tier keeps the whole bf16-mixed run above
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
 @pytest.mark.parametrize("clip", [5.0, 0.0])
 @pytest.mark.parametrize("adam", ["fused", "foreach"])
