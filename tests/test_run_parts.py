@@ -113,9 +113,11 @@ def test_the_run_folder_finds_the_features_from_metrics_or_from_the_recorded_con
 
 def test_a_summary_of_another_version_keeps_its_unknown_keys_and_reads_missing_ones_as_defaults(tmp_path):
     path = tmp_path / "metrics.json"
-    path.write_text('{"status": "completed", "test": {"cider": 1.5}, "from_the_future": [1, 2]}')
+    path.write_text('{"status": "completed", "test": {"cider": 1.5}, "history": null, '
+                    '"from_the_future": [1, 2]}')
     summary = RunSummary.read(path)
     assert summary.status == "completed" and summary.test == {"cider": 1.5} and summary.epochs is None
+    assert summary.history == []  # a null where a list belongs reads as empty
     summary.write(path)
     assert json.loads(path.read_text())["from_the_future"] == [1, 2]
 

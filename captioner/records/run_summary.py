@@ -8,7 +8,7 @@ they lack take the defaults below.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,11 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunSummary:
-        known = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in values.items() if k in known},
-                   extra={k: v for k, v in values.items() if k not in known})
+        known = {f.name: f for f in fields(cls) if f.name != "extra"}
+        # a null where a dict or list belongs (files of older versions) reads as empty
+        given = {k: v for k, v in values.items()
+                 if k in known and not (v is None and known[k].default is MISSING)}
+        return cls(**given, extra={k: v for k, v in values.items() if k not in known})
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
