@@ -2,10 +2,10 @@
 
 From Python:
 
-    from captioner import Captioner
+    from captioner import Captioner, evaluate_checkpoint
     model = Captioner.from_checkpoint("outputs/<date>/<time>/checkpoints/last.ckpt", device="cuda")
     results = model.caption(["a.jpg", "b.png"], decode="beam", beam_size=3)
-    scores = captioner.evaluate_checkpoint("outputs/.../last.ckpt", split="test")
+    scores = evaluate_checkpoint("outputs/<date>/<time>/checkpoints/last.ckpt", split="test")
 
 Both are imported on first use, so `import captioner` (and every command) starts fast.
 """

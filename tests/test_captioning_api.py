@@ -27,6 +27,7 @@ def fitted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = compose_config(
         "dataset.num_images=8", "dataset.captions_per_image=1",
         "dataset.split_fractions={train: 0.75, val: 0.125, test: 0.125}", "dataset.val_split=train",
+        "dataset.test_split=train",
         "model.dropout=0.0", "model.lr=3e-3", "model.attention_regularization=0", "data.batch_size=8",
         "trainer.max_epochs=150", "trainer.check_val_every_n_epoch=50", "meteor=false",
         data_root=root / "data")
@@ -63,6 +64,15 @@ def test_the_api_writes_the_captions_the_command_writes(model, checkpoint, photo
                                                         json.loads(command.stdout)]
     assert all(r.ok and r.words == r.caption.split() and r.attention is None for r in results)
     assert sum(bool(r.words) for r in results) >= 3
+
+
+def test_the_api_writes_the_captions_training_wrote_from_the_features_file(model, fitted_run):
+    """Not through the CLI (a shell over the API): the run's own test captions, decoded from the
+    HDF5 features at the end of training, against the API from the image files."""
+    written = json.loads((fitted_run / "captions.json").read_text())
+    results = model.caption([entry["image"] for entry in written])
+    assert [r.caption for r in results] == [entry["caption"] for entry in written]
+    assert len(written) == 6 and sum(bool(r.words) for r in results) >= 5
 
 
 def test_pil_images_and_uint8_tensors_are_captioned_as_their_files_are(model, photos):

@@ -18,6 +18,7 @@ from captioner.model.losses import mean_of_others, self_critical_loss
 from captioner.model.tokens import CaptionLength
 from captioner.runs.run import run
 from captioner.scoring.cider import CiderD
+from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.self_critical import CiderReward, SelfCritical
 from tests.conftest import TINY_COMMAND, command, compose_config, train_command
 
@@ -156,6 +157,10 @@ def test_stage_follows_cross_entropy(tmp_path, shared_data_root):
     assert len(rewards) == 3 and all(float(row["scst/reward"]) >= 0 for row in rewards)  # 48 images / 16
     xent_steps = [int(row["step"]) for row in logged if row.get("train/xent")]
     assert min(int(row["step"]) for row in rewards) > max(xent_steps)  # the step goes on counting
+    # a resume's logs go on from the loggers' step, not the SCST Trainer's own count from 0
+    record = read_checkpoint_record(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert record.stage == "scst" and record.global_step == len(rewards)
+    assert record.logger_step > min(int(row["step"]) for row in rewards) > record.global_step
 
 
 def test_stage_from_an_xe_checkpoint_starts_from_its_weights_and_resumes(trained_run, tmp_path):

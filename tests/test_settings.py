@@ -39,7 +39,8 @@ def test_the_default_config_reads_into_typed_values(tmp_path):
 # Each of these used to fail only after feature extraction (lr_schedule, compile) or after the
 # whole cross-entropy fit (scst.*); now before anything is written.
 LATE_CHECKS = [
-    (["model.lr_schedule.name=cosin"], "model.lr_schedule.name='cosin': expected constant or cosine"),
+    (["model.lr_schedule.name=cosin"], "model.lr_schedule.name='cosin': expected constant, cosine or "
+                                       "plateau"),
     (["model.compile=maybe"], "model.compile='maybe': expected auto, true or false"),
     (["scst.enabled=true", "scst.baseline=gredy"], "scst.baseline='gredy': expected mean or greedy"),
     (["scst.enabled=true", "scst.samples=1"], "scst.baseline=mean needs scst.samples >= 2"),
@@ -138,3 +139,25 @@ def test_the_decoding_flags_are_checked_before_the_checkpoint_is_read(tmp_path, 
     assert "--beam-size 0: expected an integer >= 1" in result.stderr
     assert "--length-penalty -1.0: expected a number >= 0" in result.stderr
     assert "none.ckpt" not in result.stderr and "Traceback" not in result.stderr
+
+
+TAKEN_BEFORE = ["early_stopping.patience=0", "progress_every_s=0", "text.min_word_count=0",
+                "trainer.precision=null", "trainer.devices='1'"]
+
+
+@pytest.mark.parametrize("override", TAKEN_BEFORE)
+def test_values_earlier_versions_took_are_still_taken(tmp_path, override):
+    read_settings(compose_config(override, data_root=tmp_path), tmp_path)
+
+
+def test_a_path_that_cannot_be_resolved_is_a_one_line_config_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAPTIONER_TEST_UNSET", raising=False)
+    cfg = compose_config("data_root=${oc.env:CAPTIONER_TEST_UNSET}", data_root=None)
+    with pytest.raises(ConfigError, match="CAPTIONER_TEST_UNSET"):
+        read_settings(cfg, tmp_path)
+
+
+def test_the_plain_pytorch_stages_load_no_config_library(tmp_path):
+    script = ("import sys, captioner.model.decoding, captioner.training.lr_schedule, "
+              "captioner.training.self_critical; print('omegaconf' in sys.modules, 'hydra' in sys.modules)")
+    assert python(tmp_path, "-c", script).stdout.split() == ["False", "False"]

@@ -40,14 +40,14 @@ class ReportAtSweepEnd(Callback):
         report = write_report(sweep_dir, runs, browser=browser)
         print_report(runs)
         print(f"report: {report} and {report.with_suffix('.html')}")
-        wandb = next((entry.options for entry in logger_settings(config) if entry.kind == "wandb"), None)
-        if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
-            group = wandb.get("group") or sweep_group(config.sweep_name, sweep_dir)
-            try:
+        try:
+            wandb = next((entry.options for entry in logger_settings(config) if entry.kind == "wandb"), None)
+            if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
+                group = wandb.get("group") or sweep_group(config.sweep_name, sweep_dir)
                 log_comparison_table(sweep_dir, browser, group, wandb.get("project") or "captioner",
                                      wandb.get("entity"))
-            except Exception as error:  # W&B down or misconfigured: the report on disk stands
-                log.warning("the W&B comparison table was not logged: %s", error)
+        except Exception as error:  # W&B down or misconfigured: the report on disk stands
+            log.warning("the W&B comparison table was not logged: %s", error)
         failed = [run for run in runs if run.status != "completed"]
         if failed:
             log.error("%d of %d runs did not complete: %s", len(failed), len(runs),

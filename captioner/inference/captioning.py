@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captioner.errors import ConfigError
 from captioner.features.extraction import UNREADABLE
 from captioner.features.image_featurizer import ImageFeaturizer
 from captioner.model.decoding import DecodeOptions
@@ -91,6 +92,8 @@ class Captioner:
                    "block_trigram_repeats": block_trigram_repeats, "allow_unk": allow_unk}
         changes = {key: value for key, value in changes.items() if value is not None}
         decode_settings(changes)
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size}: expected an integer >= 1")
         options = self.decoding.with_changes(**changes)
         items = [images] if isinstance(images, (str, Path, Image.Image, torch.Tensor)) else list(images)
         results: list[CaptionResult] = []

@@ -75,7 +75,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir)
         if resume is not None:
             check_resumable(resume, settings)
-        earlier_wandb_run = _recorded_wandb_run(resume)  # read before this run's summary replaces it
+        # read before this run's summary replaces it, and kept if this run fails before its loggers exist
+        earlier_wandb_run = _recorded_wandb_run(resume) if settings.ckpt_path == "last" else None
+        summary.wandb_run_id = earlier_wandb_run
         quiet_known_noise()
         if rank_zero_only.rank == 0:  # its private internals are used (training/lightning_seams.py)
             warn_if_untested_lightning()
@@ -85,7 +87,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         torch.set_float32_matmul_precision("high")
         held.enter_context(ddp_job())
         gpus = held.enter_context(lease_for_run(settings.trainer.accelerator, settings.trainer.devices))
-        summary.provenance = provenance(gpus)
 
         pl.seed_everything(settings.seed, workers=True)
         records, features_path = prepare(settings, device=f"cuda:{gpus[0]}" if gpus else None)
@@ -102,7 +103,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             datamodule.vocabulary.save(folder.vocabulary)
         module = _module(settings, datamodule, fast)
         loggers = build_loggers(settings.loggers, folder.path, settings.tags, settings.config, group=group,
-                                resume_step=resume.global_step if resume is not None else None,
+                                resume_step=resume.logger_step if resume is not None else None,
                                 wandb_run_id=earlier_wandb_run)
         summary.wandb_run_id = wandb_run_id(loggers)
         _write_metrics(folder, summary)
@@ -118,6 +119,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
 
         fit_began = time.perf_counter()
         trainer = make_trainer()
+        summary.provenance = provenance(trainer.strategy.root_device, trainer.world_size)
+        _write_metrics(folder, summary)
         # weights_only: resuming never executes pickled code from a checkpoint file
         if not skips_cross_entropy(settings.scst, resume):
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume.path if resume else None,
@@ -216,8 +219,9 @@ def _write_metrics(folder: RunFolder, summary: RunSummary) -> None:
 
 
 def _recorded_wandb_run(resume: CheckpointRecord | None) -> str | None:
-    """The W&B run of the run that wrote the checkpoint a run resumes from (this folder's own, or
-    the earlier run's that `ckpt_path=last` found), so the resumed run goes on in it."""
+    """The W&B run of the run `ckpt_path=last` goes on from (this folder's own, or the earlier run
+    it found), so the resumed run continues it. A checkpoint named by its path starts a new W&B
+    run: it may be a warm start of another experiment, which must not write into that run."""
     if resume is None:
         return None
     try:

@@ -19,7 +19,6 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 # Lightning's precision names (pytorch_lightning.trainer.connectors.accelerator_connector).
 PRECISIONS = ("64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed", "64", "32", "16",
               "bf16", "transformer-engine", "transformer-engine-float16")
-LOGGER_KINDS = ("csv", "tensorboard", "wandb", "other")
 ADAM_IMPLEMENTATIONS = ("auto", "fused", "foreach", "loop")  # training/adam_implementation.py
 MIXED_PRECISIONS = ("16-mixed", "bf16-mixed", "16", "bf16")
 # Fused Adam unscales gradients inside its own step, so Lightning cannot clip them under mixed precision.

@@ -116,8 +116,9 @@ class _Reader:
         return self.get(key, lambda v: isinstance(v, bool), "true or false", default)
 
     def choice(self, key: str, allowed: Sequence[str], default: Any = _MISSING) -> str:
-        return self.get(key, lambda v: v in allowed, " or ".join(allowed) if len(allowed) <= 3
-                        else "one of " + ", ".join(allowed), default)
+        listed = f"{', '.join(allowed[:-1])} or {allowed[-1]}"  # greedy or beam; constant, cosine or plateau
+        wanted = listed if len(allowed) <= 3 else "one of " + ", ".join(allowed)
+        return self.get(key, lambda v: v in allowed, wanted, default)
 
     def text(self, key: str, default: Any = _MISSING) -> str:
         return self.get(key, lambda v: isinstance(v, str) and v != "", "a non-empty string", default)
@@ -125,7 +126,10 @@ class _Reader:
 
 def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
     """The run's settings from the composed config; one ConfigError listing every problem."""
-    cfg = with_absolute_paths(cfg, Path(base_dir))
+    try:
+        cfg = with_absolute_paths(cfg, Path(base_dir))
+    except OmegaConfBaseException as error:  # e.g. data_root: ${oc.env:X} with X unset
+        raise ConfigError(" ".join(str(error).split())) from None
     read = _Reader(cfg)
     settings = RunSettings(
         seed=read.integer("seed", 0),
@@ -137,7 +141,7 @@ def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
         text=TextSettings(
             max_caption_length=read.integer("text.max_caption_length", 1),
             max_words=read.integer("text.max_words", 1, None, nullable=True),
-            min_word_count=read.integer("text.min_word_count", 1, 1)),
+            min_word_count=read.integer("text.min_word_count", 0, 1)),
         data=DataSettings(
             batch_size=read.integer("data.batch_size", 1),
             eval_batch_size=read.integer("data.eval_batch_size", 1),
@@ -152,9 +156,10 @@ def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
         checkpoint_every_minutes=read.number(
             "checkpoint.every_minutes", lambda v: v > 0,
             "a number of minutes > 0, or null for epoch-end checkpoints only", None, nullable=True),
-        progress_every_s=read.number("progress_every_s", lambda v: v > 0, "a number of seconds > 0", 60,
+        progress_every_s=read.number("progress_every_s", lambda v: v >= 0, "a number of seconds >= 0", 60,
                                      nullable=True),
-        early_stopping_patience=read.integer("early_stopping.patience", 1, None, nullable=True),
+        # 0 or null: no early stopping
+        early_stopping_patience=read.integer("early_stopping.patience", 0, None, nullable=True) or None,
         examples=read.integer("examples", 0, 3),
         meteor=read.flag("meteor", True),
         spice=read.flag("spice", False),
@@ -276,15 +281,15 @@ def _scst(read: _Reader) -> ScstSettings:
 
 def _trainer(read: _Reader) -> TrainerSettings:
     options = read.get("trainer", lambda v: isinstance(v, dict), "a trainer section", {})
-    precision = read.get("trainer.precision", lambda v: str(v) in choices.PRECISIONS,
-                         "one of " + ", ".join(choices.PRECISIONS[:6]), "32-true")
+    precision = read.get("trainer.precision", lambda v: v is None or str(v) in choices.PRECISIONS,
+                         "one of " + ", ".join(choices.PRECISIONS[:6]) + " (or null: 32-true)", "32-true")
     return TrainerSettings(
         max_epochs=read.integer("trainer.max_epochs", -1, wanted="an integer >= 0 (or -1: no limit)"),
         accelerator=read.choice("trainer.accelerator", choices.ACCELERATORS, "auto"),
-        devices=read.get("trainer.devices", lambda v: v == "auto" or (_integer(v) and v >= -1) or (
+        devices=read.get("trainer.devices", lambda v: isinstance(v, str) or (_integer(v) and v >= -1) or (
             isinstance(v, list) and all(_integer(i) for i in v)), "a number of devices, a list of "
-            "device indices, or auto", 1),
-        precision=str(precision),
+            "device indices, or a string Lightning reads (auto, \"0,1\")", 1),
+        precision="32-true" if precision is None else str(precision),
         enable_progress_bar=read.flag("trainer.enable_progress_bar", True),
         options=options if isinstance(options, dict) else {})
 

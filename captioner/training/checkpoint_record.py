@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from captioner.training.checkpoint_loading import CheckpointError
+from captioner.training.lightning_seams import saved_batches_that_stepped
 
 STAGES = ("xe", "scst")  # cross-entropy, self-critical
 
@@ -27,7 +28,8 @@ class CheckpointDamagedError(CheckpointError):
 class CheckpointRecord:
     path: Path
     stage: str  # which training stage wrote it: xe or scst
-    global_step: int
+    global_step: int  # optimizer steps of the Trainer that saved it (each stage counts from 0)
+    logger_step: int  # the step its loggers had reached: a resume's logs go on from here
     hyper_parameters: Mapping[str, Any]  # CaptionModule's: vocabulary, sizes, recipe, CNN record
 
     @property
@@ -46,6 +48,8 @@ def read_checkpoint_record(path: Path) -> CheckpointRecord:
         raise CheckpointDamagedError(f"{type(error).__name__}: {message}") from error
     if not isinstance(state, dict):
         raise CheckpointDamagedError(f"holds a {type(state).__name__}, not a Lightning checkpoint")
-    return CheckpointRecord(path=path, stage=state.get("training_stage", "xe"),
-                            global_step=int(state.get("global_step", 0)),
+    global_step = int(state.get("global_step", 0))
+    logger_step = saved_batches_that_stepped(state)
+    return CheckpointRecord(path=path, stage=state.get("training_stage", "xe"), global_step=global_step,
+                            logger_step=global_step if logger_step is None else logger_step,
                             hyper_parameters=dict(state.get("hyper_parameters") or {}))

@@ -90,6 +90,16 @@ def batches_that_stepped(trainer: pl.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
+def saved_batches_that_stepped(checkpoint: dict[str, Any]) -> int | None:
+    """The loggers' step a checkpoint was saved at (its fit loop's `_batches_that_stepped`), or None
+    when it does not say. After a second Trainer's fit (the self-critical stage) it differs from
+    the checkpoint's `global_step`, which counts that Trainer's optimizer steps from 0."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def set_batches_that_stepped(trainer: pl.Trainer, batches: int) -> None:
     """Make `trainer`'s loggers go on from step `batches` (a second Trainer after a first one's fit)."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = batches
