@@ -49,8 +49,9 @@ def test_a_resumed_run_goes_on_in_its_wandb_run_and_its_tensorboard_stream(tmp_p
     epoch_one = run_dir / "checkpoints" / "after-epoch-1.ckpt"
     shutil.copy(run_dir / "checkpoints" / "last.ckpt", epoch_one)
     second = train("trainer.max_epochs=2", "ckpt_path=last")
-    # as after a kill: going on again from an earlier step than the logs reached
-    third = train("trainer.max_epochs=2", f"ckpt_path={epoch_one}")
+    # as after a kill: last.ckpt is older than the logs (a mid-epoch save), and the run goes on from it
+    shutil.copy(epoch_one, run_dir / "checkpoints" / "last.ckpt")
+    third = train("trainer.max_epochs=2", "ckpt_path=last")
     assert first.wandb_run_id and first.wandb_run_id == second.wandb_run_id == third.wandb_run_id
     offline = sorted(run_dir.glob("wandb/offline-run-*"))
     # wandb 0.31 cannot resume offline: each process writes its own folder, all three with the run's
@@ -70,3 +71,8 @@ def test_a_resumed_run_goes_on_in_its_wandb_run_and_its_tensorboard_stream(tmp_p
     fresh = run(compose_config("logger=wandb", "meteor=false", data_root=shared_data_root), tmp_path / "new",
                 base_dir=tmp_path)
     assert fresh.wandb_run_id and fresh.wandb_run_id != first.wandb_run_id
+    # a checkpoint named by its path may warm-start another experiment: it gets a W&B run of its own
+    warm_start = compose_config("logger=wandb", "meteor=false", "trainer.max_epochs=3",
+                                f"ckpt_path={epoch_one}", data_root=shared_data_root)
+    warm = run(warm_start, tmp_path / "warm", base_dir=tmp_path)
+    assert warm.wandb_run_id not in (None, first.wandb_run_id, fresh.wandb_run_id)
