@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from captioner.errors import ConfigError
+from captioner.paths import absolute
 from captioner.settings import choices
 from captioner.settings.sections import (
     CnnSettings,
@@ -45,12 +46,6 @@ def _integer(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def absolute(path: str | Path, base_dir: Path) -> Path:
-    """`path` with `~` expanded, relative to `base_dir` unless already absolute."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else Path(base_dir) / path
 
 
 def with_absolute_paths(cfg: DictConfig, base_dir: Path) -> DictConfig:
