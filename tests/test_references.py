@@ -30,6 +30,7 @@ TOP_FOLDERS = ("captioner", "conf", "tests", "docs", "benchmarks", "sweeps")
 SCANNED = ("captioner/**/*.py", "conf/**/*.yaml", "sweeps/*", "benchmarks/*", "tests/*.py", "train.py",
            "README.md", "docs/*.md", "pyproject.toml")
 
+MADE_HERE = ("outputs", "data", "multirun", "wandb")  # git-ignored folders that runs make
 _NOT_INSIDE_ANOTHER_NAME = r"(?<![\w./\\<>{}$-])"  # nor a URL's path, a template's, a longer name
 _TOP_PATH = re.compile(_NOT_INSIDE_ANOTHER_NAME + rf"((?:{'|'.join(TOP_FOLDERS)})/[\w./*-]*)")
 _MODULE_FILE = re.compile(_NOT_INSIDE_ANOTHER_NAME + r"((?:[A-Za-z_]\w*/)*[A-Za-z_]\w*\.py)\b")
@@ -97,6 +98,8 @@ def _module_file_exists(root: Path, source: Path, path: str) -> bool:
     bases = [source.parent, *(p for p in source.parents if root in p.parents), root]
     bases += [root / top for top in TOP_FOLDERS]
     first_folder = path.split("/")[0]
+    if first_folder in MADE_HERE:
+        return True  # what runs write (git-ignored): it exists on some machines and not on others
     if not any((base / first_folder).is_dir() for base in bases):
         return True  # another project's file (torch/utils/_pytree.py) or outputs/, not ours
     return any((base / path).is_file() for base in bases)

@@ -85,13 +85,24 @@ def contrast(plus: Sequence[RunScores], minus: Sequence[RunScores], metric: str,
     return Interval(float(estimate), float(low), float(high), paired)
 
 
-def seed_interval(differences: Sequence[float]) -> Interval | None:
-    """A 95% t-interval for a difference measured once per seed (training's randomness); None for
-    fewer than two seeds."""
-    if len(differences) < 2:
-        return None
-    from scipy.stats import t
+class ImageResampler:
+    """One set of bootstrap resamples per test set, shared by every run scored on it.
 
-    values = np.asarray(differences, dtype=np.float64)
-    half = t.ppf(0.5 + CONFIDENCE / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return Interval(float(values.mean()), float(values.mean() - half), float(values.mean() + half), True)
+    `weights(image_ids)` gives (1 + resamples, images) draw counts in the order of `image_ids`:
+    row 0 draws every image once (the measured score), the other rows are resamples. Runs scored
+    on the same images get the same resamples whatever their image order (paired); runs on other
+    images get resamples of their own (a different test set is an independent sample).
+    """
+
+    def __init__(self, resamples: int = 1000, seed: int = 0):
+        self.resamples = resamples
+        self._rng = np.random.default_rng(seed)
+        self._by_images: dict[tuple[str, ...], np.ndarray] = {}
+
+    def weights(self, image_ids: Sequence[str]) -> np.ndarray:
+        ordered = tuple(sorted(image_ids))
+        if ordered not in self._by_images:
+            drawn = resample_weights(len(ordered), self.resamples, self._rng)
+            self._by_images[ordered] = np.vstack([np.ones((1, len(ordered))), drawn])
+        position = {image: i for i, image in enumerate(ordered)}
+        return self._by_images[ordered][:, [position[image] for image in image_ids]]

@@ -2,6 +2,11 @@
 
 An image is in a group when most of its references use one of the group's words; a caption names
 the group when it uses one of them. The word lists are config (`conf/content_groups.yaml`).
+
+A group's raw CIDEr-D says as much about how well its references agree as about the model, so a
+group is measured against the human baseline (`human_baseline.py`): the model's leave-one-out
+CIDEr-D over the humans', and how often the model names the group beside how often a held-out
+reference does. Colours get precision (the named colour is one a reference names) and recall.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from captioner.compare.effects import RunStatistic, SweepCells
+from captioner.compare.human_baseline import Agreement, LeaveOneOut, leave_one_out
 from captioner.records.sweep_runs import RunResult
 
 DEFAULT_GROUPS = Path(__file__).resolve().parents[1] / "conf" / "content_groups.yaml"  # captioner/conf/
@@ -45,37 +52,92 @@ def load_groups(path: Path = DEFAULT_GROUPS) -> list[ContentGroup]:
             for name, words in loaded.items()]
 
 
-@dataclass(frozen=True)
-class GroupScore:
-    """One run on one group's test images."""
-
-    images: int
-    cider: float | None  # mean CIDEr-D over the group's images (None: no per-image scores)
-    recall: float  # share of the group's images whose caption names the group
-
-
 def group_members(references: dict[str, list[str]], group: ContentGroup) -> set[str]:
     """The test images whose references mostly name the group."""
     return {image for image, texts in references.items() if group.shown_in(texts)}
 
 
-def group_scores(runs: Sequence[RunResult],
-                 groups: Sequence[ContentGroup]) -> dict[str, dict[Path, GroupScore]]:
-    """group name -> run folder -> the run's scores on that group's images (completed runs with
-    captions only)."""
-    scores: dict[str, dict[Path, GroupScore]] = {}
-    for group in groups:
-        scores[group.name] = {}
-        for run in runs:
-            if run.status != "completed" or not run.captions:
-                continue
-            members = group_members(run.references, group)
-            if not members:
-                continue
-            recall = sum(group.named_in(run.captions[i]) for i in members) / len(members)
-            cider = None
-            if run.per_image is not None:
-                keep = np.array([i in members for i in run.per_image.image_ids])
-                cider = float(run.per_image.cider[keep].mean())
-            scores[group.name][run.path] = GroupScore(len(members), cider, recall)
-    return scores
+def human_baselines(runs: Sequence[RunResult], colours: ContentGroup | None
+                    ) -> dict[tuple[str, ...], LeaveOneOut]:
+    """Each test set's leave-one-out human baseline, with every completed run on it measured alike."""
+    by_test_set: dict[tuple[str, ...], list[RunResult]] = {}
+    for run in runs:
+        if run.status == "completed" and run.per_image is not None and run.captions:
+            by_test_set.setdefault(tuple(sorted(run.per_image.image_ids)), []).append(run)
+    words = colours.words if colours is not None else frozenset()
+    return {images: leave_one_out(members[0].references, {r.path: r.captions for r in members}, words)
+            for images, members in by_test_set.items()}
+
+
+class GroupMeasures:
+    """Per-run statistics on a content group's images, for `SweepCells.combine`: each gives the
+    value on the test set as it is and on every image resample."""
+
+    def __init__(self, cells: SweepCells):
+        self.cells = cells
+
+    def _members(self, baseline: LeaveOneOut, group: ContentGroup, references: dict[str, list[str]]
+                 ) -> np.ndarray:
+        return np.array([group.shown_in(references[i]) for i in baseline.image_ids], dtype=np.float64)
+
+    def ratio(self, group: ContentGroup) -> RunStatistic:
+        """The model's leave-one-out CIDEr-D on the group's images / the humans' (1: as close to the
+        references as a person)."""
+        def statistic(run: RunResult) -> np.ndarray | None:
+            found = self.cells.baseline_of(run)
+            if found is None:
+                return None
+            baseline, model = found
+            weights = self.cells.resampler.weights(baseline.image_ids) * \
+                self._members(baseline, group, run.references)
+            return (weights @ model.cider) / np.maximum(weights @ baseline.human.cider, 1e-12)
+        return statistic
+
+    def named(self, group: ContentGroup) -> RunStatistic:
+        """The share of the group's images whose caption names the group."""
+        def statistic(run: RunResult) -> np.ndarray | None:
+            found = self.cells.baseline_of(run)
+            if found is None:
+                return None
+            baseline, _ = found
+            weights = self.cells.resampler.weights(baseline.image_ids) * \
+                self._members(baseline, group, run.references)
+            said = np.array([group.named_in(run.captions[i]) for i in baseline.image_ids], dtype=np.float64)
+            return (weights @ said) / np.maximum(weights.sum(axis=1), 1e-12)
+        return statistic
+
+    def colour_precision(self, human: bool = False, versus_human: bool = False) -> RunStatistic:
+        """Of the colours the captions name, the share a reference names too (all test images)."""
+        return self._colour(lambda a: (a.colours_right, a.colours_named), None, human, versus_human)
+
+    def colour_recall(self, colours: ContentGroup, human: bool = False, versus_human: bool = False
+                      ) -> RunStatistic:
+        """Of the colour images, the share whose caption names a colour a reference names."""
+        return self._colour(lambda a: (a.right_colour, np.ones_like(a.right_colour)), colours, human,
+                            versus_human)
+
+    def _colour(self, parts, group: ContentGroup | None, human: bool, versus_human: bool) -> RunStatistic:
+        def statistic(run: RunResult) -> np.ndarray | None:
+            found = self.cells.baseline_of(run)
+            if found is None:
+                return None
+            baseline, model = found
+            weights = self.cells.resampler.weights(baseline.image_ids)
+            if group is not None:
+                weights = weights * self._members(baseline, group, run.references)
+
+            def share(agreement: Agreement) -> np.ndarray:
+                numerator, denominator = parts(agreement)
+                return (weights @ numerator) / np.maximum(weights @ denominator, 1e-12)
+            if versus_human:
+                return share(model) - share(baseline.human)
+            return share(baseline.human if human else model)
+        return statistic
+
+
+def human_share_naming(baseline: LeaveOneOut, references: dict[str, list[str]], group: ContentGroup) -> float:
+    """How often a held-out reference names the group, on the group's images."""
+    members = [i for i in baseline.image_ids if group.shown_in(references[i])]
+    if not members:
+        return float("nan")
+    return float(np.mean([np.mean([group.named_in(r) for r in references[i]]) for i in members]))

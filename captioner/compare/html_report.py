@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
+import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,7 +126,8 @@ def browser_data(runs: Sequence[RunResult], factors: Sequence[str], groups: Sequ
         mean = sum(values) / len(values) if values else 0.0
         entry["disagreement"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5 if values else 0.0
         entry["groups"] = [g.name for g in groups if g.shown_in(entry["references"])]
-    ordered = sorted(images.values(), key=lambda e: (-e["disagreement"], e["id"]))[:max_images or None]
+    everything = sorted(images.values(), key=lambda e: (-e["disagreement"], e["id"]))
+    ordered = everything[:max_images or None]
     photos: dict[str, Path] = {}
     needed = {entry["id"] for entry in ordered}
     for run in shown:  # an older run's photos mean reading its dataset again: stop once all are found
@@ -136,7 +139,36 @@ def browser_data(runs: Sequence[RunResult], factors: Sequence[str], groups: Sequ
         entry["attention"] = [_copied(Path(a), folder, f"{entry['id']}-attention-{i}") if a else None
                               for i, a in enumerate(entry["attention"])]
     return {"runs": [r.label(factors) or r.path.name for r in shown], "groups": [g.name for g in groups],
-            "images": ordered}
+            "images": ordered, "selection": selection(ordered, everything, groups),
+            "sample": random_sample(everything, needed, photos, folder, len(ordered))}
+
+
+def selection(shown: list[dict[str, Any]], everything: list[dict[str, Any]],
+              groups: Sequence[ContentGroup]) -> str:
+    """Which test images the browser holds, and how they differ from the test set."""
+    if len(shown) == len(everything):
+        return f"All {len(everything)} test images."
+
+    def share(entries: list[dict[str, Any]], group: str) -> float:
+        return sum(group in e["groups"] for e in entries) / max(len(entries), 1)
+    mix = ", ".join(f"{g.name} {share(shown, g.name):.0%} (test set {share(everything, g.name):.0%})"
+                    for g in groups)
+    return (f"The {len(shown)} of {len(everything)} test images where the runs' per-image CIDEr-D "
+            f"disagree most (largest spread across runs): chosen to show differences, not a sample of the "
+            f"test set. What they show: {mix}.")
+
+
+def random_sample(everything: list[dict[str, Any]], shown: set[str], photos: dict[str, Path], folder: Path,
+                  size: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Where the dataset's photos are at hand: a random sample of the other test images, their photos
+    linked where they are (not copied, so a committed report keeps only its own thumbnails)."""
+    pool = [e for e in everything if e["id"] not in shown and e["id"] in photos and photos[e["id"]].is_file()]
+    if not pool:
+        return []
+    chosen = random.Random(seed).sample(pool, min(size, len(pool)))
+    return [{**entry, "attention": [None] * len(entry["attention"]),
+             "photo": Path(os.path.relpath(photos[entry["id"]], folder)).as_posix()}
+            for entry in sorted(chosen, key=lambda e: e["id"])]
 
 
 def _copied(source: Path | None, folder: Path, name: str) -> str | None:
@@ -155,12 +187,24 @@ def write_html_report(sweep_dir: Path, markdown: str, runs: Sequence[RunResult],
     sweep_dir = Path(sweep_dir)
     if data is None:
         data = browser_data(runs, factors, groups, sweep_dir, max_images)
+    _prune_thumbnails(sweep_dir / IMAGES_DIR, data)
     payload = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script
     page = PAGE.replace("{{TITLE}}", html.escape(f"Sweep {sweep_dir.parent.name}/{sweep_dir.name}"))
     page = page.replace("{{REPORT}}", markdown_to_html(markdown, sweep_dir)).replace("{{DATA}}", payload)
     path = sweep_dir / "report.html"
     write_atomically(path, page)
     return path
+
+
+def _prune_thumbnails(folder: Path, data: dict[str, Any]) -> None:
+    """Leave in report_images/ only the photos this page shows: a regenerated report (another
+    selection of images) must not carry an earlier one's thumbnails along."""
+    if not folder.is_dir():
+        return
+    used = {Path(p).name for image in data["images"] for p in [image.get("photo"), *image["attention"]] if p}
+    for path in folder.glob("*.jpg"):
+        if path.name not in used:
+            path.unlink()
 
 
 PAGE = """<!DOCTYPE html>
@@ -186,7 +230,9 @@ img.chart { max-width: 100%; display: block; margin: 0.5em 0; }
 </main>
 <section id="browser">
 <h2>Test images, every run's caption</h2>
+<p id="selection"></p>
 <div id="controls">
+<label>show <select id="show"><option value="images">the images above</option></select></label>
 <label>sort <select id="sort"><option value="disagreement">runs disagree most</option>
 <option value="worst">lowest mean CIDEr-D</option><option value="id">image id</option></select></label>
 <label>group <select id="group"><option value="">all images</option></select></label>
@@ -199,6 +245,17 @@ img.chart { max-width: 100%; display: block; margin: 0.5em 0; }
 <script>
 "use strict";
 const data = JSON.parse(document.getElementById("data").textContent);
+const showSelect = document.getElementById("show");
+showSelect.options[0].textContent =
+  data.selection.startsWith("All") ? "every test image" : "runs disagree most";
+document.getElementById("selection").textContent = data.selection + (data.sample && data.sample.length
+  ? " Also: a random sample of " + data.sample.length + " other test images (photos linked from the dataset)."
+  : "");
+if (data.sample && data.sample.length) {
+  const option = document.createElement("option");
+  option.value = "sample"; option.textContent = "a random sample of the test set";
+  showSelect.appendChild(option);
+}
 const groupSelect = document.getElementById("group");
 for (const name of data.groups) {
   const option = document.createElement("option");
@@ -227,7 +284,8 @@ function render() {
   const boxes = [...runFilters.querySelectorAll("input")];
   const runs = boxes.filter(b => b.checked).map(b => Number(b.dataset.run));
   const sort = document.getElementById("sort").value;
-  let images = data.images.filter(image => !group || image.groups.includes(group));
+  const source = showSelect.value === "sample" ? data.sample : data.images;
+  let images = source.filter(image => !group || image.groups.includes(group));
   if (sort === "worst") images = [...images].sort((a, b) => mean(a.cider) - mean(b.cider));
   if (sort === "id") images = [...images].sort((a, b) => a.id.localeCompare(b.id));
   const list = document.getElementById("images");
@@ -267,13 +325,13 @@ function render() {
     card.appendChild(body);
     list.appendChild(card);
   }
-  document.getElementById("count").textContent = images.length + " of " + data.images.length + " images";
+  document.getElementById("count").textContent = images.length + " of " + source.length + " images";
 }
 // The view lives in the address too (#group=animals&sort=id&runs=0,2): a link shows the same view.
 function saveView() {
   const runs = [...runFilters.querySelectorAll("input")].filter(b => b.checked).map(b => b.dataset.run);
   const view = new URLSearchParams({group: groupSelect.value, sort: document.getElementById("sort").value,
-                                    runs: runs.join(",")});
+                                    runs: runs.join(","), show: showSelect.value});
   history.replaceState(null, "", "#" + view.toString());
   render();
 }
@@ -281,12 +339,15 @@ function loadView() {
   const view = new URLSearchParams(location.hash.slice(1));
   if (view.has("group")) groupSelect.value = view.get("group");
   if (view.has("sort")) document.getElementById("sort").value = view.get("sort");
+  if (view.has("show") && [...showSelect.options].some(o => o.value === view.get("show")))
+    showSelect.value = view.get("show");
   if (view.has("runs")) {
     const runs = view.get("runs").split(",");
     for (const box of runFilters.querySelectorAll("input")) box.checked = runs.includes(box.dataset.run);
   }
 }
 groupSelect.addEventListener("change", saveView);
+showSelect.addEventListener("change", saveView);
 document.getElementById("sort").addEventListener("change", saveView);
 runFilters.addEventListener("change", saveView);
 loadView();

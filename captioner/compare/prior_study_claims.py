@@ -1,162 +1,184 @@
-"""The prior study's claims, each judged on what a sweep measured: reproduced, not reproduced, or
-not testable here (the sweep does not vary what the claim is about)."""
+"""The prior study's claims, each answered by the report's verdicts (`sweep_verdicts.py`), so every
+answer follows the one declared rule (`conf/claims.yaml`):
+
+- reproduced / not reproduced: the verdicts the claim rests on say so;
+- inconclusive: they do not decide it (too few seeds, or intervals that neither exclude 0 nor fit
+  inside the margin);
+- partly reproduced: the claim holds for some CNNs and fails for others;
+- not testable here: the sweep does not vary what the claim is about.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from captioner.compare.content_groups import GroupScore
-from captioner.compare.effects import Effect
+from captioner.compare.decision_rule import BETTER, EQUIVALENT, WORSE
+from captioner.compare.effects import RATIO
+from captioner.compare.sweep_verdicts import Judged, SweepVerdicts
 from captioner.records.sweep_runs import RunResult
 
 # ImageNet top-1 (%) of each CNN's weights as their authors report them; the prior study's claim rests on it.
 IMAGENET_TOP1 = {"vgg16": 71.6, "mobilenet_v2": 71.9, "resnet101": 77.4, "efficientnet_lite2": 77.5,
                  "inception_v3": 77.3, "inception_resnet_v2": 80.4}
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable here"
-PARTLY = "partly reproduced"  # the claim holds by one measure and not by the other
+PARTLY = "partly reproduced"  # holds for some CNNs, fails for others
+UNDECIDED = "inconclusive"
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ClaimAnswer:
     claim: str
     answer: str
     evidence: str
 
 
-def judge_claims(runs: Sequence[RunResult], factors: Sequence[str], effects: dict[str, list[Effect]],
-                 by_group: dict[str, dict[Path, GroupScore]]) -> list[Verdict]:
-    return [_stronger_cnn(effects), _lstm_like_gru(effects), _gru_faster(runs),
-            _animals_over_people(runs, by_group), _people_with_inception_resnet(runs, by_group),
-            _colours(runs, by_group), _datasets(factors)]
+def described(judged: Judged, beside: bool = True) -> str:
+    """"CIDEr-D a - b: +0.041 [+0.017, +0.062], **better**" and the score beside, if any."""
+    def one(comparison, verdict) -> str:
+        name = {"cider": "CIDEr-D", "bleu4": "BLEU-4", "ratio": "model/human CIDEr-D",
+                RATIO: "model/human CIDEr-D", "share": "colour", "speed": ""}.get(comparison.metric,
+                                                                                   comparison.metric)
+        where = f" ({comparison.within})" if comparison.within else ""
+        if comparison.estimate is None:
+            return f"{name} {comparison.label}{where}: no seed with every cell completed".strip()
+        low, high = comparison.estimate.interval()
+        value = comparison.estimate.value
+        text = f"{name} {comparison.label}{where}: {value:+.3f} [{low:+.3f}, {high:+.3f}]".strip()
+        return text + (f", **{verdict.word}**" if verdict is not None else "")
+    text = one(judged.comparison, judged.verdict)
+    if beside and judged.beside is not None:
+        text += "; " + one(judged.beside, None)
+    return text
 
 
-def _effect(effects: dict[str, list[Effect]], factor: str, level: str, metric: str) -> Effect | None:
-    return next((e for e in effects.get(factor, []) if e.level == level and e.metric == metric
-                 and e.images is not None), None)
+def _answer(words: Sequence[str], holds: str, fails: Sequence[str]) -> str:
+    """One answer from several verdicts (one per CNN): all `holds` -> reproduced; all in `fails` ->
+    not reproduced; a mix of the two -> partly; anything undecided -> inconclusive."""
+    if words and all(w == holds for w in words):
+        return REPRODUCED
+    if words and all(w in fails for w in words):
+        return NOT_REPRODUCED
+    if any(w == holds for w in words) and any(w in fails for w in words) and \
+            all(w == holds or w in fails for w in words):
+        return PARTLY
+    return UNDECIDED
 
 
-def _described(effect: Effect) -> str:
-    name = {"cider": "CIDEr-D", "bleu4": "BLEU-4"}[effect.metric]
-    interval = effect.seeds or effect.images
-    return (f"{name} {effect.level} - {effect.reference}: {interval.estimate:+.3f} "
-            f"[{interval.low:+.3f}, {interval.high:+.3f}]")
+def judge_claims(runs: Sequence[RunResult], factors: Sequence[str], verdicts: SweepVerdicts
+                 ) -> list[ClaimAnswer]:
+    return [_stronger_cnn(verdicts), _lstm_like_gru(verdicts), _gru_faster(runs, verdicts),
+            _animals_over_people(verdicts), _people_with_inception_resnet(verdicts), _colours(verdicts),
+            _datasets(factors, verdicts)]
 
 
-def _stronger_cnn(effects: dict[str, list[Effect]]) -> Verdict:
+def _main_effect(verdicts: SweepVerdicts, factor: str, a: str, b: str) -> Judged | None:
+    return next((j for j in verdicts.effects.get(factor, []) if j.comparison.kind == "effect"
+                 and j.comparison.label in (f"{a} - {b}", f"{b} - {a}")), None)
+
+
+def _word(judged: Judged | None) -> str:
+    return judged.verdict.word if judged is not None and judged.verdict is not None else UNDECIDED
+
+
+def _stronger_cnn(verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = ("\"From among Inception and VGG16, Inception gave significantly better results\", explained "
              "by ImageNet accuracy (79% against 71%)")
-    cnn_effects = [e for e in effects.get("cnn", []) if e.images is not None]
-    known = {e.reference for e in cnn_effects} | {e.level for e in cnn_effects}
-    known = {c for c in known if c in IMAGENET_TOP1}
+    known = [c for c in verdicts.cells.levels.get("cnn", []) if c in IMAGENET_TOP1]
     if len(known) < 2:
-        return Verdict(claim, NOT_TESTABLE, "the sweep does not compare two CNNs of known ImageNet accuracy")
+        return ClaimAnswer(claim, NOT_TESTABLE,
+                           "the sweep does not compare two CNNs of known ImageNet accuracy")
     strong, weak = max(known, key=IMAGENET_TOP1.get), min(known, key=IMAGENET_TOP1.get)
-    found = [e for e in cnn_effects if {e.level, e.reference} == {strong, weak} and e.metric == "cider"]
-    if not found:
-        return Verdict(claim, NOT_TESTABLE, f"no matched runs of {strong} and {weak}")
-    effect = found[0]
-    interval = effect.seeds or effect.images
-    better = interval.low > 0 if effect.level == strong else interval.high < 0
+    effect = _main_effect(verdicts, "cnn", strong, weak)
+    if effect is None or effect.verdict is None:
+        return ClaimAnswer(claim, NOT_TESTABLE, f"no matched runs of {strong} and {weak}")
+    stronger_first = effect.comparison.label.startswith(strong)
+    holds = BETTER if stronger_first else WORSE
+    answer = _answer([effect.verdict.word], holds, [EQUIVALENT, WORSE if stronger_first else BETTER])
+    within = [j for j in verdicts.effects["cnn"] if j.comparison.kind == "within"
+              and j.comparison.label == effect.comparison.label]
     tested = (f"as: {strong} ({IMAGENET_TOP1[strong]}%) against {weak} ({IMAGENET_TOP1[weak]}%); "
-              f"{_described(effect)}")
-    return Verdict(claim, REPRODUCED if better else NOT_REPRODUCED, tested)
+              + "; ".join([described(effect), *(described(j, beside=False) for j in within)]))
+    return ClaimAnswer(claim, answer, tested)
 
 
-def _lstm_like_gru(effects: dict[str, list[Effect]]) -> Verdict:
-    claim = "\"LSTM did not show any significant difference\" from GRU"
-    found = [e for e in (_effect(effects, "rnn", "lstm", m) or _effect(effects, "rnn", "gru", m)
-                         for m in ("cider", "bleu4")) if e is not None]
-    if not found:
-        return Verdict(claim, NOT_TESTABLE, "the sweep does not compare rnn=gru and rnn=lstm")
-    same = not any((e.seeds or e.images).significant for e in found)
-    return Verdict(claim, REPRODUCED if same else NOT_REPRODUCED, "; ".join(_described(e) for e in found))
+def _lstm_like_gru(verdicts: SweepVerdicts) -> ClaimAnswer:
+    claim = ("\"LSTM did not show any significant difference\" from GRU (judged as: equivalent within "
+             "the margin)")
+    effect = _main_effect(verdicts, "rnn", "lstm", "gru")
+    if effect is None or effect.verdict is None:
+        return ClaimAnswer(claim, NOT_TESTABLE, "the sweep does not compare rnn=gru and rnn=lstm")
+    within = [j for j in verdicts.effects["rnn"] if j.comparison.kind == "within"
+              and j.comparison.label == effect.comparison.label]
+    answer = _answer([effect.verdict.word], EQUIVALENT, [BETTER, WORSE])
+    return ClaimAnswer(claim, answer,
+                       "; ".join([described(effect), *(described(j, beside=False) for j in within)]))
 
 
-def _gru_faster(runs: Sequence[RunResult]) -> Verdict:
+def _gru_faster(runs: Sequence[RunResult], verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = "\"Training with GRU was fast\" (faster than LSTM)"
     times = {cell: [r.seconds_per_epoch for r in runs if r.overrides.get("rnn") == cell
                     and r.status == "completed" and r.seconds_per_epoch] for cell in ("gru", "lstm")}
-    if not times["gru"] or not times["lstm"]:
-        return Verdict(claim, NOT_TESTABLE, "the sweep does not time completed rnn=gru and rnn=lstm runs")
-    gru, lstm = (sum(t) / len(t) for t in (times["gru"], times["lstm"]))
-    return Verdict(claim, REPRODUCED if gru < lstm else NOT_REPRODUCED,
-                   f"mean s/epoch: GRU {gru:.0f}, LSTM {lstm:.0f} (LSTM/GRU {lstm / gru:.2f}x; "
-                   "one timing per run, same machine)")
+    measured = ""
+    if times["gru"] and times["lstm"]:
+        gru, lstm = (sum(t) / len(t) for t in (times["gru"], times["lstm"]))
+        measured = (f"s/epoch as the runs measured it, not judged (one timing per run, in the order the runs "
+                    f"happened to run): GRU {gru:.0f}, LSTM {lstm:.0f}")
+    if verdicts.speed is None:
+        return ClaimAnswer(claim, NOT_TESTABLE if not measured else UNDECIDED,
+                           (measured + "; " if measured else "") + "no interleaved timing record "
+                           "(speed.json: `python benchmarks/cell_speed.py --out <sweep>/speed.json`)")
+    record = verdicts.speed_record
+    evidence = (f"interleaved timings, {len(record.seconds['gru'])} per arm ({record.machine}; "
+                f"`{record.command}`): {described(verdicts.speed)}" + (f"; {measured}" if measured else ""))
+    return ClaimAnswer(claim, _answer([verdicts.speed.verdict.word], BETTER, [EQUIVALENT, WORSE]), evidence)
 
 
-def _group_values(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
-                  measure: str, cnn: str | None = None) -> list[float]:
-    """`measure` (recall or cider) of every run on `group`'s images, those of one cnn if given."""
-    scores = by_group.get(group, {})
-    values = [getattr(scores[run.path], measure) for run in runs if run.path in scores
-              and (cnn is None or run.overrides.get("cnn") == cnn)]
-    return [v for v in values if v is not None]
-
-
-def _recalls(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
-             cnn: str | None = None) -> list[float]:
-    return _group_values(runs, by_group, group, "recall", cnn)
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def _ciders(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]], group: str,
-            cnn: str | None = None) -> list[float]:
-    return _group_values(runs, by_group, group, "cider", cnn)
-
-
-def _animals_over_people(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
+def _animals_over_people(verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = ("InceptionV3 \"recognize[s] animals very well, while has many problems with people\" "
-             "(tested on every CNN of the sweep: CIDEr-D and recall on animal images against people images)")
-    animals, people = _recalls(runs, by_group, "animals"), _recalls(runs, by_group, "people")
-    if not animals or not people:
-        return Verdict(claim, NOT_TESTABLE, "no test images of both animals and people (content groups)")
-    lines = []
-    for cnn in sorted({r.overrides.get("cnn", "-") for r in runs if r.path in by_group.get("animals", {})}):
-        a, p = _recalls(runs, by_group, "animals", cnn), _recalls(runs, by_group, "people", cnn)
-        a_cider, p_cider = _ciders(runs, by_group, "animals", cnn), _ciders(runs, by_group, "people", cnn)
-        if a and p:
-            scores = (f"CIDEr-D animals {_mean(a_cider):.2f}, people {_mean(p_cider):.2f}; "
-                      if a_cider and p_cider else "")
-            lines.append(f"{cnn}: {scores}recall animals {_mean(a):.2f}, people {_mean(p):.2f}")
-    named = _mean(animals) > _mean(people)
-    a_cider, p_cider = _ciders(runs, by_group, "animals"), _ciders(runs, by_group, "people")
-    described = (_mean(a_cider) > _mean(p_cider)) if a_cider and p_cider else named
-    answer = REPRODUCED if named and described else NOT_REPRODUCED if not (named or described) else PARTLY
-    return Verdict(claim, answer, "; ".join(lines))
+             "(tested on every CNN of the sweep: model/human CIDEr-D on animal images against people images)")
+    found = [j for j in verdicts.groups if j.comparison.label in ("animals - people", "people - animals")]
+    if not found or all(j.verdict is None for j in found):
+        return ClaimAnswer(claim, NOT_TESTABLE, "no test images of both animals and people (content groups)")
+    words = []
+    for judged in found:
+        animals_first = judged.comparison.label.startswith("animals")
+        holds, against = (BETTER, WORSE) if animals_first else (WORSE, BETTER)
+        words.append({holds: BETTER, against: WORSE}.get(_word(judged), _word(judged)))
+    return ClaimAnswer(claim, _answer(words, BETTER, [WORSE, EQUIVALENT]),
+                       "; ".join(described(j) for j in found))
 
 
-def _people_with_inception_resnet(runs: Sequence[RunResult],
-                                  by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
+def _people_with_inception_resnet(verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = "InceptionResNetV2 \"recognize[s] people much better\" (than InceptionV3)"
-    better, base = (_recalls(runs, by_group, "people", c) for c in ("inception_resnet_v2", "inception_v3"))
-    if not better or not base:
-        return Verdict(claim, NOT_TESTABLE, "needs cnn=inception_resnet_v2 and cnn=inception_v3 with "
-                       "ImageNet weights in one sweep (neither can be had offline here)")
-    holds = _mean(better) > _mean(base)
-    return Verdict(claim, REPRODUCED if holds else NOT_REPRODUCED,
-                   f"people recall: inception_resnet_v2 {_mean(better):.2f}, inception_v3 {_mean(base):.2f}")
+    levels = verdicts.cells.levels.get("cnn", [])
+    if "inception_resnet_v2" not in levels or "inception_v3" not in levels:
+        return ClaimAnswer(claim, NOT_TESTABLE, "needs cnn=inception_resnet_v2 and cnn=inception_v3 with "
+                           "ImageNet weights in one sweep (neither can be had offline here)")
+    effect = _main_effect(verdicts, "cnn", "inception_resnet_v2", "inception_v3")
+    first = effect is not None and effect.comparison.label.startswith("inception_resnet")
+    better, against = (BETTER, WORSE) if first else (WORSE, BETTER)
+    return ClaimAnswer(claim, _answer([_word(effect)], better, [EQUIVALENT, against]),
+                       (described(effect) if effect else "no matched runs") + " (all images; a people-only "
+                       "comparison between CNNs is not built yet)")
 
 
-def _colours(runs: Sequence[RunResult], by_group: dict[str, dict[Path, GroupScore]]) -> Verdict:
-    claim = ("\"Both networks have problems recognizing colors\" (colours named less often than the "
-             "other groups)")
-    colours = _recalls(runs, by_group, "colours")
-    others = [r for g in by_group if g != "colours" for r in _recalls(runs, by_group, g)]
-    if not colours or not others:
-        return Verdict(claim, NOT_TESTABLE, "no test images whose references name colours (content groups)")
-    holds = _mean(colours) < _mean(others)
-    return Verdict(claim, REPRODUCED if holds else NOT_REPRODUCED,
-                   f"mean recall: colours {_mean(colours):.2f}, other groups {_mean(others):.2f}")
+def _colours(verdicts: SweepVerdicts) -> ClaimAnswer:
+    claim = ("\"Both networks have problems recognizing colors\" (judged as: the colours a caption names are "
+             "right less often than a person's)")
+    found = [j for j in verdicts.colours if j.verdict is not None]
+    if not found:
+        return ClaimAnswer(claim, NOT_TESTABLE,
+                           "no test images whose references name colours (content groups)")
+    return ClaimAnswer(claim, _answer([j.verdict.word for j in found], WORSE, [EQUIVALENT, BETTER]),
+                       "; ".join(described(j) for j in found))
 
 
-def _datasets(factors: Sequence[str]) -> Verdict:
+def _datasets(factors: Sequence[str], verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = "The prior study's comparison of datasets (COCO, Flickr8k, IAPR TC-12)"
-    if "dataset" in factors:
-        return Verdict(claim, NOT_TESTABLE, "scores on different test sets are not comparable as "
-                       "differences; see the runs table for each dataset's own scores")
-    return Verdict(claim, NOT_TESTABLE, "the sweep trains on one dataset")
+    if "dataset" not in factors:
+        return ClaimAnswer(claim, NOT_TESTABLE, "the sweep trains on one dataset")
+    effects = [j for j in verdicts.effects.get("dataset", []) if j.comparison.kind == "effect"]
+    return ClaimAnswer(claim, "measured" if effects else NOT_TESTABLE,
+                       "judged on each dataset's model/human CIDEr-D, never on raw differences between test "
+                       "sets: " + ("; ".join(described(j) for j in effects) or "no matched runs"))

@@ -4,8 +4,11 @@ Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.jso
 `captions.json`), so it works offline, on a sweep that is still running, and on runs that failed
 or were killed. Writes `report.md`, `effects_<factor>.png` (grouped bars per swept factor) and
 `val_cider.png` (validation CIDEr-D per epoch, one line per run) into the sweep directory.
-The report gives each factor's effect with 95% intervals (`effects.py`), the scores by content
-group (`content_groups.py`) and the prior study's claims beside the answers (`prior_study_claims.py`).
+The report gives each factor's effect and interaction with 95% intervals over seeds and test images
+(`effects.py`), content groups and colours against the human baseline (`content_groups.py`), speed
+from interleaved timings (`speed.py`), every verdict by one declared rule with Holm's correction
+(`decision_rule.py`, `conf/claims.yaml`), and the prior study's claims answered by those verdicts
+(`prior_study_claims.py`).
 """
 
 from __future__ import annotations
@@ -18,17 +21,21 @@ from matplotlib.figure import Figure
 from rich.console import Console
 from rich.table import Table
 
-from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, group_scores, load_groups
-from captioner.compare.effects import REPLICATE, Effect, factor_effects
+from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, load_groups
+from captioner.compare.decision_rule import DEFAULT_CLAIMS, DecisionRule, load_rule
+from captioner.compare.effects import REPLICATE
 from captioner.compare.html_report import write_html_report
 from captioner.compare.prior_study_claims import judge_claims
 from captioner.compare.report_sections import (
-    effect_lines,
+    comparison_lines,
     group_lines,
     markdown_table,
     number,
+    rule_lines,
     seed_spread_lines,
+    speed_lines,
 )
+from captioner.compare.sweep_verdicts import SweepVerdicts
 from captioner.errors import exit_for_user_error
 from captioner.paths import write_atomically
 from captioner.records.sweep_runs import RunResult, collect_runs
@@ -72,12 +79,16 @@ def _row(run: RunResult, factors: list[str]) -> list[str]:
 
 def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGroup] | None = None,
                  resamples: int = 1000, html_images: int | None = None,
-                 browser: dict[str, Any] | None = None) -> Path:
+                 browser: dict[str, Any] | None = None, rule: DecisionRule | None = None) -> Path:
     """report.md, the charts, and report.html with its image browser (`html_images`: at most this
     many test images, those where the runs disagree most; None: all; `browser`: its data, when the
-    caller built it already for another use); returns report.md's path."""
+    caller built it already for another use); returns report.md's path. Every verdict follows
+    `rule` (default `conf/claims.yaml`)."""
     sweep_dir = Path(sweep_dir)
     factors = swept_factors(runs)
+    groups = load_groups() if groups is None else groups
+    rule = load_rule() if rule is None else rule
+    verdicts = SweepVerdicts(runs, factors, rule, groups, resamples, sweep_dir)
     shared = {k: v for k, v in runs[0].overrides.items() if k not in factors}
     failed = [r for r in runs if r.status != "completed"]
     lines = [f"# Sweep {sweep_dir.parent.name}/{sweep_dir.name}", "",
@@ -88,32 +99,44 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     headers = ["run", "overrides", "status", *(HEADERS[n] for n in SCORE_NAMES), "epochs", "train s",
                "s/epoch", "captions/s"]
     lines += markdown_table(headers, [_row(run, factors) for run in runs])
-    lines += ["", "s/epoch: training time per epoch, with its validation; captions/s: test decoding."]
-    if factors:
-        lines += ["", "## Main effects", "",
-                  "Mean test score of the completed runs at each level of each swept factor.", ""]
-    effects_of: dict[str, list[Effect]] = {}
-    for factor in [f for f in factors if f != REPLICATE]:
-        effects_of[factor] = factor_effects(runs, factors, factor, EFFECT_METRICS, resamples=resamples)
+    lines += ["", "s/epoch: training time per epoch, with its validation, as each run measured it on "
+              "whatever else the machine did then: shown, not judged (speed claims need interleaved "
+              "timings); captions/s: test decoding.", ""]
+    lines += rule_lines(verdicts)
+    if verdicts.cells.factors:
+        lines += ["## Effects", "",
+                  "Each factor's effect: level - first level, averaged over the other factors' settings, "
+                  "then within each of them (a sign that flips between settings shows there). The level "
+                  "table gives the mean test score of the completed runs at each level; the chart, CIDEr-D "
+                  "and BLEU-4 with 95% intervals.", ""]
+    for factor in verdicts.cells.factors:
         effects = main_effects(runs, factor)
         lines += [f"### {factor}", ""]
         lines += markdown_table([factor, "runs", *(HEADERS[n] for n in SCORE_NAMES)], [
             [level, str(int(scores["runs"])), *(number(scores.get(n)) for n in SCORE_NAMES)]
             for level, scores in effects.items()])
-        lines += ["", *effect_lines(effects_of[factor], factor)]
-        chart = _plot_effects(effects, factor, sweep_dir / f"effects_{_file_part(factor)}.png")
-        lines += ["", f"![{factor}]({chart.name})", ""]
+        lines += ["", *comparison_lines(verdicts.effects[factor], factor)]
+        chart = _plot_effects(verdicts, factor, sweep_dir / f"effects_{_file_part(factor)}.png")
+        lines += [f"![{factor}]({chart.name})", ""]
+    if verdicts.interactions:
+        lines += ["### Interactions", "", "How much one factor's effect changes with another's level: "
+                  "(effect at the second level) - (effect at the first).", "",
+                  *comparison_lines(verdicts.interactions, "interaction")]
     if REPLICATE in factors:
         lines += seed_spread_lines(runs, factors)
-    groups = load_groups() if groups is None else groups
-    by_group = group_scores(runs, groups)
-    lines += group_lines(runs, factors, by_group)
+    lines += group_lines(verdicts, groups, factors)
+    lines += speed_lines(verdicts)
     lines += ["## The prior study's claims", "",
-              "Each claim of the prior study beside what this sweep measured.", ""]
+              "Each claim of the prior study, answered by the verdicts above (the rule's words; "
+              "\"inconclusive\" when they do not decide it).", ""]
     lines += markdown_table(["claim", "answer", "evidence"], [
         [v.claim, f"**{v.answer}**", v.evidence.replace("|", "/")]
-        for v in judge_claims(runs, factors, effects_of, by_group)])
+        for v in judge_claims(runs, factors, verdicts)])
     lines.append("")
+    forest = _plot_verdicts(verdicts, sweep_dir / "verdicts.png")
+    if forest:
+        lines += ["## Every judged comparison", "", "Estimates with 95% (thin) and 90% (thick) intervals; "
+                  "the shaded band is the equivalence margin.", "", f"![verdicts]({forest.name})", ""]
     curves = _plot_val_cider(runs, factors, sweep_dir / "val_cider.png")
     if curves:
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
@@ -127,21 +150,54 @@ def _file_part(factor: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in factor)
 
 
-def _plot_effects(effects: dict[str, dict[str, float]], factor: str, path: Path) -> Path:
-    """Grouped bars, one group per score and one bar per level; CIDEr-D (0-10) gets its own axis."""
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    small_axis, cider_axis = figure.subplots(1, 2, width_ratios=[6, 1.4])
-    small = [n for n in SCORE_NAMES if n != "cider"]
-    width = 0.8 / max(len(effects), 1)
-    for i, (level, scores) in enumerate(effects.items()):
-        offsets = [j + (i - (len(effects) - 1) / 2) * width for j in range(len(small))]
-        small_axis.bar(offsets, [scores.get(n, 0.0) for n in small], width, label=level)
-        cider_axis.bar([(i - (len(effects) - 1) / 2) * width], [scores.get("cider", 0.0)], width)
-    small_axis.set_xticks(range(len(small)), [HEADERS[n] for n in small])
-    small_axis.set_ylabel("mean test score")
-    small_axis.legend(title=factor, fontsize="small")
-    cider_axis.set_xticks([0], [HEADERS["cider"]])
-    figure.suptitle(f"main effect of {factor}")
+def _plot_effects(verdicts: SweepVerdicts, factor: str, path: Path) -> Path:
+    """Each level's mean CIDEr-D and BLEU-4 with 95% error bars (seeds and images together)."""
+    figure = Figure(figsize=(8, 3.6), layout="constrained")
+    axes = figure.subplots(1, len(EFFECT_METRICS))
+    for axis, metric in zip(axes, EFFECT_METRICS, strict=True):
+        means = verdicts.cells.level_means(factor, metric)
+        levels = [level for level, found in means.items() if found is not None]
+        values = [means[level].value for level in levels]
+        errors = [[means[level].value - means[level].interval()[0] for level in levels],
+                  [means[level].interval()[1] - means[level].value for level in levels]]
+        axis.bar(range(len(levels)), values, yerr=errors, capsize=6, color="#7aa6c2")
+        axis.set_xticks(range(len(levels)), levels, fontsize="small")
+        axis.set_title(f"{HEADERS[metric]} (95% interval)")
+        if values:
+            low = min(v - e for v, e in zip(values, errors[0], strict=True))
+            high = max(v + e for v, e in zip(values, errors[1], strict=True))
+            axis.set_ylim(max(0.0, low - (high - low)), high + 0.2 * (high - low) + 1e-9)
+    figure.suptitle(f"test score by {factor}")
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def _plot_verdicts(verdicts: SweepVerdicts, path: Path) -> Path | None:
+    """A forest plot of every judged comparison, grouped by its measure (each has its own margin)."""
+    judged = [j for j in verdicts.all_judged() if j.verdict is not None]
+    if not judged:
+        return None
+    measures = list(dict.fromkeys(j.verdict.measure for j in judged))
+    heights = [sum(j.verdict.measure == m for j in judged) for m in measures]
+    figure = Figure(figsize=(9, 1.2 + 0.38 * len(judged) + 0.5 * len(measures)), layout="constrained")
+    axes = figure.subplots(len(measures), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for axis, measure in zip(axes, measures, strict=True):
+        items = [j for j in judged if j.verdict.measure == measure][::-1]
+        margin = verdicts.rule.margin(measure)
+        axis.axvspan(-margin, margin, color="#e6e6e6")
+        axis.axvline(0, color="#999", linewidth=0.8)
+        for row, item in enumerate(items):
+            estimate = item.verdict.estimate
+            low95, high95 = estimate.interval(0.95)
+            low90, high90 = estimate.interval(0.90)
+            colour = {"better": "#2a7a2a", "worse": "#b03030", "equivalent": "#3060b0"}.get(
+                item.verdict.word, "#777")
+            axis.plot([low95, high95], [row, row], color=colour, linewidth=1)
+            axis.plot([low90, high90], [row, row], color=colour, linewidth=4)
+            axis.plot([estimate.value], [row], "o", color="black", markersize=3)
+        axis.set_yticks(range(len(items)), [f"{i.verdict.label}: {i.verdict.word}" for i in items],
+                        fontsize="x-small")
+        axis.set_xlabel(f"{measure} (margin +-{margin:g})", fontsize="small")
     figure.savefig(path, dpi=100)
     return path
 
@@ -189,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>_<time>")
     parser.add_argument("--groups", type=Path, default=DEFAULT_GROUPS,
                         help=f"content groups, YAML `group: [word, ...]` (default: {DEFAULT_GROUPS})")
+    parser.add_argument("--claims", type=Path, default=DEFAULT_CLAIMS,
+                        help=f"the decision rule every verdict follows (default: {DEFAULT_CLAIMS})")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the test images")
     parser.add_argument("--html-images", type=int, default=None,
                         help="report.html's browser: at most this many test images, those where the runs "
@@ -197,9 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runs = collect_runs(args.sweep_dir)
         groups = load_groups(args.groups)
+        rule = load_rule(args.claims)
     except (FileNotFoundError, ValueError) as error:
         exit_for_user_error(error, parser.prog)
-    report = write_report(args.sweep_dir, runs, groups, args.resamples, args.html_images)
+    report = write_report(args.sweep_dir, runs, groups, args.resamples, args.html_images, rule=rule)
     print_report(runs)
     print(f"wrote {report} and {report.with_suffix('.html')}")
 

@@ -1,25 +1,22 @@
-"""The markdown of report.md's sections: tables of effects, seed spreads and content groups."""
+"""The markdown of report.md's sections: the rule, comparisons with verdicts, seed spreads, content
+groups against humans, colours and speed."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from captioner.compare.bootstrap import Interval
-from captioner.compare.content_groups import GroupScore
-from captioner.compare.effects import REPLICATE, Effect
+from captioner.compare.combined_interval import Estimate
+from captioner.compare.content_groups import ContentGroup, human_share_naming
+from captioner.compare.decision_rule import Verdict
+from captioner.compare.effects import RATIO, REPLICATE
+from captioner.compare.sweep_verdicts import COLOURS, Judged, SweepVerdicts
 from captioner.records.sweep_runs import RunResult
 
-METRIC_NAMES = {"cider": "CIDEr-D", "bleu4": "BLEU-4"}
-UNCERTAINTY = ("Intervals are 95%. *Images*: a paired bootstrap over the test images (1,000 "
-               "resamples, the same images for both sides): how far the difference could move on "
-               "another test sample, for these trained models; it does not cover training's "
-               "randomness. *Seeds* (only when `seed` is swept): a t-interval over the per-seed "
-               "differences, which covers training's randomness too. *significant*: the interval "
-               "leaves out 0.")
+METRIC_NAMES = {"cider": "CIDEr-D", "bleu4": "BLEU-4", RATIO: "model/human CIDEr-D",
+                "ratio": "model/human CIDEr-D", "share": "share", "speed": "relative time"}
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -31,35 +28,140 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
-def _interval(interval: Interval | None) -> str:
-    if interval is None:
+def interval_text(estimate: Estimate | None, digits: int = 3) -> str:
+    """"+0.041 [+0.017, +0.062]": the estimate and its 95% interval (seeds and images together)."""
+    if estimate is None:
         return "-"
-    verdict = "significant" if interval.significant else "not significant"
-    kind = "" if interval.paired else ", unpaired"
-    return f"[{interval.low:+.3f}, {interval.high:+.3f}] {verdict}{kind}"
+    low, high = estimate.interval()
+    return f"{estimate.value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def effect_lines(effects: Sequence[Effect], factor: str) -> list[str]:
-    """Each level against the first: the difference, its interval over images and over seeds."""
-    if not effects:
+def _verdict_cells(verdict: Verdict | None) -> list[str]:
+    if verdict is None:
+        return ["-", "-"]
+    adjusted = "-" if verdict.adjusted_p is None else f"{verdict.adjusted_p:.3f}"
+    return [f"**{verdict.word}**", adjusted]
+
+
+def comparison_lines(judged: Sequence[Judged], first_column: str) -> list[str]:
+    """One row per comparison: the deciding score with its interval and verdict, the score beside."""
+    if not judged:
         return []
-    lines = [f"Difference from {factor}={effects[0].reference}, matched runs "
-             "(equal in every other swept setting). " + UNCERTAINTY, ""]
+    decided = judged[0].comparison.metric
+    beside = next((j.beside.metric for j in judged if j.beside is not None), None)
+    headers = [first_column, "within", f"{METRIC_NAMES.get(decided, decided)}, 95% interval", "verdict",
+               "p (Holm)", *([f"{METRIC_NAMES.get(beside, beside)}, 95% interval (shown)"] if beside else []),
+               "seeds"]
     rows = []
-    for effect in effects:
-        estimate = effect.images.estimate if effect.images else None
-        pairs = f"{effect.pairs}" + (f" ({effect.unmatched} runs unmatched)" if effect.unmatched else "")
-        rows.append([f"{effect.level} - {effect.reference}", METRIC_NAMES[effect.metric],
-                     "-" if estimate is None else f"{estimate:+.3f}", _interval(effect.images),
-                     _interval(effect.seeds), pairs])
-    lines += markdown_table([factor, "score", "difference", "95% interval, images", "95% interval, seeds",
-                             "pairs"], rows)
-    if any(e.images is not None and not e.images.paired for e in effects):
-        lines += ["", "Unpaired: these runs were scored on different test images, so their images "
-                  "cannot be paired; each run's images were resampled on their own."]
-    if any(e.images is None for e in effects):
-        lines += ["", "-: no matched pair of completed runs with per-image scores (captions.json)."]
+    for item in judged:
+        comparison = item.comparison
+        row = [comparison.label, comparison.within or "all", interval_text(comparison.estimate),
+               *_verdict_cells(item.verdict)]
+        if beside:
+            row.append(interval_text(item.beside.estimate if item.beside else None))
+        row.append(str(comparison.estimate.seeds) if comparison.estimate else "0")
+        rows.append(row)
+    lines = markdown_table(headers, rows)
+    if any(j.comparison.metric == RATIO for j in judged):
+        lines += ["", "model/human CIDEr-D: these runs were scored on different test sets, whose scores are "
+                  "not comparable as differences (other references, other document frequencies). Each run's "
+                  "leave-one-out CIDEr-D is divided by its own test set's human baseline, and the ratios are "
+                  "compared, each test set resampled on its own."]
     return [*lines, ""]
+
+
+def rule_lines(verdicts: SweepVerdicts) -> list[str]:
+    total, tested = verdicts.counts()
+    return ["## How the verdicts are made", "", verdicts.rule.describe(), "",
+            f"This report reads **{total} verdicts** at once; {tested} of them compare settings with "
+            f"{verdicts.rule.seeds_required}+ seeds a side and are tested (Holm's correction over those "
+            f"{tested}); the rest read \"inconclusive (n seeds)\". The p column gives each tested verdict's "
+            "p-value after the correction: better/worse from the test of 0, equivalent from TOST.", ""]
+
+
+def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors: Sequence[str]) -> list[str]:
+    """Per content group: the human baseline, and each setting's model/human CIDEr-D and naming rate."""
+    if not verdicts.baselines:
+        return []
+    cells = verdicts.cells
+    lines = ["## Content groups against humans", "",
+             "Test images grouped by what most of their references mention (word lists: "
+             "`conf/content_groups.yaml`). Every score here is leave-one-out: each of an image's references "
+             "is scored against the others (the human), and so is the model's caption against the same "
+             "others. *model/human*: the model's CIDEr-D over the humans' on the group's images, with its "
+             "95% interval (seeds and images); 1 would be as close to the references as a person. "
+             "*names*: how often the model's caption uses one of the group's words / how often a held-out "
+             "reference does.", ""]
+    baseline = next(iter(verdicts.baselines.values()))
+    references = next(r.references for cell in cells.by_cell.values() for r in cell.values())
+    settings = list(cells.by_cell)
+    headers = ["group", "images", "human CIDEr-D", *(setting_label(cells.factors, cell) for cell in settings)]
+    rows = []
+    for group in [g for g in groups if g.name != COLOURS]:
+        members = [i for i, image in enumerate(baseline.image_ids) if group.shown_in(references[image])]
+        if not members:
+            continue
+        human = float(baseline.human.cider[members].mean())
+        human_names = human_share_naming(baseline, references, group)
+        row = [group.name, str(len(members)), f"{human:.3f} (names {human_names:.2f})"]
+        for cell in settings:
+            ratio = cells.combine([(1.0, cell)], verdicts.measures.ratio(group))
+            named = cells.combine([(1.0, cell)], verdicts.measures.named(group))
+            row.append(f"{_plain(ratio)} (names {named.value:.2f})" if ratio and named else "-")
+        rows.append(row)
+    lines += markdown_table(headers, rows)
+    if verdicts.groups:
+        lines += ["", "One group's model/human CIDEr-D minus another's: positive when the model comes closer "
+                  "to people's own captions on the first group.", ""]
+        lines += comparison_lines(verdicts.groups, "groups")
+    if verdicts.colours:
+        lines += colour_lines(verdicts, settings)
+    return lines
+
+
+def colour_lines(verdicts: SweepVerdicts, settings: list) -> list[str]:
+    cells = verdicts.cells
+    colours = verdicts.colour_group
+    lines = ["### Colours", "", "*precision*: of the colour words a caption uses, the share that a "
+             "reference (of the others, for a held-out human) uses too. *recall*: of the images whose "
+             "references mostly name a colour, the share whose caption names a right one. Humans: each "
+             "reference held out in turn.", ""]
+    any_cell = next(iter(cells.by_cell.values()))
+    run = next(iter(any_cell.values()))
+    human_precision = verdicts.measures.colour_precision(human=True)(run)
+    human_recall = verdicts.measures.colour_recall(colours, human=True)(run)
+    rows = [["humans (held out)", f"{human_precision[0]:.3f}", f"{human_recall[0]:.3f}"]]
+    for cell in settings:
+        precision = cells.combine([(1.0, cell)], verdicts.measures.colour_precision())
+        recall = cells.combine([(1.0, cell)], verdicts.measures.colour_recall(colours))
+        rows.append([setting_label(cells.factors, cell), _plain(precision), _plain(recall)])
+    lines += markdown_table(["who", "precision, 95% interval", "recall, 95% interval"], rows)
+    lines += ["", *comparison_lines(verdicts.colours, "colours")]
+    return lines
+
+
+def setting_label(factors: Sequence[str], cell: Sequence[str]) -> str:
+    return " ".join(f"{f}={v}" for f, v in zip(factors, cell, strict=True)) or "runs"
+
+
+def _plain(estimate: Estimate | None) -> str:
+    if estimate is None:
+        return "-"
+    low, high = estimate.interval()
+    return f"{estimate.value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def speed_lines(verdicts: SweepVerdicts) -> list[str]:
+    if verdicts.speed is None:
+        return []
+    record = verdicts.speed_record
+    rows = [[arm, str(len(times)), ", ".join(f"{t:.2f}" for t in times)]
+            for arm, times in record.seconds.items()]
+    return ["## Speed", "", f"Interleaved timings (`{record.command}`; {record.machine}; order "
+            f"{' '.join(record.order)}): seconds per timed block of training steps. s/epoch in the runs "
+            "table is shown as measured, not judged.", "",
+            *markdown_table(["rnn", "timings", "seconds"], rows), "",
+            *comparison_lines([verdicts.speed], "speed"), ""]
 
 
 def seed_spread_lines(runs: Sequence[RunResult], factors: Sequence[str]) -> list[str]:
@@ -80,23 +182,3 @@ def seed_spread_lines(runs: Sequence[RunResult], factors: Sequence[str]) -> list
     return ["## Spread across seeds", "", "Mean ± standard deviation of the test score over the seeds "
             "of each setting: training's randomness, on the same test images.", "",
             *markdown_table(["setting", "seeds", "CIDEr-D", "BLEU-4"], rows), ""]
-
-
-def group_lines(runs: Sequence[RunResult], factors: Sequence[str],
-                by_group: dict[str, dict[Path, GroupScore]]) -> list[str]:
-    """Per content group and run: CIDEr-D on the group's images, and how often the caption names it."""
-    shown = [r for r in runs if any(r.path in scores for scores in by_group.values())]
-    if not shown:
-        return []
-    lines = ["## Scores by content", "",
-             "Test images grouped by what most of their references mention (word lists: "
-             "`conf/content_groups.yaml`). Each cell: CIDEr-D on the group's images / recall, the "
-             "share of them whose caption names the group.", ""]
-    headers = ["group", "images", *(r.label(factors) or r.path.name for r in shown)]
-    rows = []
-    for name, scores in by_group.items():
-        images = next((s.images for s in scores.values()), 0)
-        rows.append([name, str(images), *(
-            f"{number(scores[r.path].cider)} / {scores[r.path].recall:.2f}" if r.path in scores else "-"
-            for r in shown)])
-    return [*lines, *markdown_table(headers, rows), ""]

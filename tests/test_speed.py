@@ -1,0 +1,54 @@
+"""Speed claims from interleaved timings: the order, the record, and the verdict the report reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from captioner.compare.decision_rule import BETTER, EQUIVALENT, judge, load_rule
+from captioner.compare.speed import SpeedRecord, interleaved_order
+
+
+def test_the_arms_alternate_which_goes_first():
+    assert interleaved_order(["gru", "lstm"], 3) == ["gru", "lstm", "lstm", "gru", "gru", "lstm"]
+    order = interleaved_order(["gru", "lstm"], 6)
+    assert order.count("gru") == order.count("lstm") == 6
+    # each arm runs first as often as second: a drift of the machine falls on both alike
+    assert sum(order[i] == "gru" for i in range(0, 12, 2)) == 3
+
+
+def test_a_speed_claim_needs_five_timings_and_reads_as_a_paired_ratio(tmp_path):
+    record = SpeedRecord({"gru": [10.0, 10.2, 9.9, 10.1, 10.0], "lstm": [11.0, 11.3, 10.8, 11.1, 11.0]},
+                         interleaved_order(["gru", "lstm"], 5), "test machine",
+                         "python benchmarks/cell_speed.py")
+    relative = record.relative_time("lstm", "gru")
+    assert relative.seeds == 5 and relative.value == pytest.approx(0.0996, abs=1e-3)
+    assert judge("speed", relative, "speed", load_rule()).word == BETTER  # LSTM ~10% slower, GRU faster
+    close = SpeedRecord({"gru": [10.0, 10.1, 9.9, 10.0, 10.0], "lstm": [10.0, 10.1, 10.0, 9.9, 10.0]},
+                        [], "m", "c").relative_time("lstm", "gru")
+    assert judge("speed", close, "speed", load_rule()).word == EQUIVALENT  # inside 5%
+    short = SpeedRecord({"gru": [1.0] * 4, "lstm": [1.1] * 4}, [], "m", "c")
+    with pytest.raises(ValueError, match="5\\+ timings"):
+        short.relative_time("lstm", "gru")
+    path = tmp_path / "speed.json"
+    record.write(path)
+    assert SpeedRecord.read(path) == record
+    path.write_text(json.dumps({"seconds": {}}))
+    with pytest.raises(ValueError, match=f"{path}: not a speed record"):
+        SpeedRecord.read(path)
+
+
+def test_the_report_judges_the_speed_claim_on_the_record(tmp_path):
+    from captioner.compare.report import write_report
+    from captioner.records.sweep_runs import collect_runs
+    from tests.test_report import seeded_sweep
+
+    seeded_sweep(tmp_path)
+    SpeedRecord({"gru": [10.0, 10.2, 9.9, 10.1, 10.0], "lstm": [11.0, 11.3, 10.8, 11.1, 11.0]},
+                interleaved_order(["gru", "lstm"], 5), "test machine", "python benchmarks/cell_speed.py"
+                ).write(tmp_path / "speed.json")
+    report = write_report(tmp_path, collect_runs(tmp_path)).read_text()
+    claim = next(line for line in report.splitlines() if "GRU was fast" in line)
+    assert "**reproduced**" in claim and "interleaved timings, 5 per arm" in claim
+    assert "## Speed" in report and "| LSTM time / GRU time - 1 | all |" in report
