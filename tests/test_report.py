@@ -327,3 +327,23 @@ def test_the_browser_says_which_images_it_holds_and_offers_a_random_sample_where
     assert browser_data(runs, swept_factors(runs), load_groups(), sweep, max_images=2)["sample"] == []
     everything = browser_data(runs, swept_factors(runs), load_groups(), sweep)
     assert everything["selection"] == "All 4 test images." and everything["sample"] == []
+
+
+def test_the_effect_charts_carry_95_percent_error_bars_from_seeds_and_images(tmp_path):
+    from matplotlib.container import ErrorbarContainer
+
+    from captioner.compare.content_groups import load_groups
+    from captioner.compare.decision_rule import load_rule
+    from captioner.compare.report import effects_figure
+    from captioner.compare.sweep_verdicts import SweepVerdicts
+
+    runs = collect_runs(seeded_sweep(tmp_path))
+    verdicts = SweepVerdicts(runs, swept_factors(runs), load_rule(), load_groups(), resamples=200)
+    means = verdicts.cells.level_means("cnn", "cider")
+    assert means["efficientnet_lite2"].value == pytest.approx(means["mobilenet_v2"].value + 0.3)
+    assert all(m.seeds == 3 and m.interval()[1] > m.value for m in means.values())
+    cider_axis = effects_figure(verdicts, "cnn").axes[0]
+    (errorbar,) = [c for c in cider_axis.containers if isinstance(c, ErrorbarContainer)]
+    low, high = means["mobilenet_v2"].interval()
+    segment = errorbar.lines[2][0].get_segments()[0]  # the first level's error bar: (x, low), (x, high)
+    assert segment[:, 1] == pytest.approx([low, high])

@@ -151,6 +151,11 @@ def _file_part(factor: str) -> str:
 
 
 def _plot_effects(verdicts: SweepVerdicts, factor: str, path: Path) -> Path:
+    effects_figure(verdicts, factor).savefig(path, dpi=100)
+    return path
+
+
+def effects_figure(verdicts: SweepVerdicts, factor: str) -> Figure:
     """Each level's mean CIDEr-D and BLEU-4 with 95% error bars (seeds and images together)."""
     figure = Figure(figsize=(8, 3.6), layout="constrained")
     axes = figure.subplots(1, len(EFFECT_METRICS))
@@ -168,8 +173,7 @@ def _plot_effects(verdicts: SweepVerdicts, factor: str, path: Path) -> Path:
             high = max(v + e for v, e in zip(values, errors[1], strict=True))
             axis.set_ylim(max(0.0, low - (high - low)), high + 0.2 * (high - low) + 1e-9)
     figure.suptitle(f"test score by {factor}")
-    figure.savefig(path, dpi=100)
-    return path
+    return figure
 
 
 def _plot_verdicts(verdicts: SweepVerdicts, path: Path) -> Path | None:
