@@ -199,3 +199,15 @@ def test_stage_under_two_process_ddp(tmp_path, shared_data_root):
                                     tiny=overrides))
     assert _history(tmp_path / "run") == [(0, "xe"), (1, "scst")]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stages"] == {"xe": 1, "scst": 1}
+
+
+def test_the_stage_stops_at_its_own_patience(trained_run, tmp_path):
+    """scst.epochs is the cap; scst.patience stops the stage after validations without a better dev
+    CIDEr-D (lr 0: the score never moves, so patience 1 stops after the second epoch)."""
+    best = json.loads((trained_run / "metrics.json").read_text())
+    stage = ["dataset.num_images=70", "scst.enabled=true", "scst.lr=0", "scst.baseline=greedy",
+             f"scst.from_checkpoint={best['checkpoint']}", "scst.epochs=5", "scst.patience=1"]
+    summary = run(compose_config(*stage, data_root=trained_run.parent / "data"), run_dir=tmp_path / "run",
+                  base_dir=tmp_path)
+    assert _history(tmp_path / "run") == [(0, "scst"), (1, "scst")]
+    assert summary.stages == {"scst": 2}

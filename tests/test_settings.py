@@ -45,6 +45,7 @@ LATE_CHECKS = [
     (["scst.enabled=true", "scst.baseline=gredy"], "scst.baseline='gredy': expected mean or greedy"),
     (["scst.enabled=true", "scst.samples=1"], "scst.baseline=mean needs scst.samples >= 2"),
     (["scst.enabled=true", "scst.temperature=0"], "scst.temperature=0: expected a number > 0"),
+    (["scst.enabled=true", "scst.patience=-1"], "scst.patience=-1"),
     (["scst.enabled=true", "scst.from_checkpoint=no/xe.ckpt"], "no such checkpoint file"),
     (["trainer.max_epochs=-1", "model.lr_schedule.name=cosine"], "needs a finite trainer.max_epochs"),
     (["trainer.precision=bf17"], "trainer.precision='bf17': expected one of"),

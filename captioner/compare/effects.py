@@ -25,7 +25,7 @@ import numpy as np
 
 from captioner.compare.bootstrap import ImageResampler
 from captioner.compare.combined_interval import Estimate, estimate
-from captioner.compare.human_baseline import LeaveOneOut
+from captioner.compare.human_baseline import Agreement, LeaveOneOut
 from captioner.records.sweep_runs import RunResult
 
 REPLICATE = "seed"  # a swept seed repeats settings; it is not a factor with an effect of its own
@@ -92,7 +92,7 @@ class SweepCells:
         weights = self.resampler.weights(baseline.image_ids)
         return (weights @ model.cider) / (weights @ baseline.human.cider)
 
-    def baseline_of(self, run: RunResult) -> tuple[LeaveOneOut, object] | None:
+    def baseline_of(self, run: RunResult) -> tuple[LeaveOneOut, Agreement] | None:
         """The run's test set's human baseline and the run's own leave-one-out values."""
         baseline = self.baselines.get(tuple(sorted(run.per_image.image_ids)))
         if baseline is None or run.path not in baseline.models:

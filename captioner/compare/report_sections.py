@@ -93,6 +93,8 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
              "*names*: how often the model's caption uses one of the group's words / how often a held-out "
              "reference does.", ""]
     baseline = next(iter(verdicts.baselines.values()))
+    if len(verdicts.baselines) > 1:  # a swept dataset: each run is measured against its own humans
+        lines += ["The human columns are the first test set's; each run's model/human uses its own.", ""]
     references = next(r.references for cell in cells.by_cell.values() for r in cell.values())
     settings = list(cells.by_cell)
     headers = ["group", "images", "human CIDEr-D", *(setting_label(cells.factors, cell) for cell in settings)]

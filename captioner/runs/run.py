@@ -127,6 +127,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
                         weights_only=True)
         callbacks.end_cross_entropy()
         if settings.scst.enabled:
+            callbacks.start_self_critical(settings.scst.patience)
             trainer = fit_self_critical(settings.scst, module, datamodule, make_trainer, resume,
                                         cross_entropy=trainer)
         signals.restore()

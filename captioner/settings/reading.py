@@ -271,7 +271,8 @@ def _scst(read: _Reader) -> ScstSettings:
         baseline=read.choice("scst.baseline", choices.SCST_BASELINES, "mean"),
         batch_size=read.integer("scst.batch_size", 1, 32),
         temperature=read.number("scst.temperature", lambda v: v > 0, "a number > 0", 1.0),
-        from_checkpoint=Path(from_checkpoint) if from_checkpoint else None)
+        from_checkpoint=Path(from_checkpoint) if from_checkpoint else None,
+        patience=read.integer("scst.patience", 0, None, nullable=True) or None)
 
 
 def _trainer(read: _Reader) -> TrainerSettings:

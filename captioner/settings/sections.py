@@ -131,6 +131,7 @@ class ScstSettings:
     batch_size: int = 32
     temperature: float = 1.0
     from_checkpoint: Path | None = None
+    patience: int | None = None  # validations without a better dev CIDEr-D before the stage stops
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,17 @@ class RunCallbacks:
     all: list[Callback] = field(default_factory=list)
 
     def end_cross_entropy(self) -> None:
-        """Early stopping belongs to the cross-entropy stage: not to self-critical training."""
+        """Cross-entropy's early stopping ends with its stage: its patience and its best score are
+        not the self-critical stage's."""
         if self.early_stopping in self.all:
             self.all.remove(self.early_stopping)
+
+    def start_self_critical(self, patience: int | None) -> None:
+        """The self-critical stage's own early stopping on dev CIDEr-D (`scst.patience`)."""
+        self.end_cross_entropy()
+        if patience:
+            self.early_stopping = EarlyStopping("val/cider", mode="max", patience=patience)
+            self.all.append(self.early_stopping)
 
 
 def run_callbacks(settings: RunSettings, folder: RunFolder, signals: PreemptionSignals,
