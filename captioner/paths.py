@@ -13,9 +13,11 @@ def absolute(path: str | os.PathLike, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def default_features_path(data_root: Path, dataset: str, cnn: str) -> Path:
-    """Where the features of (dataset, cnn) live unless `features_path=` names a file."""
-    return Path(data_root) / "features" / f"{dataset}-{cnn}.h5"
+def default_features_path(data_root: Path, dataset: str, cnn: str, trainable_blocks: int = 0) -> Path:
+    """Where the features of (dataset, cnn) live unless `features_path=` names a file; with a
+    trainable CNN top they are another file (the activations entering its last blocks)."""
+    top = f"-top{trainable_blocks}" if trainable_blocks else ""
+    return Path(data_root) / "features" / f"{dataset}-{cnn}{top}.h5"
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -50,6 +50,9 @@ LATE_CHECKS = [
     (["trainer.max_epochs=-1", "model.lr_schedule.name=cosine"], "needs a finite trainer.max_epochs"),
     (["trainer.precision=bf17"], "trainer.precision='bf17': expected one of"),
     (["model.scheduled_sampling.max_prob=2"], "model.scheduled_sampling.max_prob=2: expected a probability"),
+    (["cnn=mobilenet_v2", "cnn.weights=IMAGENET1K_V1", "cnn.trainable_blocks=4"],
+     "cnn.trainable_blocks=4: mobilenet_v2 lists 3 top blocks to train; choose 0-3"),
+    (["cnn.trainable_blocks=1"], "cnn.trainable_blocks=1 fine-tunes pretrained blocks, but cnn.weights=null"),
 ]
 
 

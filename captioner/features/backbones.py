@@ -23,6 +23,7 @@ from captioner.errors import ConfigError, UserError
 from captioner.features.efficientnet_lite2 import efficientnet_lite2, packaged_weights, timm_names
 from captioner.features.weights_source import WeightsSource, file_sha256
 from captioner.settings import CnnSettings
+from captioner.settings.choices import TRAINABLE_BLOCKS
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,49 @@ def efficientnet_lite2_grid(weights: Any) -> nn.Module:
     """EfficientNet-Lite2 (timm's tf_efficientnet_lite2): 260 px -> 9x9x1280 (conv_head after
     BN and ReLU6). Expects (x - 0.5) / 0.5 input. `weights="package"`: the pip package's file."""
     return TimmGrid(efficientnet_lite2(weights))
+
+
+def grid_units(name: str, net: nn.Module) -> list[nn.Module]:
+    """The grid network of `name` as modules run one after another (their composition is its
+    forward); the last `TRAINABLE_BLOCKS[name]` of them are the blocks a trainable top can take,
+    the CNN's final 1x1 head (MobileNetV2, EfficientNet) folded into the last one."""
+    if name == "mobilenet_v2":
+        features = list(net.features)
+        return [*features[:-2], nn.Sequential(*features[-2:])]
+    if name == "efficientnet_lite2":
+        model = net.model
+        stages = list(model.blocks)
+        blocks = [block for stage in stages[:-1] for block in stage]
+        return [model.conv_stem, model.bn1, *blocks, nn.Sequential(*stages[-1], model.conv_head, model.bn2)]
+    if name == "vgg16":
+        layers = list(net.features)  # conv, ReLU pairs; the last three convs with their ReLUs
+        return [*layers[:-6], nn.Sequential(*layers[-6:-4]), nn.Sequential(*layers[-4:-2]),
+                nn.Sequential(*layers[-2:])]
+    if name == "resnet101":
+        children = list(net.children())
+        return [*children[:-1], *children[-1]]  # layer4's three bottlenecks
+    if name == "inception_v3":
+        return list(net.children())  # ..., Mixed_7a, Mixed_7b, Mixed_7c
+    return [net]  # not split: no top blocks listed (TRAINABLE_BLOCKS[name] == 0)
+
+
+def split_backbone(name: str, net: nn.Module, blocks: int) -> tuple[nn.Module, nn.Module | None]:
+    """(bottom, top): the frozen part that makes the stored features and the last `blocks` blocks
+    that train with the decoder; `blocks=0`: (net, None)."""
+    if not blocks:
+        return net, None
+    units = grid_units(name, net)
+    if blocks > TRAINABLE_BLOCKS.get(name, 0) or blocks >= len(units):
+        raise ConfigError(f"cnn.trainable_blocks={blocks}: {name} lists {TRAINABLE_BLOCKS.get(name, 0)} "
+                          "top blocks to train")
+    return nn.Sequential(*units[:-blocks]).eval(), nn.Sequential(*units[-blocks:]).eval()
+
+
+def top_skeleton(name: str, blocks: int) -> nn.Module:
+    """The architecture of `name`'s last `blocks` blocks, randomly initialised: a checkpoint's
+    fine-tuned weights are loaded into it."""
+    _, top = split_backbone(name, _architecture(name).build(None), blocks)
+    return top
 
 
 def _same_names(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:

@@ -33,6 +33,8 @@ def expected_identity(dataset: str, cnn: CnnSettings, records: Sequence[ImageRec
         "input_size": int(cnn.input_size),
         "normalisation": [list(cnn.mean), list(cnn.std)],
         "records": records_fingerprint(records),
+        # only when set, so every file made before trainable tops existed keeps its identity
+        **({"trainable_blocks": cnn.trainable_blocks} if cnn.trainable_blocks else {}),
     }
 
 
@@ -63,7 +65,8 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
     """
     explicit = explicit_path is not None
     dataset, cnn = settings.dataset, settings.cnn
-    path = Path(explicit_path) if explicit else default_features_path(data_root, dataset.name, cnn.name)
+    path = Path(explicit_path) if explicit else default_features_path(data_root, dataset.name, cnn.name,
+                                                                      cnn.trainable_blocks)
     identity = expected_identity(dataset.name, cnn, records)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
     # works. Complete files appear by an atomic rename, so none is ever seen half-written.
@@ -99,6 +102,8 @@ def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
         found = FeatureFile(path).identity
     except FeatureFileError as error:
         return [str(error)]
+    expected = {"trainable_blocks": 0, **expected}  # a file of a trainable top is no frozen CNN's file
+    found = {"trainable_blocks": 0, **found}
     return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"
             for key, value in expected.items() if found.get(key) != value]
 

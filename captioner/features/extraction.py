@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from captioner.errors import UserError
-from captioner.features.backbones import build_backbone, calibrate_random_network
+from captioner.features.backbones import build_backbone, calibrate_random_network, split_backbone
 from captioner.features.feature_file import FeatureFileWriter
 from captioner.settings import CnnSettings
 from captioner.sources import ImageRecord
@@ -95,6 +95,13 @@ def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: CnnSet
     return calibrate_random_network(net, batch, batch_size)
 
 
+def _top_attributes(cnn: CnnSettings, probe: torch.Tensor, scale: float) -> dict[str, Any]:
+    """What the model needs to run the trainable top on this file's activations."""
+    return {"top_grid": [int(d) for d in probe.shape[2:]], "top_channels": int(probe.shape[1]),
+            "top_scale": float(scale), "top_rule": f"the CNN's last {cnn.trainable_blocks} blocks run in the "
+            "model on these activations (/ feature_scale); their output x top_scale has unit RMS"}
+
+
 def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSettings,
                      identity: dict[str, Any], batch_size: int = 32, num_workers: int = 2,
                      device: str | None = None, strict: bool = False) -> Path:
@@ -115,8 +122,11 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
         calibrated = calibrate_on_images(net, [r.path for r in records[:calibration]], cnn, device,
                                          cnn.batch_size, strict)
         log.info("random %s: %s", cnn.name, calibrated)
+    # A trainable top: the file holds what enters the CNN's last blocks; the model runs them.
+    net, top = split_backbone(cnn.name, net, cnn.trainable_blocks)
     with torch.inference_mode():
         probe = net(torch.zeros(1, 3, cnn.input_size, cnn.input_size, device=device))
+        top_probe = top(probe) if top is not None else None
     channels, grid_h, grid_w = probe.shape[1:]
     writer = FeatureFileWriter(out_path, records, grid_h * grid_w, channels, identity)
     try:
@@ -128,6 +138,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
         loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers,
                             pin_memory=on_gpu, multiprocessing_context=worker_context(num_workers))
         scale = writer.attr("feature_scale")
+        top_scale = writer.attr("top_scale")
         began, done = time.perf_counter(), 0
         for batch, errors in loader:
             with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=on_gpu):
@@ -145,6 +156,15 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                 rms = float(np.sqrt(np.mean(np.square(regions, dtype=np.float64))))
                 scale = 1.0 / rms if rms > 0 else 1.0
                 writer.set_attrs(feature_scale=scale)
+            if top is not None and top_scale is None:
+                # The top's output (the CNN's final grid) gets unit RMS on the first batch, as a
+                # frozen CNN's grid is stored: the decoder sees the same scale either way.
+                with torch.inference_mode():
+                    final = top(torch.from_numpy(regions).to(device).transpose(1, 2).reshape(
+                        len(regions), channels, grid_h, grid_w)).float()
+                rms = float(final.square().mean().sqrt())
+                top_scale = 1.0 / rms if rms > 0 else 1.0
+                writer.set_attrs(top_scale=top_scale)
             # float32 arithmetic whether `scale` was just computed or read back from the file, so
             # a resumed extraction rounds to float16 exactly as an uninterrupted one.
             writer.write(start + done, regions * np.float32(scale))
@@ -165,6 +185,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                              # where the weights file was: the caption CLI finds it there again
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
                              if cnn.weights_path else "",
-                             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             **(_top_attributes(cnn, top_probe, top_scale) if top is not None else {}))
     finally:
         writer.close()

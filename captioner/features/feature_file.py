@@ -335,7 +335,7 @@ class FeatureFile:
         """How the features were made (CNN, weights, input size, normalisation, scaling), as plain
         data: stored in every checkpoint so the same CNN can be rebuilt for new images."""
         keys = ("grid", "input_size", "mean", "std", "feature_scale", "random_init_calibration",
-                "calibration_batch_size", "weights_path")
+                "calibration_batch_size", "weights_path", "top_grid", "top_channels", "top_scale")
         record = {**self.identity, **{k: self.attrs[k] for k in keys if k in self.attrs}}
         if "calibration_paths" in self.attrs:
             record["calibration_paths"] = json.loads(self.attrs["calibration_paths"])

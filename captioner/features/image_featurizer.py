@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from captioner.errors import UserError
-from captioner.features.backbones import build_backbone
+from captioner.features.backbones import build_backbone, split_backbone
 from captioner.features.extraction import ImageFiles, calibrate_on_images
 from captioner.features.weights_source import WeightsSource, file_sha256
 from captioner.settings import CnnSettings
@@ -30,7 +30,8 @@ def cnn_settings(record: dict[str, Any], weights_path: Path | None = None) -> Cn
     """
     source = WeightsSource.from_dict(record["weights"])
     cnn = {"name": record["cnn"], "input_size": int(record["input_size"]), "mean": tuple(record["mean"]),
-           "std": tuple(record["std"]), **source.cnn_options()}
+           "std": tuple(record["std"]), "trainable_blocks": int(record.get("trainable_blocks", 0) or 0),
+           **source.cnn_options()}
     if source.kind == "file":
         cnn["weights_path"] = _weights_file(source, record.get("weights_path") or None, weights_path)
     return CnnSettings(**cnn)
@@ -59,7 +60,9 @@ class ImageFeaturizer:
         self.cnn = cnn_settings(record, weights_path)
         self.scale = float(record.get("feature_scale", 1.0))
         self.device = device
-        self.net = build_backbone(self.cnn).to(device, memory_format=torch.channels_last)
+        # With a trainable top the checkpoint runs the CNN's last blocks: only the frozen bottom here.
+        bottom, _ = split_backbone(self.cnn.name, build_backbone(self.cnn), self.cnn.trainable_blocks)
+        self.net = bottom.to(device, memory_format=torch.channels_last)
         if self.cnn.calibration_images:
             # A random network is only the one training used after the same calibration.
             paths = record.get("calibration_paths")

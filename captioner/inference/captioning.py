@@ -21,9 +21,9 @@ from PIL import Image
 from captioner.errors import ConfigError
 from captioner.features.extraction import UNREADABLE
 from captioner.features.image_featurizer import ImageFeaturizer
+from captioner.inference.trained_model import load_trained
 from captioner.model.decoding import DecodeOptions
 from captioner.settings.reading import decode_settings
-from captioner.training.checkpoint_loading import load_module
 from captioner.training.module import CaptionModule
 
 ImageInput = str | Path | Image.Image | torch.Tensor
@@ -62,7 +62,7 @@ class Captioner:
         `weights_path`: the CNN's weights file, when the run used one that has moved since (its
         sha256 must be the recorded one). Loading never executes pickled code from the file.
         """
-        module = load_module(Path(checkpoint)).to(device)
+        module = load_trained(Path(checkpoint)).to(device)
         featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, device,
                                      Path(weights_path) if weights_path else None)
         return cls(module, featurizer, Path(checkpoint))
@@ -74,7 +74,8 @@ class Captioner:
     @property
     def grid(self) -> tuple[int, int] | None:
         """The CNN's grid of regions (rows, columns) that attention maps cover (None: not recorded)."""
-        recorded = (self.module.hparams.get("cnn") or {}).get("grid")
+        cnn = self.module.hparams.get("cnn") or {}
+        recorded = cnn.get("top_grid") or cnn.get("grid")  # a trainable top's output grid, if any
         return (int(recorded[0]), int(recorded[1])) if recorded else None
 
     @property

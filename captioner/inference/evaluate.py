@@ -19,9 +19,10 @@ from captioner.data.datamodule import CaptionDataModule
 from captioner.errors import UserError, exit_for_user_error
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
+from captioner.inference.trained_model import load_trained
 from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
-from captioner.training.checkpoint_loading import CheckpointError, load_module
+from captioner.training.checkpoint_loading import CheckpointError
 
 
 class FeaturesNotFoundError(UserError, FileNotFoundError):
@@ -43,7 +44,7 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
              devices: int | str = 1, accelerator: str = "auto", strategy: str = "auto",
              batch_size: int = 256, spice: bool = False, meteor: bool = True) -> dict[str, Any]:
     """Caption every image of `split` and score the captions; rank 0 writes the files."""
-    module = load_module(checkpoint)
+    module = load_trained(checkpoint)
     folder = RunFolder.of_checkpoint(checkpoint)
     given = features is not None
     features = Path(features) if given else folder.features_file()
@@ -59,6 +60,9 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     found = FeatureFile(features).cnn_record()
     differences = [f"{key}: checkpoint {expected[key]!r}, features {found.get(key)!r}"
                    for key in CNN_RECORD_KEYS if key in expected and found.get(key) != expected[key]]
+    if int(expected.get("trainable_blocks", 0) or 0) != int(found.get("trainable_blocks", 0) or 0):
+        differences.append(f"trainable_blocks: checkpoint {expected.get('trainable_blocks', 0)}, features "
+                           f"{found.get('trainable_blocks', 0)}")
     if differences:
         raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
                               + "; ".join(differences))

@@ -153,7 +153,7 @@ class RunFolder:
             if config.get("features_path"):
                 return absolute(config.features_path, base)
             return default_features_path(absolute(config.data_root, base), config.dataset.name,
-                                         config.cnn.name)
+                                         config.cnn.name, int(config.cnn.get("trainable_blocks", 0) or 0))
         except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
             return None
 

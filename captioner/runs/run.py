@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.data.datamodule import CaptionDataModule
-from captioner.features.backbones import weights_source
+from captioner.features.backbones import build_backbone, split_backbone, weights_source
 from captioner.features.cache import prepare
 from captioner.launch.ddp_under_hydra import ddp_job
 from captioner.launch.gpu_lease import lease_for_run
@@ -186,11 +186,16 @@ def _datamodule(settings: RunSettings, features_path: Path, fast: FastPath) -> C
 
 
 def _module(settings: RunSettings, datamodule: CaptionDataModule, fast: FastPath) -> CaptionModule:
-    return CaptionModule(vocabulary=datamodule.vocabulary.words, feature_dim=datamodule.feature_dim,
+    record = datamodule.features.cnn_record()
+    cnn, top = settings.cnn, None
+    if cnn.trainable_blocks:  # the pretrained blocks the features file stops before
+        _, top = split_backbone(cnn.name, build_backbone(cnn), cnn.trainable_blocks)
+    feature_dim = int(record["top_channels"]) if top is not None else datamodule.feature_dim
+    return CaptionModule(vocabulary=datamodule.vocabulary.words, feature_dim=feature_dim,
                          rnn=settings.model.cell, max_caption_length=settings.text.max_caption_length,
-                         cnn=datamodule.features.cnn_record(), decode=settings.decode.as_dict(),
+                         cnn=record, decode=settings.decode.as_dict(),
                          spice=settings.spice, meteor=settings.meteor,
-                         **settings.model.hyperparameters(), compile=fast.compiled)
+                         **settings.model.hyperparameters(), compile=fast.compiled, top=top)
 
 
 def _record_failure(folder: RunFolder, summary: RunSummary, error: BaseException,

@@ -25,7 +25,7 @@ def write_run_outputs(folder: RunFolder, module: CaptionModule, datamodule: Capt
     written = module.last_captions["test"]
     per_image = module.last_per_image["test"]
     path_of = {r.image_id: r.path for r in records}
-    grid = tuple(features.attrs.get("grid", (1, features.regions)))
+    grid = tuple(features.attrs.get("top_grid") or features.attrs.get("grid", (1, features.regions)))
     shown = []
     for index, weights in list(module.test_attention.items())[:examples]:
         image_id = features.image_ids[index]

@@ -186,7 +186,22 @@ def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
         seed=read.integer(f"{prefix}.seed", 0, 0),
         calibration_images=read.integer(f"{prefix}.calibration_images", 0, 0),
         batch_size=read.integer(f"{prefix}.batch_size", 1, 32),
-        num_workers=read.integer(f"{prefix}.num_workers", 0, 2))
+        num_workers=read.integer(f"{prefix}.num_workers", 0, 2),
+        trainable_blocks=_trainable_blocks(read, prefix, weights_path))
+
+
+def _trainable_blocks(read: _Reader, prefix: str, weights_path: Any) -> int:
+    blocks = read.integer(f"{prefix}.trainable_blocks", 0, 0)
+    name = read.raw(f"{prefix}.name", None)
+    most = choices.TRAINABLE_BLOCKS.get(name)
+    if most is not None and isinstance(blocks, int) and blocks > most:
+        read.problems.append(f"{prefix}.trainable_blocks={blocks}: {name} lists {most} top blocks to train; "
+                             f"choose 0-{most}")
+    if blocks and not weights_path and read.raw(f"{prefix}.weights", None) is None:
+        read.problems.append(f"{prefix}.trainable_blocks={blocks} fine-tunes pretrained blocks, but "
+                             f"{prefix}.weights=null is a random network; set {prefix}.weights or "
+                             f"{prefix}.weights_path, or {prefix}.trainable_blocks=0")
+    return blocks
 
 
 def _dataset(read: _Reader) -> DatasetSettings:
@@ -235,7 +250,10 @@ def _model(read: _Reader) -> ModelSettings:
                                      "a number in [0, 1]", 0.0),
             plateau_factor=read.number("model.lr_schedule.plateau_factor", lambda v: 0 < v < 1,
                                        "a number in (0, 1)", 0.5),
-            plateau_patience=read.integer("model.lr_schedule.plateau_patience", 0, 1)))
+            plateau_patience=read.integer("model.lr_schedule.plateau_patience", 0, 1)),
+        top_lr_multiplier=read.number("model.top_lr_multiplier", lambda v: v >= 0,
+                                      "a number >= 0 (0: the top stays as it is)", 0.1),
+        top_dropout=read.number("model.top_dropout", lambda v: 0 <= v < 1, fraction, 0.0))
 
 
 def _decode(read: _Reader) -> DecodeSettings:

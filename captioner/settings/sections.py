@@ -27,6 +27,9 @@ class CnnSettings:
     calibration_images: int = 0
     batch_size: int = 32
     num_workers: int = 2
+    # The CNN's last blocks trained with the decoder: the features file then holds the activations
+    # that enter them, and the model runs them (model/cnn_top.py). 0: the file holds the final grid.
+    trainable_blocks: int = 0
 
     @property
     def random_weights(self) -> bool:
@@ -97,6 +100,8 @@ class ModelSettings:
     label_smoothing: float
     scheduled_sampling: ScheduledSampling
     lr_schedule: LrSchedule
+    top_lr_multiplier: float = 0.1  # a trainable CNN top's lr, as a multiple of `lr`
+    top_dropout: float = 0.0  # dropout on the grid the trainable top writes
 
     def hyperparameters(self) -> dict[str, Any]:
         """The recipe as CaptionModule takes it (and its checkpoints keep it): plain data."""

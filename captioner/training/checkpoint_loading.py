@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from captioner.errors import UserError
 from captioner.training.module import CaptionModule
 
@@ -16,14 +18,16 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint file named (or `ckpt_path=last`) is not there."""
 
 
-def load_module(checkpoint: Path) -> CaptionModule:
-    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`)."""
+def load_module(checkpoint: Path, top: nn.Module | None = None) -> CaptionModule:
+    """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`).
+    `top`: the architecture of its trainable CNN top, if it has one (its weights come from the file)."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointNotFoundError(f"{checkpoint}: no such checkpoint file; pass the path of a .ckpt "
                                       "file from a run's checkpoints/ folder")
     try:
-        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True)
+        return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True,
+                                                  **({"top": top} if top is not None else {}))
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
         raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
                               f"({type(error).__name__}: {str(error)[:300]})") from error

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from captioner.data.vocabulary import Vocabulary
 from captioner.model import CaptionDecoder
+from captioner.model.cnn_top import CnnTop
 from captioner.model.compiled import CompiledForward, compile_mode
 from captioner.model.decoding import GREEDY, DecodeOptions, decode
 from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss
@@ -26,6 +28,19 @@ from captioner.training.self_critical import SelfCritical
 # CaptionScores scores each image once, so the images a DistributedSampler repeats to even out the
 # ranks do not count twice: Lightning's advice to test on one device does not apply.
 warnings.filterwarnings("ignore", message=r"Using `DistributedSampler` with the dataloaders")
+# A trainable CNN top keeps its BatchNorm layers in eval mode on purpose (model/cnn_top.py).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+
+
+def _cnn_top(blocks: nn.Module | None, cnn: dict[str, Any], dropout: float) -> CnnTop | None:
+    wanted = int(cnn.get("trainable_blocks", 0) or 0)
+    if blocks is None:
+        if wanted:
+            raise ValueError(f"this model fine-tunes the CNN's last {wanted} blocks ({cnn.get('cnn')}): load "
+                             "it with captioner.inference (Captioner.from_checkpoint), which rebuilds them")
+        return None
+    return CnnTop(blocks, tuple(cnn["grid"]), float(cnn.get("feature_scale", 1.0)),
+                  float(cnn.get("top_scale", 1.0)), dropout)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,12 +59,16 @@ class CaptionModule(pl.LightningModule):
                  spice: bool = False, label_smoothing: float = 0.0,
                  scheduled_sampling: dict[str, float] | None = None,
                  lr_schedule: dict[str, Any] | None = None, compile: bool = False, meteor: bool = True,
-                 adam: str = "auto"):
+                 adam: str = "auto", top_lr_multiplier: float = 0.1, top_dropout: float = 0.0,
+                 top: nn.Module | None = None):
         super().__init__()
         # Everything needed to rebuild the model from a checkpoint is plain data in hparams:
         # the vocabulary, the sizes, and `cnn`, the record of the CNN that made the features
         # (FeatureFile.cnn_record). `compile` is decided by the run (trainer_setup/fast_path.py), not here.
-        self.save_hyperparameters()
+        # `top`: the CNN's last blocks when they train (cnn.trainable_blocks); a module, not data, so
+        # whoever builds or loads the model hands it in (runs/, inference/: they know the CNNs).
+        self.save_hyperparameters(ignore=["top"])
+        self.top = _cnn_top(top, cnn or {}, top_dropout)
         self.caption_length = CaptionLength(max_caption_length)
         # How test captions are written; evaluate and caption may set other options.
         self.test_decoding = DecodeOptions.from_config(decode)
@@ -68,9 +87,25 @@ class CaptionModule(pl.LightningModule):
 
     def forward(self, features: torch.Tensor,
                 options: DecodeOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions (token ids) and attention for a batch of region features, decoded as `options`
+        """Captions (token ids) and attention for a batch of stored features, decoded as `options`
         say (default: `test_decoding`)."""
-        return decode(self.decoder, features, options or self.test_decoding, self.caption_length)
+        return decode(self.decoder, self.regions(features), options or self.test_decoding,
+                      self.caption_length)
+
+    def regions(self, features: torch.Tensor) -> torch.Tensor:
+        """The decoder's regions: the stored features, through the trainable CNN top if there is one."""
+        return features if self.top is None else self.top(features)
+
+    @torch.no_grad()
+    def test_time_regions(self, features: torch.Tensor) -> torch.Tensor:
+        """`regions` as at test time (no dropout, no gradient), whatever mode the module is in."""
+        if self.top is None:
+            return features
+        training = self.top.training
+        self.top.eval()
+        regions = self.top(features)
+        self.top.train(training)
+        return regions
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = (self.self_critical.training_step(self, batch) if self.self_critical is not None
@@ -86,7 +121,8 @@ class CaptionModule(pl.LightningModule):
 
     def _cross_entropy_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"]
-        logits, predicted, attention = self._teacher_forced(batch["features"], tokens, batch_idx)
+        regions = self.regions(batch["features"])
+        logits, predicted, attention = self._teacher_forced(regions, tokens, batch_idx)
         loss = masked_caption_loss(logits, predicted, Vocabulary.pad_id,
                                    self.hparams.get("label_smoothing", 0.0))
         targets = tokens[:, 1:]
@@ -184,7 +220,13 @@ class CaptionModule(pl.LightningModule):
         lr = self.self_critical.lr if self.self_critical is not None else self.hparams.lr
         implementation = adam_implementation(self.hparams.get("adam", "auto"), self.device.type,
                                              str(self.trainer.precision), self.trainer.gradient_clip_val)
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.hparams.weight_decay,
+        top = list(self.top.parameters()) if self.top is not None else []
+        in_top = {id(p) for p in top}
+        rest = [p for p in self.parameters() if id(p) not in in_top]
+        groups = [{"params": rest}]
+        if top:  # the pretrained CNN blocks move more slowly than the decoder learning from scratch
+            groups.append({"params": top, "lr": lr * self.hparams.get("top_lr_multiplier", 0.1)})
+        optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=self.hparams.weight_decay,
                                      **adam_options(implementation))
         if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
             return optimizer

@@ -73,7 +73,8 @@ class SelfCritical:
 
     def training_step(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Batches are images (features, image_index), not captions (self_critical_stage.py)."""
-        features, images = batch["features"], batch["image_index"]
+        images = batch["image_index"]
+        features = module.regions(batch["features"])  # a trainable CNN top's grid learns from the reward too
         ids = module.caption_length.search_arguments()
         banned = module.test_decoding.banned_ids()  # the policy learned is the one captions are written with
         tokens, log_probs = sample_captions(module.decoder, features, self.samples, *ids,
@@ -81,7 +82,8 @@ class SelfCritical:
         rewards = self.reward(tokens, images.repeat_interleave(self.samples))
         if self.baseline == "greedy":
             module.decoder.eval()  # the baseline is the test-time caption: no dropout
-            greedy, _ = greedy_decode(module.decoder, features, *ids, banned=banned)
+            greedy, _ = greedy_decode(module.decoder, module.test_time_regions(batch["features"]), *ids,
+                                      banned=banned)
             module.decoder.train()
             baseline = self.reward(greedy, images).repeat_interleave(self.samples)
         else:
