@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from table import machine_row, print_table  # noqa: E402  (benchmarks/ is on sys.path)
 
-from captioner.compare.speed import SpeedRecord, interleaved_order  # noqa: E402
+from captioner.compare.speed import SpeedRecord, interleaved_order, relative_time  # noqa: E402
 from captioner.model import CaptionDecoder  # noqa: E402
 from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> None:
     command = "python benchmarks/cell_speed.py " + " ".join(sys.argv[1:])
     record = SpeedRecord(seconds, order, f"{platform.processor() or platform.machine()}, "
                          f"{torch.get_num_threads()} threads, torch {torch.__version__}", command.strip())
-    relative = record.relative_time("lstm", "gru")
+    relative = relative_time(record, "lstm", "gru")
     low, high = relative.interval()
     print_table([machine_row(), ("command", record.command), ("order", " ".join(order)),
                  *((f"{arm} s per {args.steps} steps", ", ".join(f"{s:.2f}" for s in values))

@@ -9,15 +9,17 @@ paired ratio; their mean with a t-interval is the claim's estimate.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from captioner.compare.combined_interval import Estimate
+from captioner.records.speed_record import MIN_REPEATS, SPEED_FILE, SpeedRecord
 
-SPEED_FILE = "speed.json"  # in a sweep folder: the report judges the speed claim on it
-MIN_REPEATS = 5
+__all__ = ["MIN_REPEATS", "SPEED_FILE", "SpeedRecord", "interleaved_order", "relative_time"]
+
+
+def relative_time(record: SpeedRecord, slower: str, faster: str) -> Estimate:
+    """slower's time / faster's time - 1 over the repeats, with a t-interval (no images to resample)."""
+    return Estimate(record.relative_times(slower, faster), 0.0)
 
 
 def interleaved_order(arms: Sequence[str], repeats: int) -> list[str]:
@@ -26,33 +28,3 @@ def interleaved_order(arms: Sequence[str], repeats: int) -> list[str]:
     for repeat in range(repeats):
         order += list(arms) if repeat % 2 == 0 else list(reversed(arms))
     return order
-
-
-@dataclass(frozen=True)
-class SpeedRecord:
-    """What the timing benchmark measured: seconds per timed block for each arm, in run order."""
-
-    seconds: dict[str, list[float]]  # arm -> one timing per repeat
-    order: list[str]
-    machine: str
-    command: str
-
-    @classmethod
-    def read(cls, path: Path) -> SpeedRecord:
-        try:
-            loaded = json.loads(Path(path).read_text())
-            record = cls({k: [float(s) for s in v] for k, v in loaded["seconds"].items()},
-                         list(loaded["order"]), str(loaded["machine"]), str(loaded["command"]))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a speed record ({error})") from error
-        return record
-
-    def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.__dict__, indent=1) + "\n")
-
-    def relative_time(self, slower: str, faster: str) -> Estimate:
-        """slower's time / faster's time - 1, repeat by repeat (positive: `faster` is faster)."""
-        pairs = list(zip(self.seconds[slower], self.seconds[faster], strict=False))
-        if len(pairs) < MIN_REPEATS:
-            raise ValueError(f"a speed claim needs {MIN_REPEATS}+ timings per arm, got {len(pairs)}")
-        return Estimate(tuple(s / f - 1 for s, f in pairs), 0.0)

@@ -22,7 +22,7 @@ from captioner.compare.bootstrap import ImageResampler
 from captioner.compare.content_groups import ContentGroup, GroupMeasures, human_baselines
 from captioner.compare.decision_rule import DecisionRule, Verdict, corrected, judge
 from captioner.compare.effects import RATIO, Comparison, SweepCells
-from captioner.compare.speed import SPEED_FILE, SpeedRecord
+from captioner.compare.speed import SPEED_FILE, SpeedRecord, relative_time
 from captioner.records.sweep_runs import RunResult
 
 COLOURS = "colours"  # the content group whose words are colours
@@ -117,7 +117,7 @@ class SweepVerdicts:
 
     def _speed(self) -> Judged | None:
         try:
-            relative = self.speed_record.relative_time("lstm", "gru")
+            relative = relative_time(self.speed_record, "lstm", "gru")
         except (KeyError, ValueError):
             return None
         comparison = Comparison("speed", "rnn", "LSTM time / GRU time - 1", "", "speed", relative)
