@@ -6,7 +6,7 @@ Runs the cells of `sweeps/flickr8k_cnn_rnn.yaml` (cnn x rnn x seed) that have no
 under `docs/flickr8k_cnn_rnn/runs/` yet, seed by seed (every cell's seed 0 first), each as a
 one-run multirun of that sweep. After each run it keeps the run's small results (metrics.json,
 captions.json with the per-image scores, .hydra/ with the overrides) in
-`docs/flickr8k_cnn_rnn/runs/<cnn>-<rnn>-seed<k>/` and rewrites the report from everything kept so
+`docs/flickr8k_cnn_rnn/runs/<nn>-<cnn>-<rnn>-seed<k>/` and rewrites the report from everything kept so
 far, so the twelve runs (20-40 min each on a 2-core CPU) can span machine sessions: commit the
 kept folder after each session. Checkpoints, features and figures stay under outputs/ and data/.
 
@@ -47,14 +47,19 @@ def cell_name(cell: dict[str, str]) -> str:
     return "-".join(value for key, value in cell.items() if key != "seed") + f"-seed{cell['seed']}"
 
 
+def kept_name(cell: dict[str, str]) -> str:
+    """The kept folder: numbered in the sweep's order, which the report lists runs and levels in."""
+    return f"{sweep_cells().index(cell):02d}-{cell_name(cell)}"
+
+
 def is_kept(cell: dict[str, str]) -> bool:
-    metrics = KEPT / cell_name(cell) / "metrics.json"
+    metrics = KEPT / kept_name(cell) / "metrics.json"
     return metrics.is_file() and json.loads(metrics.read_text()).get("status") == "completed"
 
 
 def keep(run_dir: Path, cell: dict[str, str]) -> Path:
     """Copy the run's small results next to the report (into a new folder, then renamed into place)."""
-    target = KEPT / cell_name(cell)
+    target = KEPT / kept_name(cell)
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     for name in KEPT_FILES:

@@ -79,7 +79,7 @@ def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp
     cell = {"cnn": "mobilenet_v2", "rnn": "gru", "seed": "0"}
     assert not driver.is_kept(cell)
     kept = driver.keep(run, cell)
-    assert kept == tmp_path / "runs" / "mobilenet_v2-gru-seed0" and driver.is_kept(cell)
+    assert kept == tmp_path / "runs" / "00-mobilenet_v2-gru-seed0" and driver.is_kept(cell)
     kept_files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
     assert kept_files == sorted(driver.KEPT_FILES)  # no checkpoint
     (kept / "metrics.json").write_text(json.dumps({"status": "failed"}))

@@ -109,6 +109,11 @@ def test_self_critical_steps_raise_the_greedy_cider(baseline):
         def log(self, name, value, **_):
             self.logged.setdefault(name, []).append(float(value.detach()))
 
+        def regions(self, features):  # no trainable CNN top
+            return features
+
+        test_time_regions = regions
+
     module = Stub()
     before = greedy_cider()
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)

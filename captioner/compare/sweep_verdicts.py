@@ -120,8 +120,9 @@ class SweepVerdicts:
             relative = relative_time(self.speed_record, "lstm", "gru")
         except (KeyError, ValueError):
             return None
-        comparison = Comparison("speed", "rnn", "LSTM time / GRU time - 1", "", "speed", relative)
-        return Judged(comparison, judge("speed: LSTM time / GRU time - 1", relative, "speed", self.rule))
+        label = "LSTM time / GRU time - 1 (better: GRU faster)"
+        comparison = Comparison("speed", "rnn", label, "", "speed", relative)
+        return Judged(comparison, judge(f"speed: {label}", relative, "speed", self.rule))
 
     # --- the correction over all of them ---
 
