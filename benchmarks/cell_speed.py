@@ -25,9 +25,10 @@ sys.path.insert(0, str(REPO))
 
 from table import machine_row, print_table  # noqa: E402  (benchmarks/ is on sys.path)
 
-from captioner.compare.speed import SpeedRecord, interleaved_order, relative_time  # noqa: E402
+from captioner.compare.speed import interleaved_order, relative_time  # noqa: E402
 from captioner.model import CaptionDecoder  # noqa: E402
 from captioner.model.losses import doubly_stochastic_penalty, masked_caption_loss  # noqa: E402
+from captioner.records.speed_record import SpeedRecord  # noqa: E402
 
 RECIPE = {"batch": 64, "regions": 49, "channels": 1280, "vocab": 2535, "tokens": 18,
           "embed": 256, "hidden": 512, "attention": 256}

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from captioner.compare.decision_rule import BETTER, EQUIVALENT, judge, load_rule
-from captioner.compare.speed import SpeedRecord, interleaved_order, relative_time
+from captioner.compare.speed import interleaved_order, relative_time
+from captioner.records.speed_record import SpeedRecord
 
 
 def test_the_arms_alternate_which_goes_first():

@@ -52,11 +52,6 @@ def load_groups(path: Path = DEFAULT_GROUPS) -> list[ContentGroup]:
             for name, words in loaded.items()]
 
 
-def group_members(references: dict[str, list[str]], group: ContentGroup) -> set[str]:
-    """The test images whose references mostly name the group."""
-    return {image for image, texts in references.items() if group.shown_in(texts)}
-
-
 def human_baselines(runs: Sequence[RunResult], colours: ContentGroup | None
                     ) -> dict[tuple[str, ...], LeaveOneOut]:
     """Each test set's leave-one-out human baseline, with every completed run on it measured alike."""
@@ -76,32 +71,36 @@ class GroupMeasures:
     def __init__(self, cells: SweepCells):
         self.cells = cells
 
-    def _members(self, baseline: LeaveOneOut, group: ContentGroup, references: dict[str, list[str]]
-                 ) -> np.ndarray:
-        return np.array([group.shown_in(references[i]) for i in baseline.image_ids], dtype=np.float64)
+    def _weighted(self, run: RunResult, group: ContentGroup | None
+                  ) -> tuple[LeaveOneOut, Agreement, np.ndarray] | None:
+        """The run's baseline, its own leave-one-out values, and the image resamples' weights,
+        zero outside `group` (None: every test image)."""
+        found = self.cells.baseline_of(run)
+        if found is None:
+            return None
+        baseline, model = found
+        weights = self.cells.resampler.weights(baseline.image_ids)
+        if group is not None:
+            weights = weights * np.array([group.shown_in(run.references[i]) for i in baseline.image_ids],
+                                         dtype=np.float64)
+        return baseline, model, weights
 
     def ratio(self, group: ContentGroup) -> RunStatistic:
         """The model's leave-one-out CIDEr-D on the group's images / the humans' (1: as close to the
         references as a person)."""
         def statistic(run: RunResult) -> np.ndarray | None:
-            found = self.cells.baseline_of(run)
-            if found is None:
+            if (found := self._weighted(run, group)) is None:
                 return None
-            baseline, model = found
-            weights = self.cells.resampler.weights(baseline.image_ids) * \
-                self._members(baseline, group, run.references)
+            baseline, model, weights = found
             return (weights @ model.cider) / np.maximum(weights @ baseline.human.cider, 1e-12)
         return statistic
 
     def named(self, group: ContentGroup) -> RunStatistic:
         """The share of the group's images whose caption names the group."""
         def statistic(run: RunResult) -> np.ndarray | None:
-            found = self.cells.baseline_of(run)
-            if found is None:
+            if (found := self._weighted(run, group)) is None:
                 return None
-            baseline, _ = found
-            weights = self.cells.resampler.weights(baseline.image_ids) * \
-                self._members(baseline, group, run.references)
+            baseline, _, weights = found
             said = np.array([group.named_in(run.captions[i]) for i in baseline.image_ids], dtype=np.float64)
             return (weights @ said) / np.maximum(weights.sum(axis=1), 1e-12)
         return statistic
@@ -118,13 +117,9 @@ class GroupMeasures:
 
     def _colour(self, parts, group: ContentGroup | None, human: bool, versus_human: bool) -> RunStatistic:
         def statistic(run: RunResult) -> np.ndarray | None:
-            found = self.cells.baseline_of(run)
-            if found is None:
+            if (found := self._weighted(run, group)) is None:
                 return None
-            baseline, model = found
-            weights = self.cells.resampler.weights(baseline.image_ids)
-            if group is not None:
-                weights = weights * self._members(baseline, group, run.references)
+            baseline, model, weights = found
 
             def share(agreement: Agreement) -> np.ndarray:
                 numerator, denominator = parts(agreement)

@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from captioner.compare.combined_interval import Estimate
-from captioner.records.speed_record import MIN_REPEATS, SPEED_FILE, SpeedRecord
-
-__all__ = ["MIN_REPEATS", "SPEED_FILE", "SpeedRecord", "interleaved_order", "relative_time"]
+from captioner.records.speed_record import SpeedRecord
 
 
 def relative_time(record: SpeedRecord, slower: str, faster: str) -> Estimate:

@@ -22,7 +22,8 @@ from captioner.compare.bootstrap import ImageResampler
 from captioner.compare.content_groups import ContentGroup, GroupMeasures, human_baselines
 from captioner.compare.decision_rule import DecisionRule, Verdict, corrected, judge
 from captioner.compare.effects import RATIO, Comparison, SweepCells
-from captioner.compare.speed import SPEED_FILE, SpeedRecord, relative_time
+from captioner.compare.speed import relative_time
+from captioner.records.speed_record import SPEED_FILE, SpeedRecord
 from captioner.records.sweep_runs import RunResult
 
 COLOURS = "colours"  # the content group whose words are colours

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from captioner.features.backbones import top_skeleton
-from captioner.training.checkpoint_loading import CheckpointNotFoundError, load_module
+from captioner.training.checkpoint_loading import load_module
 from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.module import CaptionModule
 
@@ -26,5 +26,3 @@ def load_trained(checkpoint: Path) -> CaptionModule:
     blocks = int(record.get("trainable_blocks", 0) or 0)
     return load_module(checkpoint, top_skeleton(record["cnn"], blocks) if blocks else None)
 
-
-__all__ = ["CheckpointNotFoundError", "load_trained"]
