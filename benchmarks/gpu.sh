@@ -3,7 +3,9 @@
 #
 # On the development box, from the repo root, once per session:
 #     bash ../shared/device/stage.sh          # hydra-core, omegaconf, pycocoevalcap -> .device-site/
-# then one device call:  run(command="bash benchmarks/gpu.sh", carry=[".device-site"], timeout_s=590)
+#     mkdir -p data && cp -r ../shared/data/flickr8k-test data/   # 1,000 photos, 31 MB (git-ignored)
+# then one device call:
+#     run(command="bash benchmarks/gpu.sh", carry=[".device-site", "data/flickr8k-test"], timeout_s=590)
 # Its tables come back in $OUT: one NAME.md per stage, gpu.log (what this script printed) and
 # stages.log (every stage's full output): 7 files, within the 8 that come back.
 # Each stage has its own time limit, so one that overruns costs only itself.
@@ -25,7 +27,8 @@ if [[ "${1:-}" == "--cpu-check" ]]; then
     gru_args=(--device cpu --rnn gru --precisions fp32 --modes eager --steps 1 --warmup 1
                    --lightning-steps 0 --loader-batches 0)
     job_args=(trainer.max_epochs=1 dataset.num_images=100 trainer.accelerator=cpu)
-    extraction=(60 cnn.num_workers=2 cnn.batch_size=16)
+    photos=data/flickr8k-test; [[ -d $photos ]] || photos=../shared/data/flickr8k-test
+    extraction=("$photos" --device cpu --passes 1 --limit 32 --workers 0 --batch-size 16)
     bf16_job=false  # no bf16 arithmetic on this CPU
 else
     device=cuda
@@ -36,7 +39,7 @@ else
     gru_args=(--device cuda --rnn gru --precisions fp32,bf16 --modes eager,reduce-overhead
                    --steps 40 --warmup 5 --lightning-steps 0 --loader-batches 0)
     job_args=()
-    extraction=(2000 cnn.num_workers=12)
+    extraction=(data/flickr8k-test --device cuda --passes 5 --workers 12 --batch-size 128)
     bf16_job=true
 fi
 "$PY" -c "import torch, pytorch_lightning, hydra; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" \
@@ -65,6 +68,7 @@ stage training_step_gru 100 "$PY" benchmarks/training_step.py "${gru_args[@]}"
 # 3. The default job: compiled step (model.compile=auto) in fp32, then bf16-mixed: time and scores.
 stage default_job 90 "$PY" benchmarks/default_job.py "${job_args[@]}"
 $bf16_job && stage default_job_bf16 70 "$PY" benchmarks/default_job.py trainer.precision=bf16-mixed "${job_args[@]}"
-# 4. Extraction (InceptionV3 299 px): the CPU-decode path as it is today.
-stage extraction 50 "$PY" benchmarks/extraction.py "${extraction[@]}"
+# 4. Extraction (EfficientNet-Lite2, 260 px) over the carried Flickr8k photos, 5 passes: JPEGs decoded
+#    by 12 workers (PIL) against decoded on the GPU (nvjpeg), and how far their pixels differ.
+stage extraction 60 "$PY" benchmarks/gpu_extraction.py "${extraction[@]}"
 echo "tables in $OUT"

@@ -14,8 +14,8 @@ import torch
 from captioner.features import efficientnet_lite2 as lite2
 from captioner.features.backbones import build_backbone, weights_source
 from captioner.features.cache import prepare
-from captioner.features.extraction import ImageFiles
 from captioner.features.feature_file import FeatureFile
+from captioner.features.image_batches import ImageFiles
 from captioner.features.image_featurizer import ImageFeaturizer
 from captioner.features.weights_source import WeightsSource
 from tests.conftest import cnn_settings, compose_config, settings_of

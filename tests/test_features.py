@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from captioner.features.cache import ensure_features, expected_identity, prepare
-from captioner.features.extraction import ImageReadError
 from captioner.features.feature_file import (
     FeatureFile,
     FeatureFileError,
@@ -19,6 +18,7 @@ from captioner.features.feature_file import (
     FeatureWriteError,
     partial_path,
 )
+from captioner.features.image_batches import ImageReadError
 from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
 from tests.conftest import TINY, command, compose_config, python, settings_of

@@ -1,6 +1,7 @@
 """Feature extraction: images on disk -> CNN grids -> the HDF5 features file, streaming.
 
-A DataLoader's workers decode and resize JPEGs while the CNN runs; each batch is written as it
+A DataLoader's workers decode and resize JPEGs while the CNN runs (or only read them, for the
+GPU to decode: image_batches.py); each batch is written as it
 comes, so memory stays flat, and an interrupted extraction resumes at the first unwritten image.
 """
 
@@ -8,72 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-import struct
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
 
-from captioner.errors import UserError
 from captioner.features.backbones import build_backbone, calibrate_random_network, split_backbone
 from captioner.features.feature_file import FeatureFileWriter
+from captioner.features.image_batches import ImageFiles, ImageReadError, decoding_place, image_batches
 from captioner.settings import CnnSettings
 from captioner.sources import ImageRecord
-from captioner.worker_processes import worker_context
 
 log = logging.getLogger(__name__)
-
-class ImageReadError(UserError, OSError):
-    """An image file that cannot be decoded (with `dataset.strict=true`, or a calibration image)."""
-
-
-# What PIL raises on a file that is not the image it claims to be: not an image, truncated,
-# corrupt inside, or a decompression bomb (a header declaring far more pixels than any photo).
-UNREADABLE = (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError, struct.error,
-              zlib.error, Image.DecompressionBombError)
-
-
-class ImageFiles(Dataset):
-    """Decoded, resized and normalised images, for the extraction DataLoader's workers.
-
-    Items are (image, error): an unreadable or truncated file gives a zero image and the reason,
-    unless `strict`, where it is an error naming the file.
-    """
-
-    def __init__(self, paths: Sequence[Path], size: int, mean: Sequence[float], std: Sequence[float],
-                 strict: bool = True):
-        self.paths = list(paths)
-        self.size = size
-        self.mean = torch.tensor(mean).view(3, 1, 1)
-        self.std = torch.tensor(std).view(3, 1, 1)
-        self.strict = strict
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return self.pixels(image), ""
-        except UNREADABLE as error:
-            if self.strict:
-                raise ImageReadError(f"{path}: cannot read image ({error}); replace or remove the "
-                                     "file, or set dataset.strict=false to skip such images") from error
-            return torch.zeros(3, self.size, self.size), f"{error}" or type(error).__name__
-
-    def pixels(self, image: Image.Image) -> torch.Tensor:
-        """A decoded image as the CNN takes it: RGB, resized to `size`, normalised (3, size, size)."""
-        image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        return (pixels.float() / 255.0 - self.mean) / self.std
-
 
 def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: CnnSettings, device: str,
                         batch_size: int, strict: bool = False) -> str:
@@ -133,16 +83,15 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
         start = writer.images_done
         if start:
             log.info("resuming %s at image %d of %d", writer.partial, start, len(records))
-        images = ImageFiles([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
-                            strict=strict)
-        loader = DataLoader(images, batch_size=batch_size, num_workers=num_workers,
-                            pin_memory=on_gpu, multiprocessing_context=worker_context(num_workers))
+        place = decoding_place(cnn.decode, device)
+        batches = image_batches([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
+                                place, device, batch_size, num_workers, strict)
         scale = writer.attr("feature_scale")
         top_scale = writer.attr("top_scale")
         began, done = time.perf_counter(), 0
-        for batch, errors in loader:
+        for batch, errors in batches:
             with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=on_gpu):
-                grid = net(batch.to(device, memory_format=torch.channels_last, non_blocking=True))
+                grid = net(batch.contiguous(memory_format=torch.channels_last))
             regions = grid.float().flatten(2).transpose(1, 2).cpu().numpy()  # (B, h*w, C)
             failed = [i for i, error in enumerate(errors) if error]
             for i in failed:
@@ -186,6 +135,9 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
                              if cnn.weights_path else "",
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             # provenance, not identity: the two places agree to a grey level
+                             image_decoding=f"{place} ({'torchvision' if place == 'device' else 'PIL'} "
+                             f"on {torch.device(device).type})",
                              **(_top_attributes(cnn, top_probe, top_scale) if top is not None else {}))
     finally:
         writer.close()

@@ -13,7 +13,8 @@ from PIL import Image
 
 from captioner.errors import UserError
 from captioner.features.backbones import build_backbone, split_backbone
-from captioner.features.extraction import ImageFiles, calibrate_on_images
+from captioner.features.extraction import calibrate_on_images
+from captioner.features.image_batches import ImageFiles
 from captioner.features.weights_source import WeightsSource, file_sha256
 from captioner.settings import CnnSettings
 

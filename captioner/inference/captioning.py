@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from captioner.errors import ConfigError
-from captioner.features.extraction import UNREADABLE
+from captioner.features.image_batches import UNREADABLE
 from captioner.features.image_featurizer import ImageFeaturizer
 from captioner.inference.trained_model import load_trained
 from captioner.model.decoding import DecodeOptions

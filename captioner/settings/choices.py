@@ -15,6 +15,7 @@ TRAINABLE_BLOCKS = {"efficientnet_lite2": 3, "inception_resnet_v2": 0, "inceptio
                     "resnet101": 3, "vgg16": 3}
 DATASET_SOURCES = ("coco", "flickr30k", "flickr8k", "iapr", "shapes")
 RNN_CELLS = ("gru", "lstm")
+IMAGE_DECODING = ("auto", "workers", "device")  # features/image_batches.py
 DECODE_STRATEGIES = ("greedy", "beam")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 SCST_BASELINES = ("mean", "greedy")  # of the image's other samples | its greedy caption's reward

@@ -187,7 +187,8 @@ def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
         calibration_images=read.integer(f"{prefix}.calibration_images", 0, 0),
         batch_size=read.integer(f"{prefix}.batch_size", 1, 32),
         num_workers=read.integer(f"{prefix}.num_workers", 0, 2),
-        trainable_blocks=_trainable_blocks(read, prefix, weights_path))
+        trainable_blocks=_trainable_blocks(read, prefix, weights_path),
+        decode=read.choice(f"{prefix}.decode", choices.IMAGE_DECODING, "auto"))
 
 
 def _trainable_blocks(read: _Reader, prefix: str, weights_path: Any) -> int:

@@ -30,6 +30,7 @@ class CnnSettings:
     # The CNN's last blocks trained with the decoder: the features file then holds the activations
     # that enter them, and the model runs them (model/cnn_top.py). 0: the file holds the final grid.
     trainable_blocks: int = 0
+    decode: str = "auto"  # where extraction decodes JPEGs: features/image_batches.py
 
     @property
     def random_weights(self) -> bool:
