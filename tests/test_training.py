@@ -11,7 +11,8 @@ from captioner.data.vocabulary import tokenize
 from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile, FeatureFileError
 from captioner.runs.run import run
-from captioner.training.module import NonFiniteLossError
+from captioner.training.loss_guard import NonFiniteLossError
+from captioner.training.module import CaptionModule
 from tests.conftest import compose_config, settings_of
 
 
@@ -90,9 +91,13 @@ def test_last_checkpoint_is_the_last_epoch_even_when_it_did_not_improve(tiny_cfg
     assert last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
 
 
-def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_checkpoint(shared_data_root, tmp_path):
+@pytest.mark.parametrize("every_step", [True, False], ids=["checked-every-step", "deferred-as-on-a-gpu"])
+def test_a_loss_that_turns_nan_stops_the_run_and_keeps_the_last_good_checkpoint(shared_data_root, tmp_path,
+                                                                               monkeypatch, every_step):
     # lr 1e30: the first step is finite and checkpointed (mid-epoch, after every batch); its
-    # update makes the next loss infinite or NaN.
+    # update makes the next loss infinite or NaN. Deferred, the GPU's way (no sync per step), the
+    # next checkpoint finds it: the weights trained past it are never written.
+    monkeypatch.setattr(CaptionModule, "check_loss_every_step", every_step)
     cfg = compose_config("model.lr=1e30", "data.batch_size=8", "checkpoint.every_minutes=0.00001",
                          data_root=shared_data_root)
     with pytest.raises(NonFiniteLossError, match=r"the training loss is (nan|inf) at step \d+"):

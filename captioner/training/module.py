@@ -22,6 +22,7 @@ from captioner.model.tokens import CaptionLength
 from captioner.scoring.coco_metrics import CaptionScores
 from captioner.training.adam_implementation import adam_implementation, adam_options
 from captioner.training.lightning_seams import has_trainer
+from captioner.training.loss_guard import NonFiniteLossGuard
 from captioner.training.lr_schedule import with_lr_schedule
 from captioner.training.self_critical import SelfCritical
 
@@ -43,14 +44,13 @@ def _cnn_top(blocks: nn.Module | None, cnn: dict[str, Any], dropout: float) -> C
                   float(cnn.get("top_scale", 1.0)), dropout)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite: the run stops and fails."""
-
-
 ATTENTION_EXAMPLES = 8  # test images whose attention maps are kept for figures
 
 
 class CaptionModule(pl.LightningModule):
+    # None: read every step's loss on a CPU, defer the read on a GPU (training/loss_guard.py).
+    check_loss_every_step: bool | None = None
+
     def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
                  embed_dim: int = 256, hidden_dim: int = 512, attention_dim: int = 256,
                  dropout: float = 0.3, lr: float = 1e-3, weight_decay: float = 0.0,
@@ -84,6 +84,7 @@ class CaptionModule(pl.LightningModule):
         # Set for the self-critical stage (self_critical_stage.py): it then owns the training step.
         self.self_critical: SelfCritical | None = None
         self._compiled: CompiledForward | None = None  # model.compile (captioner/model/compiled.py)
+        self.loss_guard = NonFiniteLossGuard()
 
     def forward(self, features: torch.Tensor,
                 options: DecodeOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +111,15 @@ class CaptionModule(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = (self.self_critical.training_step(self, batch) if self.self_critical is not None
                 else self._cross_entropy_step(batch, batch_idx))
-        # One host sync a step: a NaN/inf loss stops the run here, before its gradients reach the
-        # weights or any checkpoint, and the run fails rather than finishing as a NaN model.
-        if not bool(torch.isfinite(loss)):
-            raise NonFiniteLossError(
-                f"the training loss is {float(loss)} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); the checkpoints written before it are kept. Lower model.lr (or "
-                "scst.lr), or check the features")
+        # A NaN/inf loss fails the run rather than finishing as a NaN model: on a CPU at once, on
+        # a GPU at the epoch's end or the next checkpoint, whichever comes first (loss_guard.py).
+        self.loss_guard.observe(loss, self.global_step, self.current_epoch, batch_idx,
+                                every_step=self.check_loss_every_step
+                                if self.check_loss_every_step is not None else self.device.type != "cuda")
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.loss_guard.check(f"at the end of epoch {self.current_epoch}")
 
     def _cross_entropy_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"]
@@ -234,5 +236,6 @@ class CaptionModule(pl.LightningModule):
                                 lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.loss_guard.check("before writing a checkpoint")  # none holds weights trained past it
         # Which stage wrote it: resuming picks the stage up again (captioner/training/self_critical_stage.py).
         checkpoint["training_stage"] = "scst" if self.self_critical is not None else "xe"
