@@ -26,7 +26,8 @@ from table import (  # benchmarks/ is on sys.path when run as a script
 REPO = Path(__file__).resolve().parent.parent
 
 
-def main(overrides: list[str]) -> None:
+def run_default_job(overrides: list[str]) -> tuple[float, dict, str]:
+    """Wall seconds, metrics.json and output of `python train.py` on a fresh data directory."""
     with tempfile.TemporaryDirectory() as scratch:
         began = time.perf_counter()
         result = subprocess.run(
@@ -37,14 +38,18 @@ def main(overrides: list[str]) -> None:
         if result.returncode != 0:
             sys.exit(f"train.py failed:\n{result.stderr[-4000:]}")
         (metrics_path,) = Path(scratch, "outputs").glob("**/metrics.json")
-        metrics = json.loads(metrics_path.read_text())
+        return wall, json.loads(metrics_path.read_text()), result.stderr + result.stdout
+
+
+def main(overrides: list[str]) -> None:
+    wall, metrics, output = run_default_job(overrides)
     peak_mib = peak_child_rss_mib()
     rows = [
         machine_row(),
         ("command", "python train.py " + " ".join(overrides)),
         ("wall time", f"{wall:.0f} s"),
         ("training (fit)", f"{metrics['train_time_s']:.0f} s for {metrics['epochs']} epochs"),
-        ("extraction rate", last_extraction_rate(result.stderr + result.stdout)),
+        ("extraction rate", last_extraction_rate(output)),
         ("peak RSS", f"{peak_mib:.0f} MiB"),
         *((f"test {k}", f"{v:.3f}") for k, v in metrics["test"].items()),
     ]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one call on a lent H100/H200 (at most ~8.2 minutes).
+# Every GPU check and benchmark in one call on a lent H100/H200 (at most 9 minutes).
 #
 # On the development box, from the repo root, once per session:
 #     bash ../shared/device/stage.sh          # hydra-core, omegaconf, pycocoevalcap -> .device-site/
@@ -7,10 +7,12 @@
 # then one device call:
 #     run(command="bash benchmarks/gpu.sh", carry=[".device-site", "data/flickr8k-test"], timeout_s=590)
 # Its tables come back in $OUT: one NAME.md per stage, gpu.log (what this script printed) and
-# stages.log (every stage's full output): 7 files, within the 8 that come back.
+# stages.log (every stage's full output): 8 files, the most that come back.
 # Each stage has its own time limit, so one that overruns costs only itself.
 #
 #     bash benchmarks/gpu.sh --cpu-check      # here: the same stages, tiny, on the CPU (a dry run)
+#     bash benchmarks/gpu.sh default_job_compile   # named stages only: here the one that does not
+#                                                  # fit beside the others (6 default jobs, ~6 min)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/captioner-gpu-out}
@@ -20,7 +22,15 @@ export TORCHINDUCTOR_CACHE_DIR=/tmp/captioner-inductor  # compiled graphs reused
 PY=${PYTHON:-python3}
 exec > >(tee -a "$OUT/gpu.log") 2>&1
 
-if [[ "${1:-}" == "--cpu-check" ]]; then
+cpu_check=false
+[[ "${1:-}" == "--cpu-check" ]] && { cpu_check=true; shift; }
+named=("$@")  # stages to run; none named: every stage but default_job_compile
+wanted() {
+    if [[ ${#named[@]} -eq 0 ]]; then [[ $1 != default_job_compile ]]; return; fi
+    [[ " ${named[*]} " == *" $1 "* ]]
+}
+
+if $cpu_check; then
     device=cpu; PY=${PYTHON:-python}
     step_args=(--device cpu --rnn lstm --precisions fp32 --modes eager --steps 1 --warmup 1
                --lightning-steps 1 --loader-batches 2)  # --check compiles 2 min here: tests cover it
@@ -47,6 +57,7 @@ fi
 
 stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, keep its table in $OUT/NAME.md
     local name=$1 limit=$2; shift 2
+    wanted "$name" || return 0
     echo "=== $name (limit ${limit}s): $*"
     local began=$SECONDS
     local log=/tmp/captioner-gpu-$name.out
@@ -62,13 +73,17 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, keep its 
 # 1. The bare LSTM step (fp32/bf16 x eager/CUDA graphs), compiled = eager on the device,
 #    Trainer.fit with and without the compiled step, and the loader alone (memory/HDF5/GPU-resident).
 #    (Add --modes ...,compile or --batch 256 by hand for the issue's other rows.)
-stage training_step 180 "$PY" benchmarks/training_step.py "${step_args[@]}"
+stage training_step 170 "$PY" benchmarks/training_step.py "${step_args[@]}"
 # 2. The same bare step with the GRU.
-stage training_step_gru 100 "$PY" benchmarks/training_step.py "${gru_args[@]}"
+stage training_step_gru 90 "$PY" benchmarks/training_step.py "${gru_args[@]}"
 # 3. The default job: compiled step (model.compile=auto) in fp32, then bf16-mixed: time and scores.
 stage default_job 90 "$PY" benchmarks/default_job.py "${job_args[@]}"
 $bf16_job && stage default_job_bf16 70 "$PY" benchmarks/default_job.py trainer.precision=bf16-mixed "${job_args[@]}"
 # 4. Extraction (EfficientNet-Lite2, 260 px) over the carried Flickr8k photos, 5 passes: JPEGs decoded
 #    by 12 workers (PIL) against decoded on the GPU (nvjpeg), and how far their pixels differ.
 stage extraction 60 "$PY" benchmarks/gpu_extraction.py "${extraction[@]}"
+# 5. A failed run (non-finite loss, loader workers) on the device: exits 1 promptly, nothing left.
+stage failure_exit 60 "$PY" benchmarks/failure_exit.py "${job_args[@]}"
+# 6. (named only) The default job with compile auto and false, 3 seeds each: time and CIDEr-D.
+stage default_job_compile 560 "$PY" benchmarks/default_job_compile.py --seeds 0,1,2 "${job_args[@]}"
 echo "tables in $OUT"

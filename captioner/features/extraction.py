@@ -1,8 +1,8 @@
 """Feature extraction: images on disk -> CNN grids -> the HDF5 features file, streaming.
 
-A DataLoader's workers decode and resize JPEGs while the CNN runs (or only read them, for the
-GPU to decode: image_batches.py); each batch is written as it
-comes, so memory stays flat, and an interrupted extraction resumes at the first unwritten image.
+A DataLoader's workers decode and resize JPEGs while the CNN runs (on a GPU they only read them,
+and the GPU decodes: image_batches.py); each batch is written as it comes, so memory stays flat,
+and an interrupted extraction resumes at the first unwritten image.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
                              if cnn.weights_path else "",
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                             # provenance, not identity: the two places agree to a grey level
+                             # provenance, not identity: the two places give equal pixels (nvjpeg within a level)
                              image_decoding=f"{place} ({'torchvision' if place == 'device' else 'PIL'} "
                              f"on {torch.device(device).type})",
                              **(_top_attributes(cnn, top_probe, top_scale) if top is not None else {}))
