@@ -135,7 +135,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
                              if cnn.weights_path else "",
                              created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                             # provenance, not identity: the two places give equal pixels (nvjpeg within a level)
+                             # provenance, not identity: both places give equal pixels
                              image_decoding=f"{place} ({'torchvision' if place == 'device' else 'PIL'} "
                              f"on {torch.device(device).type})",
                              **(_top_attributes(cnn, top_probe, top_scale) if top is not None else {}))
