@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF
 
 SHARED = {"weights_path": None, "seed": 0, "calibration_images": 64, "batch_size": 32, "num_workers": 2,
-          "trainable_blocks": 0}
+          "decode": "auto", "trainable_blocks": 0}
 IMAGENET_MEAN_STD = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 HALF_MEAN_STD = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # TF-ported and timm "inception" weights
 OWN = {
@@ -25,7 +25,7 @@ OWN = {
 }
 # The order `python train.py --cfg job` prints them in (the base declares every key in this order).
 KEY_ORDER = ["name", "input_size", "mean", "std", "weights", "weights_path", "seed", "calibration_images",
-             "batch_size", "num_workers", "trainable_blocks"]
+             "batch_size", "num_workers", "decode", "trainable_blocks"]
 
 
 def _cnn_section(*overrides: str) -> dict:
