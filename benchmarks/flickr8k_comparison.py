@@ -1,16 +1,23 @@
-"""The committed Flickr8k comparison (docs/flickr8k_cnn_rnn/), one run at a time.
+"""A committed Flickr8k comparison (docs/<sweep>/), one run at a time.
 
-    python benchmarks/flickr8k_comparison.py [--max-runs N] [--dry-run]
+    python benchmarks/flickr8k_comparison.py [--sweep sweeps/X.yaml] [--max-runs N] [--dry-run]
+                                             [--adopt docs/<other>/runs] [override ...]
 
-Runs the cells of `sweeps/flickr8k_cnn_rnn.yaml` (cnn x rnn x seed) that have no completed result
-under `docs/flickr8k_cnn_rnn/runs/` yet, seed by seed (every cell's seed 0 first), each as a
-one-run multirun of that sweep. After each run it keeps the run's small results (metrics.json,
-captions.json with the per-image scores, .hydra/ with the overrides) in
-`docs/flickr8k_cnn_rnn/runs/<nn>-<cnn>-<rnn>-seed<k>/` and rewrites the report from everything kept so
-far, so the twelve runs (20-40 min each on a 2-core CPU) can span machine sessions: commit the
-kept folder after each session. Checkpoints, features and figures stay under outputs/ and data/.
+Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
+have no completed result under `docs/<sweep>/runs/` yet, seed by seed (every cell's seed 0 first),
+each as a one-run multirun of that sweep. After each run it keeps the run's small results
+(metrics.json, captions.json with the per-image scores, .hydra/ with the overrides) in
+`docs/<sweep>/runs/<nn>-<cell>-seed<k>/` and rewrites the report from everything kept so far, so
+the runs (15-40 min each on a 2-core CPU) can span machine sessions: commit the kept folder after
+each session. Checkpoints, features and figures stay under outputs/ and data/. A run cut off
+(the session ended, a kill) goes on from its last checkpoint the next time the driver runs
+(`ckpt_path=last` in its own folder: it ends as the uninterrupted run would).
 
-Regenerate the report anywhere, without training:
+`--adopt` reuses another comparison's kept run for a cell whose composed config it equals (all
+keys both have; `sweep_name` aside, and the trainable top's settings where neither has a top):
+e.g. the CNN/RNN comparison's EfficientNet-Lite2 + GRU runs are the trainable-top sweep's N=0 arm.
+
+Regenerate a report anywhere, without training:
     python -m captioner.report docs/flickr8k_cnn_rnn --html-images 120
 """
 
@@ -19,88 +26,201 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SWEEP = REPO / "sweeps" / "flickr8k_cnn_rnn.yaml"
-REPORT_DIR = REPO / "docs" / "flickr8k_cnn_rnn"
-KEPT = REPORT_DIR / "runs"
+SWEEPS = REPO / "sweeps"
 KEPT_FILES = ("metrics.json", "captions.json", ".hydra/overrides.yaml", ".hydra/config.yaml")
-
-
-def sweep_cells() -> list[dict[str, str]]:
-    """The sweep's runs, seed-major: every (cnn, rnn) at seed 0, then seed 1, ..."""
-    params = yaml.safe_load(SWEEP.read_text())["hydra"]["sweeper"]["params"]
-    values = {key: str(value).split(",") for key, value in params.items()}
-    seeds = values.pop("seed")
-    return [dict(zip(values, combination, strict=True), seed=seed)
-            for seed in seeds for combination in itertools.product(*values.values())]
+# Keys that do not change a run: its sweep's name, and the trainable top's settings without a top.
+NAME_KEYS = ("sweep_name",)
+TOP_KEYS = ("model.top_lr_multiplier", "model.top_dropout")
 
 
 def cell_name(cell: dict[str, str]) -> str:
-    return "-".join(value for key, value in cell.items() if key != "seed") + f"-seed{cell['seed']}"
+    """`efficientnet_lite2-gru-seed0`; a dotted key shows its last part: `trainable_blocks1-seed0`."""
+    parts = [value if "." not in key else f"{key.rsplit('.', 1)[1]}{value}"
+             for key, value in cell.items() if key != "seed"]
+    return "-".join(parts) + f"-seed{cell['seed']}"
 
 
-def kept_name(cell: dict[str, str]) -> str:
-    """The kept folder: numbered in the sweep's order, which the report lists runs and levels in."""
-    return f"{sweep_cells().index(cell):02d}-{cell_name(cell)}"
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
-def is_kept(cell: dict[str, str]) -> bool:
-    metrics = KEPT / kept_name(cell) / "metrics.json"
-    return metrics.is_file() and json.loads(metrics.read_text()).get("status") == "completed"
+def config_differences(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """The keys on which two runs' configs (unresolved, as Hydra saves them) would train differently.
+    A key only one side has is a setting added since the older run, with its old behaviour as the
+    default, so it does not count."""
+    a, b = _flat(ours), _flat(theirs)
+    ignored = set(NAME_KEYS)
+    if not a.get("cnn.trainable_blocks") and not b.get("cnn.trainable_blocks"):
+        ignored |= set(TOP_KEYS)
+    return sorted(key for key in a.keys() & b.keys() if key not in ignored and a[key] != b[key])
 
 
-def keep(run_dir: Path, cell: dict[str, str]) -> Path:
-    """Copy the run's small results next to the report (into a new folder, then renamed into place)."""
-    target = KEPT / kept_name(cell)
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    for name in KEPT_FILES:
-        (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / name, staging / name)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    return target
+class KeptSweep:
+    """A sweep file's cells and the folder its finished runs are kept in (docs/<sweep>/runs/)."""
+
+    def __init__(self, sweep: Path = SWEEPS / "flickr8k_cnn_rnn.yaml", kept: Path | None = None,
+                 extra_overrides: list[str] | None = None):
+        self.sweep = Path(sweep).resolve()
+        self.extra_overrides = list(extra_overrides or [])  # every run's, e.g. dataset.root=<elsewhere>
+        self.report_dir = REPO / "docs" / self.sweep.stem
+        self.kept = kept or self.report_dir / "runs"
+        self.outputs = REPO / "outputs" / self.sweep.stem
+
+    def cells(self) -> list[dict[str, str]]:
+        """The sweep's runs, seed-major: every other combination at seed 0, then seed 1, ..."""
+        params = yaml.safe_load(self.sweep.read_text())["hydra"]["sweeper"]["params"]
+        values = {key: str(value).split(",") for key, value in params.items()}
+        seeds = values.pop("seed")
+        return [dict(zip(values, combination, strict=True), seed=seed)
+                for seed in seeds for combination in itertools.product(*values.values())]
+
+    def kept_name(self, cell: dict[str, str]) -> str:
+        """Numbered in the sweep's order, which the report lists runs and levels in."""
+        return f"{self.cells().index(cell):02d}-{cell_name(cell)}"
+
+    def is_kept(self, cell: dict[str, str]) -> bool:
+        return _completed(self.kept / self.kept_name(cell))
+
+    def keep(self, run_dir: Path, cell: dict[str, str], overrides: list[str] | None = None) -> Path:
+        """Copy a run's small results next to the report (into a new folder, then renamed into place).
+        `overrides` replaces its overrides.yaml (an adopted run gets this sweep's cell); a resumed
+        run's `ckpt_path` is dropped from it, since a resume ends as the uninterrupted run would."""
+        target = self.kept / self.kept_name(cell)
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        for name in KEPT_FILES:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_dir / name, staging / name)
+        kept_overrides = staging / ".hydra" / "overrides.yaml"
+        if overrides is not None:
+            kept_overrides.write_text(yaml.safe_dump(overrides))
+            (staging / "adopted_from.txt").write_text(f"{os.path.relpath(run_dir, REPO)}\n")
+        given = yaml.safe_load(kept_overrides.read_text()) or []
+        if resumes := [o for o in given if o.startswith("ckpt_path=")]:
+            kept_overrides.write_text(yaml.safe_dump([o for o in given if o not in resumes]))
+            (staging / "resumed.txt").write_text(f"{', '.join(resumes)}: resumed after an interruption\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        return target
+
+    def newest_run(self, cell: dict[str, str]) -> Path | None:
+        """The cell's newest run under outputs/<sweep>/ (the driver's own folders), if any."""
+        runs = sorted(self.outputs.glob(f"*_{cell_name(cell)}/0"))
+        return runs[-1] if runs else None
+
+    def overrides(self, cell: dict[str, str]) -> list[str]:
+        return [f"{key}={value}" for key, value in cell.items()]
+
+    def composed_config(self, cell: dict[str, str]) -> dict[str, Any]:
+        """The cell's config as the run would save it (.hydra/config.yaml: unresolved)."""
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        with initialize_config_dir(config_dir=str(self.sweep.parent), version_base="1.3"):
+            cfg = compose(config_name=self.sweep.stem,
+                          overrides=[f"hydra.searchpath=[file://{REPO / 'conf'}]", *self.overrides(cell),
+                                     *self.extra_overrides])
+        return OmegaConf.to_container(cfg, resolve=False)
+
+    def adoptable(self, cell: dict[str, str], other_kept: Path) -> Path | None:
+        """A completed run kept under `other_kept` that trained exactly what this cell would."""
+        ours = self.composed_config(cell)
+        for run in sorted(Path(other_kept).iterdir()):
+            config = run / ".hydra" / "config.yaml"
+            if _completed(run) and config.is_file() \
+                    and not config_differences(ours, yaml.safe_load(config.read_text())):
+                return run
+        return None
+
+    def train(self, cell: dict[str, str], resume: Path | None = None) -> Path:
+        """One cell as a one-run multirun of the sweep (its overrides.yaml then names the cell), or
+        the interrupted run `resume` (a `<sweep dir>/0` with checkpoints/last.ckpt) going on."""
+        if resume is None:
+            started = time.strftime("%Y-%m-%d_%H-%M-%S")
+            sweep_dir = self.outputs / f"{started}_{cell_name(cell)}"
+        else:
+            sweep_dir = resume.parent
+        command = [sys.executable, "train.py", "-m", "--config-dir", str(self.sweep.parent),
+                   "--config-name", self.sweep.stem, *self.overrides(cell), *self.extra_overrides,
+                   f"hydra.sweep.dir={sweep_dir}",
+                   *(["ckpt_path=last"] if resume is not None else [])]
+        print("$", " ".join(command[1:]), flush=True)
+        subprocess.run(command, cwd=REPO, check=False)
+        return sweep_dir / "0"
+
+    def write_report(self) -> None:
+        command = [sys.executable, "-m", "captioner.report", str(self.report_dir), "--html-images", "120"]
+        subprocess.run(command, cwd=REPO, check=False)
 
 
-def train(cell: dict[str, str]) -> Path:
-    """One cell as a one-run multirun of the sweep (its overrides.yaml then names cnn, rnn, seed)."""
-    started = time.strftime("%Y-%m-%d_%H-%M-%S")
-    sweep_dir = REPO / "outputs" / "flickr8k_cnn_rnn" / f"{started}_{cell_name(cell)}"
-    command = [sys.executable, "train.py", "-m", "--config-dir", "sweeps", "--config-name", SWEEP.stem,
-               *(f"{key}={value}" for key, value in cell.items()), f"hydra.sweep.dir={sweep_dir}"]
-    print("$", " ".join(command[1:]), flush=True)
-    subprocess.run(command, cwd=REPO, check=False)
-    return sweep_dir / "0"
+def _status(run: Path) -> str | None:
+    metrics = run / "metrics.json"
+    return json.loads(metrics.read_text()).get("status") if metrics.is_file() else None
+
+
+def _completed(run: Path) -> bool:
+    return _status(run) == "completed"
+
+
+def _resumable(run: Path | None) -> bool:
+    """Cut off with a checkpoint (killed, preempted, still `running` on record); a failed run's
+    error would come back on resume, so it starts afresh."""
+    return run is not None and (run / "checkpoints" / "last.ckpt").is_file() and _status(run) != "failed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sweep", type=Path, default=SWEEPS / "flickr8k_cnn_rnn.yaml", help="the sweep file")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still missing and stop")
+    parser.add_argument("--adopt", type=Path, default=None,
+                        help="another comparison's kept runs: reuse one whose config equals a missing cell's")
+    parser.add_argument("overrides", nargs="*", help="for every run, e.g. dataset.root=<flickr8k elsewhere>")
     args = parser.parse_args(argv)
-    missing = [cell for cell in sweep_cells() if not is_kept(cell)]
+    sweep = KeptSweep(args.sweep, extra_overrides=args.overrides)
+    missing = [cell for cell in sweep.cells() if not sweep.is_kept(cell)]
+    adopted = []
+    for cell in missing if args.adopt is not None and not args.dry_run else []:
+        if (source := sweep.adoptable(cell, args.adopt)) is not None:
+            kept = sweep.keep(source, cell, sweep.overrides(cell))
+            print(f"{cell_name(cell)}: adopted as {kept.name} from {os.path.relpath(source, REPO)}",
+                  flush=True)
+            adopted.append(cell)
+    missing = [cell for cell in missing if cell not in adopted]
     names = ", ".join(map(cell_name, missing)) or "none"
-    print(f"{len(missing)} of {len(sweep_cells())} runs missing: {names}")
+    print(f"{len(missing)} of {len(sweep.cells())} runs missing: {names}", flush=True)
     if args.dry_run:
         return
     for cell in missing[:args.max_runs]:
-        run_dir = train(cell)
-        status = json.loads((run_dir / "metrics.json").read_text()).get("status") \
-            if (run_dir / "metrics.json").is_file() else "missing"
-        if status != "completed":  # one failed run does not stop the others; it stays missing
-            print(f"{cell_name(cell)}: {status}; see {run_dir}", flush=True)
+        newest = sweep.newest_run(cell)
+        if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
+            run_dir = newest
+        else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)
+            run_dir = sweep.train(cell, resume=newest if _resumable(newest) else None)
+        if not _completed(run_dir):  # one failed run does not stop the others; it stays missing
+            print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
             continue
-        print(f"kept {keep(run_dir, cell).relative_to(REPO)}", flush=True)
-        subprocess.run([sys.executable, "-m", "captioner.report", str(REPORT_DIR), "--html-images", "120"],
-                       cwd=REPO, check=False)
+        print(f"kept {sweep.keep(run_dir, cell).relative_to(REPO)}", flush=True)
+        sweep.write_report()
+    if adopted and not missing[:args.max_runs]:
+        sweep.write_report()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from captioner.compare.decision_rule import load_rule
+from tests.conftest import ENV, TINY_COMMAND
 
 REPO = Path(__file__).resolve().parent.parent
 REPORTS = sorted(REPO.glob("docs/*/report.md"))
@@ -59,7 +61,7 @@ def _driver():
 
 def test_the_comparison_driver_runs_every_cell_seed_by_seed():
     driver = _driver()
-    cells = driver.sweep_cells()
+    cells = driver.KeptSweep().cells()
     assert len(cells) == 12 and [c["seed"] for c in cells] == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
     assert driver.cell_name(cells[0]) == "mobilenet_v2-gru-seed0"
     assert {driver.cell_name(c) for c in cells} == {f"{cnn}-{rnn}-seed{s}" for cnn in
@@ -67,9 +69,9 @@ def test_the_comparison_driver_runs_every_cell_seed_by_seed():
                                                      for rnn in ("gru", "lstm") for s in "012"}
 
 
-def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp_path, monkeypatch):
+def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp_path):
     driver = _driver()
-    monkeypatch.setattr(driver, "KEPT", tmp_path / "runs")
+    sweep = driver.KeptSweep(kept=tmp_path / "runs")
     run = tmp_path / "outputs" / "0"
     (run / ".hydra").mkdir(parents=True)
     for name in driver.KEPT_FILES:
@@ -77,10 +79,68 @@ def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_text("weights")
     cell = {"cnn": "mobilenet_v2", "rnn": "gru", "seed": "0"}
-    assert not driver.is_kept(cell)
-    kept = driver.keep(run, cell)
-    assert kept == tmp_path / "runs" / "00-mobilenet_v2-gru-seed0" and driver.is_kept(cell)
+    assert not sweep.is_kept(cell)
+    kept = sweep.keep(run, cell)
+    assert kept == tmp_path / "runs" / "00-mobilenet_v2-gru-seed0" and sweep.is_kept(cell)
     kept_files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
     assert kept_files == sorted(driver.KEPT_FILES)  # no checkpoint
     (kept / "metrics.json").write_text(json.dumps({"status": "failed"}))
-    assert not driver.is_kept(cell)
+    assert not sweep.is_kept(cell)
+
+
+def test_the_trainable_top_sweep_adopts_only_runs_that_trained_its_own_config(tmp_path):
+    """Its N=0 cells are the CNN/RNN comparison's EfficientNet-Lite2 + GRU runs (same config but for
+    the sweep's name); an N=1 cell, another seed or another CNN has no such run."""
+    driver = _driver()
+    top = driver.KeptSweep(REPO / "sweeps" / "flickr8k_trainable_top.yaml", kept=tmp_path / "runs")
+    names = [driver.cell_name(c) for c in top.cells()[:2]]
+    assert names == ["trainable_blocks0-seed0", "trainable_blocks1-seed0"]
+    comparison = driver.KeptSweep()
+    other = tmp_path / "other"
+    for cell in comparison.cells()[:4]:  # seed 0 of every CNN x RNN, each with the config it would save
+        run = other / comparison.kept_name(cell)
+        (run / ".hydra").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps({"status": "completed"}))
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(comparison.composed_config(cell)))
+    frozen, trained, frozen_seed1 = top.cells()[0], top.cells()[1], top.cells()[2]
+    assert top.adoptable(frozen, other).name == "02-efficientnet_lite2-gru-seed0"
+    assert top.adoptable(trained, other) is None and top.adoptable(frozen_seed1, other) is None
+    source = other / "02-efficientnet_lite2-gru-seed0"
+    (source / "captions.json").write_text("[]")
+    (source / ".hydra" / "overrides.yaml").write_text("- cnn=efficientnet_lite2\n")
+    kept = top.keep(source, frozen, top.overrides(frozen))
+    overrides = yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text())
+    assert overrides == ["cnn.trainable_blocks=0", "seed=0"]
+    assert top.is_kept(frozen) and (kept / "adopted_from.txt").is_file()
+    newer, older = {"a": {"b": 1}, "sweep_name": "x", "added": 1}, {"a": {"b": 2}, "sweep_name": "y"}
+    assert driver.config_differences(newer, older) == ["a.b"]
+
+
+@pytest.mark.slow
+def test_a_cut_off_run_goes_on_in_its_own_folder_and_is_kept_without_its_resume(tmp_path, monkeypatch):
+    """The driver's runs span sessions: a cell whose newest run stopped with a checkpoint (here:
+    finished, then marked preempted as a cut-off run's metrics.json says) is resumed in place with
+    ckpt_path=last, and the kept overrides are the cell's alone, so the report sees no new factor."""
+    driver = _driver()
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    sweep_file = tmp_path / "sweeps" / "tiny_cells.yaml"
+    sweep_file.parent.mkdir()
+    sweep_file.write_text("defaults:\n  - train\n  - _self_\n\nsweep_name: tiny_cells\n\n"
+                          "hydra:\n  sweeper:\n    params:\n      seed: 0\n")
+    sweep = driver.KeptSweep(sweep_file, kept=tmp_path / "kept",
+                             extra_overrides=[*TINY_COMMAND, f"data_root={tmp_path / 'data'}"])
+    sweep.outputs = tmp_path / "outputs"
+    (cell,) = sweep.cells()
+    run = sweep.train(cell)
+    assert driver._completed(run) and sweep.newest_run(cell) == run
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "preempted"}))
+    assert driver._resumable(run) and not driver._resumable(None)
+    assert sweep.train(cell, resume=run) == run and driver._completed(run)
+    assert "ckpt_path=last" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    kept = sweep.keep(run, cell)
+    assert "ckpt_path=last" not in yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text())
+    assert (kept / "resumed.txt").is_file()
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "failed"}))
+    assert not driver._resumable(run)  # its error would come back: a failed run starts afresh
