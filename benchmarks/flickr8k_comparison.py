@@ -1,6 +1,6 @@
 """A committed Flickr8k comparison (docs/<sweep>/), one run at a time.
 
-    python benchmarks/flickr8k_comparison.py [--sweep sweeps/X.yaml] [--max-runs N] [--dry-run]
+    python benchmarks/flickr8k_comparison.py [--sweep sweeps/<name>.yaml] [--max-runs N] [--dry-run]
                                              [--adopt docs/<other>/runs] [override ...]
 
 Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
