@@ -116,6 +116,23 @@ def test_the_trainable_top_sweep_adopts_only_runs_that_trained_its_own_config(tm
     assert driver.config_differences(newer, older) == ["a.b"]
 
 
+KEPT_SWEEPS = sorted(path for path in (REPO / "sweeps").glob("*.yaml")
+                     if (REPO / "docs" / path.stem / "runs").is_dir())
+
+
+@pytest.mark.parametrize("sweep_file", KEPT_SWEEPS, ids=lambda p: p.stem)
+def test_each_sweep_file_still_trains_the_config_of_its_kept_runs(sweep_file):
+    """A default changed later (say, a recipe chosen on dev) must not make a sweep file train something
+    other than its committed runs: a kept run's saved config equals what its cell composes today."""
+    driver = _driver()
+    sweep = driver.KeptSweep(sweep_file)
+    kept = [cell for cell in sweep.cells() if sweep.is_kept(cell)]
+    assert kept, f"{sweep_file.name}: no kept run"
+    for cell in kept:
+        saved = yaml.safe_load((sweep.kept / sweep.kept_name(cell) / ".hydra" / "config.yaml").read_text())
+        assert not driver.config_differences(sweep.composed_config(cell), saved), (sweep_file.name, cell)
+
+
 @pytest.mark.slow
 def test_a_cut_off_run_goes_on_in_its_own_folder_and_is_kept_without_its_resume(tmp_path, monkeypatch):
     """The driver's runs span sessions: a cell whose newest run stopped with a checkpoint (here:
