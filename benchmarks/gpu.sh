@@ -11,8 +11,9 @@
 # Each stage has its own time limit, so one that overruns costs only itself.
 #
 #     bash benchmarks/gpu.sh --cpu-check      # here: the same stages, tiny, on the CPU (a dry run)
-#     bash benchmarks/gpu.sh default_job_compile   # named stages only: here the one that does not
+#     bash benchmarks/gpu.sh default_job_compile   # named stages only: here the ones that do not
 #                                                  # fit beside the others (6 default jobs, ~6 min)
+#     bash benchmarks/gpu.sh training_step_gru     # (the GRU's bare step: 8 files at most come back)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/captioner-gpu-out}
@@ -24,9 +25,9 @@ exec > >(tee -a "$OUT/gpu.log") 2>&1
 
 cpu_check=false
 [[ "${1:-}" == "--cpu-check" ]] && { cpu_check=true; shift; }
-named=("$@")  # stages to run; none named: every stage but default_job_compile
+named=("$@")  # stages to run; none named: every stage but default_job_compile and training_step_gru
 wanted() {
-    if [[ ${#named[@]} -eq 0 ]]; then [[ $1 != default_job_compile ]]; return; fi
+    if [[ ${#named[@]} -eq 0 ]]; then [[ $1 != default_job_compile && $1 != training_step_gru ]]; return; fi
     [[ " ${named[*]} " == *" $1 "* ]]
 }
 
@@ -37,6 +38,7 @@ if $cpu_check; then
     gru_args=(--device cpu --rnn gru --precisions fp32 --modes eager --steps 1 --warmup 1
                    --lightning-steps 0 --loader-batches 0)
     job_args=(trainer.max_epochs=1 dataset.num_images=100 trainer.accelerator=cpu)
+    overhead_args=(--device cpu --steps 2 --warmup 1 --compile false)
     photos=data/flickr8k-test; [[ -d $photos ]] || photos=../shared/data/flickr8k-test
     extraction=("$photos" --device cpu --passes 1 --limit 32 --workers 0 --batch-size 16)
     bf16_job=false  # no bf16 arithmetic on this CPU
@@ -49,6 +51,7 @@ else
     gru_args=(--device cuda --rnn gru --precisions fp32,bf16 --modes eager,reduce-overhead
                    --steps 40 --warmup 5 --lightning-steps 0 --loader-batches 0)
     job_args=()
+    overhead_args=(--device cuda --steps 100 --warmup 10 --compile auto)
     extraction=(data/flickr8k-test --device cuda --passes 5 --workers 12 --batch-size 128)
     bf16_job=true
 fi
@@ -74,7 +77,7 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, keep its 
 #    Trainer.fit with and without the compiled step, and the loader alone (memory/HDF5/GPU-resident).
 #    (Add --modes ...,compile or --batch 256 by hand for the issue's other rows.)
 stage training_step 170 "$PY" benchmarks/training_step.py "${step_args[@]}"
-# 2. The same bare step with the GRU.
+# 2. (named only) The same bare step with the GRU.
 stage training_step_gru 90 "$PY" benchmarks/training_step.py "${gru_args[@]}"
 # 3. The default job: compiled step (model.compile=auto) in fp32, then bf16-mixed: time and scores.
 stage default_job 90 "$PY" benchmarks/default_job.py "${job_args[@]}"
@@ -84,6 +87,9 @@ $bf16_job && stage default_job_bf16 70 "$PY" benchmarks/default_job.py trainer.p
 stage extraction 60 "$PY" benchmarks/gpu_extraction.py "${extraction[@]}"
 # 5. A failed run (non-finite loss, loader workers) on the device: exits 1 promptly, nothing left.
 stage failure_exit 60 "$PY" benchmarks/failure_exit.py "${job_args[@]}"
-# 6. (named only) The default job with compile auto and false, 3 seeds each: time and CIDEr-D.
+# 6. Where Trainer.fit's compiled step spends host time (profiler, per step) and which lines wait
+#    for the GPU (sync debug mode): item 4 of issue #25, fit at 58% of the bare compiled step.
+stage fit_overhead 80 "$PY" benchmarks/fit_overhead.py "${overhead_args[@]}"
+# 7. (named only) The default job with compile auto and false, 3 seeds each: time and CIDEr-D.
 stage default_job_compile 560 "$PY" benchmarks/default_job_compile.py --seeds 0,1,2 "${job_args[@]}"
 echo "tables in $OUT"

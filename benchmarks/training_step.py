@@ -22,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,8 +190,10 @@ def write_features_file(path: Path, images: int, seed: int = 0) -> None:
 
 
 def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, steps: int,
-                  warmup: int, compile_setting: str) -> dict[str, float]:
-    """`Trainer.fit` of CaptionModule over the file, timed from batch `warmup` to the end."""
+                  warmup: int, compile_setting: str, profiler: Any = None,
+                  callbacks: Sequence[Any] = ()) -> dict[str, float]:
+    """`Trainer.fit` of CaptionModule over the file, timed from batch `warmup` to the end
+    (`profiler`, `callbacks`: Lightning's, for benchmarks/fit_overhead.py)."""
     import pytorch_lightning as pl
 
     from captioner.data.datamodule import CaptionDataModule
@@ -221,7 +225,8 @@ def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, s
                          limit_train_batches=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0,
                          logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=5.0,
-                         precision="bf16-mixed" if precision == "bf16" else "32-true", callbacks=[clock])
+                         precision="bf16-mixed" if precision == "bf16" else "32-true",
+                         callbacks=[clock, *callbacks], profiler=profiler)
     trainer.fit(module, datamodule=datamodule)
     seconds = (clock.ended - clock.began) / steps
     return {"captions_s": s["batch"] / seconds, "ms": 1e3 * seconds}
