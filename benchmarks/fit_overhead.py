@@ -50,7 +50,9 @@ def optimizer_update_ms(profile: Mapping[str, float]) -> float:
     closure = ("Strategy.training_step", ".optimizer_zero_grad", "Strategy.backward",
                ".configure_gradient_clipping")
     inside = [name for name in profile if name.endswith(closure)]
-    step = sum(ms for name, ms in profile.items() if name.endswith(".optimizer_step"))
+    # The module's hook only: were the strategy's step profiled too, it would nest the same time.
+    step = sum(ms for name, ms in profile.items()
+               if name.startswith("[LightningModule]") and name.endswith(".optimizer_step"))
     return step - sum(profile[name] for name in inside)
 
 
