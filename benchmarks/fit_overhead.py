@@ -9,8 +9,10 @@ The step of benchmarks/training_step.py (LSTM, batch 64 of 64 x 2048 regions, 22
 `model.compile=auto` compiles), with Lightning's SimpleProfiler: host milliseconds per step of
 every hook and loop action that runs once a step, over the timed steps only. On CUDA the timed
 steps also run under `torch.cuda.set_sync_debug_mode("warn")`, which warns at every operation that
-waits for the GPU: the table counts them per step by the line that called them. Host time is what
-a launch-bound step is made of, so the largest rows beside the training step itself are the cost.
+waits for the GPU: the table counts them per step by the line that called them. On every device
+the timed steps' host reads of tensors (`.item()`, `bool()`, ...) are counted by line as well
+(captioner/training/host_reads.py): on a CPU they name the syncs a GPU run would make. Host time is
+what a launch-bound step is made of, so the largest rows beside the training step itself are the cost.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import torch
 from pytorch_lightning.profilers import SimpleProfiler
 from table import print_table  # benchmarks/ is on sys.path when run as a script
 from training_step import SETTINGS, lightning_fit, write_features_file
+
+from captioner.training.host_reads import CountHostReadsPerStep, HostReads, shown_path
 
 REPO = Path(__file__).resolve().parent.parent
 # The text of the warning torch.cuda.set_sync_debug_mode("warn") gives (c10/cuda/CUDAFunctions.cpp).
@@ -59,19 +63,8 @@ def optimizer_update_ms(profile: Mapping[str, float]) -> float:
 def sync_sites(caught: Iterable[warnings.WarningMessage], root: Path = REPO) -> Counter[str]:
     """How many synchronizing calls each source line made: `file:line` of the Python frame that
     called the op (relative to the checkout, or to site-packages for a library)."""
-    sites: Counter[str] = Counter()
-    for warning in caught:
-        if SYNC_WARNING not in str(warning.message):
-            continue
-        path = Path(warning.filename)
-        try:
-            shown = str(path.resolve().relative_to(root))
-        except ValueError:
-            parts = path.parts
-            shown = "/".join(parts[parts.index("site-packages") + 1:]) if "site-packages" in parts \
-                else str(path)
-        sites[f"{shown}:{warning.lineno}"] += 1
-    return sites
+    return Counter(f"{shown_path(warning.filename, root)}:{warning.lineno}" for warning in caught
+                   if SYNC_WARNING in str(warning.message))
 
 
 class SyncDebugWindow(pl.Callback):
@@ -109,8 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         profiler = SimpleProfiler(dirpath=scratch, filename="profile")
         path = Path(scratch) / "bench.h5"
         write_features_file(path, (args.steps + args.warmup + 2) * SETTINGS["batch"] // 5 + 5)
-        fit = lightning_fit(path, args.rnn, args.precision, device, args.steps, args.warmup,
-                            args.compile, profiler=profiler, callbacks=[SyncDebugWindow(args.warmup)])
+        reads = HostReads()
+        with reads:
+            fit = lightning_fit(path, args.rnn, args.precision, device, args.steps, args.warmup, args.compile,
+                                profiler=profiler,
+                                callbacks=[CountHostReadsPerStep(reads), SyncDebugWindow(args.warmup)])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     rows = [("device", f"{name}, torch {torch.__version__}"),
             ("Trainer.fit step", f"{fit['ms']:.2f} ms ({fit['captions_s']:,.0f} captions/s), "
@@ -120,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append((f"host ms/step: {action}", f"{ms:.3f}"))
     rows.append(("host ms/step: the optimizer's own update (step less its closure)",
                  f"{optimizer_update_ms(dict(profile)):.3f}"))
+    timed = range(args.warmup, args.warmup + args.steps)
+    read_sites = reads.total(timed)
+    rows.append(("host reads of tensors per step", f"{sum(read_sites.values()) / args.steps:.2f}"))
+    rows += [(f"read at {site}", f"{count / args.steps:.2f} per step")
+             for site, count in read_sites.most_common(8)]
     if device.type == "cuda":
         sites = sync_sites(caught)
         rows.append(("synchronizing calls per step", f"{sum(sites.values()) / args.steps:.2f}"))

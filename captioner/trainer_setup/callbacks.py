@@ -11,11 +11,11 @@ from pytorch_lightning.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
     ModelCheckpoint,
-    RichProgressBar,
 )
 
 from captioner.records.run_folder import RunFolder
 from captioner.settings import RunSettings
+from captioner.trainer_setup.progress_bar import ProgressBar
 from captioner.training.mid_epoch_checkpoint import MidEpochCheckpoint
 from captioner.training.preemption import PreemptionSignals
 from captioner.training.progress_lines import ProgressLines
@@ -62,7 +62,7 @@ def run_callbacks(settings: RunSettings, folder: RunFolder, signals: PreemptionS
         MidEpochCheckpoint(folder.last_checkpoint, every, signals),
         ProgressLines(None if terminal else settings.progress_every_s)]
     if settings.trainer.enable_progress_bar and terminal:
-        callbacks.append(RichProgressBar())
+        callbacks.append(ProgressBar())
     if with_loggers:  # `lr-Adam` in every logger: where a cosine or plateau schedule has got to
         callbacks.append(LearningRateMonitor())
     patience = settings.early_stopping_patience

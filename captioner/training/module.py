@@ -128,7 +128,8 @@ class CaptionModule(pl.LightningModule):
         loss = masked_caption_loss(logits, predicted, Vocabulary.pad_id,
                                    self.hparams.get("label_smoothing", 0.0))
         targets = tokens[:, 1:]
-        self.log("train/xent", loss, prog_bar=True, batch_size=len(tokens))
+        # not prog_bar: Lightning would read it on the host every step (trainer_setup/progress_bar.py)
+        self.log("train/xent", loss, batch_size=len(tokens))
         if self.hparams.attention_regularization > 0:
             penalty = doubly_stochastic_penalty(attention, (targets != Vocabulary.pad_id).float())
             loss = loss + self.hparams.attention_regularization * penalty

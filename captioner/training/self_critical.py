@@ -91,7 +91,7 @@ class SelfCritical:
         loss = self_critical_loss(log_probs, rewards - baseline)
         words = ((tokens != Vocabulary.pad_id) & (tokens != Vocabulary.end_id)).sum(dim=1).float()
         batch_size = len(images)
-        module.log("scst/reward", rewards.mean(), prog_bar=True, batch_size=batch_size)
+        module.log("scst/reward", rewards.mean(), batch_size=batch_size)  # shown by ProgressBar
         module.log("scst/baseline", baseline.mean(), batch_size=batch_size)
         module.log("scst/loss", loss, batch_size=batch_size)
         module.log("scst/sample_length", words.mean(), batch_size=batch_size)
