@@ -35,6 +35,7 @@ from captioner.settings.reading import with_absolute_paths
 from captioner.trainer_setup.fast_path import fast_path, planned_steps
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
 from captioner.training.checkpoint_record import read_checkpoint_record
+from captioner.training.mid_epoch_checkpoint import MOST_BATCHES_BETWEEN, batches_until_next_agreement
 from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
@@ -236,6 +237,15 @@ def test_preemption_signals_are_recorded_and_the_old_handlers_restored():
     assert signal.getsignal(signal.SIGUSR1) == before
     preempted = Preempted(signal.SIGTERM, "last.ckpt")
     assert preempted.code == 128 + signal.SIGTERM and "SIGTERM" in str(preempted)
+
+
+def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():
+    assert batches_until_next_agreement(None) == 1  # pace not known yet: agree again after one batch
+    assert batches_until_next_agreement(0.006) == 166  # a 6 ms compiled GPU step
+    assert batches_until_next_agreement(0.3) == 3
+    assert batches_until_next_agreement(2.5) == 1  # a slow step: every batch, as before
+    assert batches_until_next_agreement(1e-7) == MOST_BATCHES_BETWEEN
+    assert batches_until_next_agreement(0.01, every_s=0.5) == 50
 
 
 def test_the_epoch_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():

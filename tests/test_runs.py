@@ -11,7 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY, command, python, start_train, train, train_command
+from tests.conftest import (
+    ENV,
+    REPO,
+    TINY,
+    TINY_COMMAND,
+    command,
+    python,
+    start_train,
+    train,
+    train_command,
+)
 
 # 48 train scenes x 5 captions in batches of 8: 30 batches an epoch, a checkpoint after each one
 SMALL_BATCHES = ["data.batch_size=8", "++trainer.deterministic=true"]
@@ -151,6 +161,50 @@ def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path,
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["resumed_from"] == str(first)
     assert metrics["epochs"] == epoch + 1
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path, shared_data_root):
+    """The ranks agree on stopping about once a second, not every batch: the signal rank 0 got
+    reaches rank 1 at the next agreement, both save (rank 0 writes) and stop."""
+    tiny = [o for o in TINY_COMMAND if not o.startswith("trainer.devices")]
+    arguments = train_command(shared_data_root, *SMALL_BATCHES, "trainer=ddp", "trainer.devices=2",
+                              "trainer.max_epochs=50", "checkpoint.every_minutes=null", tiny=tiny)
+    process = subprocess.Popen(arguments, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=ENV)
+    try:
+        first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
+        saved_before = first.stat().st_mtime
+        rank_1 = wait_for(lambda: _children(process.pid))
+        process.send_signal(signal.SIGTERM)  # rank 0 only, as `kill` would
+        sent = time.time()
+        output, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert time.time() - sent < 20
+    metrics = json.loads((first.parent.parent / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
+    assert first.stat().st_mtime > saved_before
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in rank_1), timeout=10)
+
+    # the same command pointed at that folder goes on from there, both ranks
+    epoch = torch.load(first, map_location="cpu", weights_only=True)["epoch"]
+    resumed = [o for o in arguments if not o.startswith("trainer.max_epochs")]
+    command(tmp_path, [*resumed, f"trainer.max_epochs={epoch + 1}", f"hydra.run.dir={first.parent.parent}",
+                       "ckpt_path=last"])
+    metrics = json.loads((first.parent.parent / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["resumed_from"] == str(first)
+    assert metrics["epochs"] == epoch + 1
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found += [int(child) for child in children]
+    return found
 
 
 @pytest.mark.slow

@@ -3,6 +3,11 @@
 Both write `checkpoints/last.ckpt` (what `ckpt_path=last` resumes from) at the end of a training
 batch, with the training order's position and the RNG states (training_order.py), so a resume
 continues at the next batch and a kill -9 loses at most `every_minutes`.
+
+Under DDP every rank must save (rank 0 writes) and stop at the same batch, so the ranks agree by an
+all-reduce, which waits for the GPU: once every ~`AGREE_EVERY_S` of training rather than every
+batch (issue #25: no host sync per step), and at an epoch's last batch. A signal then stops the
+run within about that long.
 """
 
 from __future__ import annotations
@@ -20,6 +25,17 @@ from captioner.training.preemption import Preempted, PreemptionSignals
 
 log = logging.getLogger(__name__)
 
+AGREE_EVERY_S = 1.0  # how often DDP ranks agree on saving or stopping, in seconds of training
+MOST_BATCHES_BETWEEN = 1000
+
+
+def batches_until_next_agreement(seconds_per_batch: float | None, every_s: float = AGREE_EVERY_S) -> int:
+    """Batches one rank proposes to train before the ranks next agree: about `every_s` of training
+    (1 while its pace is unknown, at most MOST_BATCHES_BETWEEN)."""
+    if not seconds_per_batch or seconds_per_batch <= 0:
+        return 1
+    return max(1, min(MOST_BATCHES_BETWEEN, int(every_s / seconds_per_batch)))
+
 
 class MidEpochCheckpoint(Callback):
     def __init__(self, path: Path, every_minutes: float | None, signals: PreemptionSignals | None = None):
@@ -27,6 +43,11 @@ class MidEpochCheckpoint(Callback):
         self.every_s = None if not every_minutes else float(every_minutes) * 60
         self.signals = signals
         self._last_save = time.monotonic()
+        self._next_agreement = 0  # DDP: the batch (of this epoch) at which the ranks next agree
+        self._agreed_at: tuple[int, float] | None = None  # (batch, time) of the last agreement
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
@@ -43,9 +64,10 @@ class MidEpochCheckpoint(Callback):
         due = due and batch_idx + 1 < trainer.num_training_batches
         signum = (self.signals.received if self.signals is not None else None) or 0
         if trainer.world_size > 1:  # every rank saves (rank 0 writes) and stops together
-            decision = trainer.strategy.reduce(torch.tensor([float(due), float(signum)],
-                                                            device=pl_module.device), reduce_op="max")
-            due, signum = bool(decision[0]), int(decision[1])
+            last = batch_idx + 1 == trainer.num_training_batches  # so no signal waits out a validation
+            if batch_idx < self._next_agreement and not last:
+                return
+            due, signum = self._agree(trainer, pl_module, batch_idx, due, signum)
         if not (due or signum):
             return
         trainer.save_checkpoint(self.path)
@@ -55,6 +77,23 @@ class MidEpochCheckpoint(Callback):
             raise Preempted(signum, str(self.path))
         log.info("mid-epoch checkpoint %s (epoch %d, batch %d)", self.path, trainer.current_epoch,
                  batch_idx + 1)
+
+    def _agree(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch_idx: int, due: bool,
+               signum: int) -> tuple[bool, int]:
+        """Whether any rank is due to save or got a signal; and, the same on every rank, when to ask
+        again: the smallest interval any rank proposes (max of the negated proposals)."""
+        now = time.monotonic()
+        pace = None
+        if self._agreed_at is not None and batch_idx > self._agreed_at[0]:
+            pace = (now - self._agreed_at[1]) / (batch_idx - self._agreed_at[0])
+        proposal = batches_until_next_agreement(pace)
+        decision = trainer.strategy.reduce(
+            torch.tensor([float(due), float(signum), -float(proposal)], device=pl_module.device),
+            reduce_op="max")
+        decision = decision.tolist()  # the one host read: a sync, once per agreement
+        self._agreed_at = (batch_idx, now)
+        self._next_agreement = batch_idx + int(-decision[2])
+        return bool(decision[0]), int(decision[1])
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.signals is not None and stage == "fit":
