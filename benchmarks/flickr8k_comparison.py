@@ -39,6 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
 KEPT_FILES = ("metrics.json", "captions.json", ".hydra/overrides.yaml", ".hydra/config.yaml")
+KEPT_IF_THERE = ("code.diff",)  # a run from a tree with uncommitted changes: the changes
 # Keys that do not change a run: its sweep's name, and the trainable top's settings without a top.
 NAME_KEYS = ("sweep_name",)
 TOP_KEYS = ("model.top_lr_multiplier", "model.top_dropout")
@@ -108,6 +109,9 @@ class KeptSweep:
         for name in KEPT_FILES:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_dir / name, staging / name)
+        for name in KEPT_IF_THERE:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, staging / name)
         kept_overrides = staging / ".hydra" / "overrides.yaml"
         if overrides is not None:
             kept_overrides.write_text(yaml.safe_dump(overrides))

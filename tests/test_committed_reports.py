@@ -84,6 +84,8 @@ def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp
     assert kept == tmp_path / "runs" / "00-mobilenet_v2-gru-seed0" and sweep.is_kept(cell)
     kept_files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
     assert kept_files == sorted(driver.KEPT_FILES)  # no checkpoint
+    (run / "code.diff").write_text("diff --git a/x b/x\n")  # a run from a tree with uncommitted changes
+    assert (sweep.keep(run, cell) / "code.diff").read_text() == "diff --git a/x b/x\n"
     (kept / "metrics.json").write_text(json.dumps({"status": "failed"}))
     assert not sweep.is_kept(cell)
 

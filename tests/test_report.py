@@ -61,6 +61,20 @@ def test_the_report_marks_failures_and_draws_the_charts(sweep):
         assert (sweep / chart).stat().st_size > 1000
 
 
+def test_the_report_says_which_code_trained_the_runs_and_which_had_uncommitted_changes(tmp_path):
+    code = {"git_commit": "a" * 40, "git_dirty": False}
+    make_run(tmp_path, 0, ["seed=0"], {**completed(1.0, 0.2), "provenance": code})
+    make_run(tmp_path, 1, ["seed=1"], {**completed(1.1, 0.2), "provenance": {**code, "git_dirty": True}})
+    make_run(tmp_path, 2, ["seed=2"], {**completed(1.2, 0.2), "provenance": {**code, "git_commit": "b" * 40}})
+    make_run(tmp_path, 3, ["seed=3"], completed(1.3, 0.2))  # from before runs recorded their code
+    runs = collect_runs(tmp_path)
+    assert [(r.commit, r.uncommitted_changes) for r in runs] == [
+        ("a" * 40, False), ("a" * 40, True), ("b" * 40, False), (None, False)]
+    report = write_report(tmp_path, runs).read_text()
+    assert ("Code: 2 runs from aaaaaaa, 1 run from bbbbbbb, 1 without a record. With uncommitted "
+            "changes on top (their `code.diff`, where kept, holds them): 1.") in report
+
+
 def test_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])

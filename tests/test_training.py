@@ -1,5 +1,6 @@
 """Training through the real Lightning Trainer on tiny generated data."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_a_run_writes_everything_a_user_looks_for(tiny_cfg, tmp_path, rnn):
     provenance = metrics["provenance"]  # which code, libraries and device made these numbers
     assert len(provenance["git_commit"]) == 40 and isinstance(provenance["git_dirty"], bool)
     assert provenance["torch"] and provenance["device"].startswith("cpu")
+    patch = tmp_path / "code.diff"  # the uncommitted changes it trained with, when there were any
+    assert patch.exists() == provenance["git_dirty"]
+    if patch.exists():
+        assert hashlib.sha256(patch.read_bytes()).hexdigest() == provenance["git_patch_sha256"]
     captions = json.loads((tmp_path / "captions.json").read_text())
     assert len(captions) == 6  # every test image once
     assert all(c["references"] and isinstance(c["caption"], str) for c in captions)

@@ -27,6 +27,7 @@ from captioner.compare.effects import REPLICATE
 from captioner.compare.html_report import write_html_report
 from captioner.compare.prior_study_claims import judge_claims
 from captioner.compare.report_sections import (
+    code_lines,
     comparison_lines,
     group_lines,
     markdown_table,
@@ -102,6 +103,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     lines += ["", "s/epoch: training time per epoch, with its validation, as each run measured it on "
               "whatever else the machine did then: shown, not judged (speed claims need interleaved "
               "timings); captions/s: test decoding.", ""]
+    lines += code_lines(runs)
     lines += rule_lines(verdicts)
     if verdicts.cells.factors:
         lines += ["## Effects", "",

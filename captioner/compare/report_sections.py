@@ -184,3 +184,22 @@ def seed_spread_lines(runs: Sequence[RunResult], factors: Sequence[str]) -> list
     return ["## Spread across seeds", "", "Mean ± standard deviation of the test score over the seeds "
             "of each setting: training's randomness, on the same test images.", "",
             *markdown_table(["setting", "seeds", "CIDEr-D", "BLEU-4"], rows), ""]
+
+
+def code_lines(runs: Sequence[RunResult]) -> list[str]:
+    """Which code trained the runs: settings compared across commits, or from trees with
+    uncommitted changes, compare code too, so the report says so."""
+    recorded = [run for run in runs if run.commit]
+    if not recorded:
+        return []
+    commits: dict[str, int] = {}
+    for run in recorded:
+        commits[run.commit[:7]] = commits.get(run.commit[:7], 0) + 1
+    text = "Code: " + ", ".join(f"{n} run{'s' if n > 1 else ''} from {c}" for c, n in commits.items())
+    if unrecorded := len(runs) - len(recorded):
+        text += f", {unrecorded} without a record"
+    changed = [run.path.name for run in recorded if run.uncommitted_changes]
+    if changed:
+        text += (f". With uncommitted changes on top (their `code.diff`, where kept, holds them): "
+                 f"{', '.join(changed)}")
+    return [text + ".", ""]

@@ -5,6 +5,7 @@ features the run trained on and writes beside it, and the sweep report reads it:
 
     .hydra/             config.yaml, overrides.yaml, hydra.yaml (Hydra writes them)
     metrics.json        status, test scores, history, ... (written first with status running)
+    code.diff           the uncommitted changes the run trained with (only when there were any)
     vocabulary.json     the train split's words
     captions.json       every test image: id, generated caption, references, CIDEr-D, BLEU counts
     examples.md         a few test captions with their attention figures (plots/)
@@ -48,6 +49,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.json"
+
+    @property
+    def code_patch(self) -> Path:
+        return self.path / "code.diff"
 
     @property
     def vocabulary(self) -> Path:

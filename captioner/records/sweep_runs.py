@@ -44,6 +44,8 @@ class RunResult:
     references: dict[str, list[str]] = field(default_factory=dict)
     image_files: dict[str, str] = field(default_factory=dict)  # test image id -> photo (newer runs)
     attention_files: dict[str, str] = field(default_factory=dict)  # -> figure, relative to the run
+    commit: str | None = None  # the git commit it trained from (runs from before provenance: None)
+    uncommitted_changes: bool = False  # and changes on top of it (code.diff, where kept)
 
     @property
     def seconds_per_epoch(self) -> float | None:
@@ -87,7 +89,9 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
             folder.path, overrides, status, error=error,
             test={k: float(v) for k, v in summary.test.items()}, epochs=summary.epochs,
             train_time_s=summary.train_time_s, history=summary.history,
-            captions_per_s=summary.test_captions_per_s)
+            captions_per_s=summary.test_captions_per_s,
+            commit=summary.provenance.get("git_commit"),
+            uncommitted_changes=bool(summary.provenance.get("git_dirty")))
         if status == "completed":
             _read_captions(folder, run)
         runs.append(run)

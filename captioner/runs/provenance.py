@@ -1,11 +1,18 @@
-"""Where a run's numbers came from: the code (git commit, and whether the tree had uncommitted
-changes), the versions of the libraries that shape the results, and the device it trained on."""
+"""Where a run's numbers came from: the code (git commit, and any uncommitted changes), the
+versions of the libraries that shape the results, and the device it trained on.
+
+A commit alone does not name the code of a run started from a tree with uncommitted changes:
+such runs keep their changes as a patch (`code.diff` in the run folder), so that
+`git checkout <commit> && git apply code.diff` gives back the code that trained them.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,22 +22,82 @@ import torch
 CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when the package runs from one
 
 
-def _checkout_commit() -> str | None:
-    """The commit of the repository the package runs from; None for an installed package (whose
-    folder may sit inside another project's repository: its commit is not ours)."""
-    top = _git("rev-parse", "--show-toplevel")
-    if top is None or Path(top).resolve() != CHECKOUT:
-        return None
-    return _git("rev-parse", "HEAD")
+UNTRACKED_LIMIT = 1 << 20  # bytes: a larger untracked file is named, not kept (it is rarely code)
 
 
-def _git(*arguments: str) -> str | None:
+@dataclass(frozen=True)
+class CodeState:
+    """The checkout's code when a run started. `patch`: `git diff HEAD` of the tracked files plus
+    the untracked ones git does not ignore ("" for a clean tree); both None for an installed
+    package, which has no commit of ours. `left_out`: untracked files too large to keep."""
+
+    commit: str | None
+    patch: str | None
+    left_out: tuple[str, ...] = ()
+
+    @property
+    def dirty(self) -> bool | None:
+        return None if self.patch is None else bool(self.patch or self.left_out)
+
+    @property
+    def changed_files(self) -> list[str]:
+        """The files the patch changes or adds, as git names them (`diff --git a/<path> b/<path>`)."""
+        return [line.split(" b/", 1)[1] for line in (self.patch or "").splitlines()
+                if line.startswith("diff --git a/") and " b/" in line]
+
+    @property
+    def patch_sha256(self) -> str | None:
+        return hashlib.sha256(self.patch.encode()).hexdigest() if self.dirty and self.patch else None
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"git_commit": self.commit, "git_dirty": self.dirty}
+        if self.dirty:  # which files, and the patch's digest: code.diff must be this one
+            record.update(git_changed_files=self.changed_files, git_patch_sha256=self.patch_sha256)
+        if self.left_out:
+            record["git_untracked_left_out"] = list(self.left_out)
+        return record
+
+
+def code_state(checkout: Path = CHECKOUT) -> CodeState:
+    """The commit `checkout` is at and its uncommitted changes: tracked files' and new files' (git's
+    ignored files, such as outputs/ and data/, are not code)."""
+    checkout = Path(checkout).resolve()
+    top = _git(checkout, "rev-parse", "--show-toplevel")
+    # An installed package's folder may sit inside another project's repository: its commit is not ours.
+    if top is None or Path(top).resolve() != checkout:
+        return CodeState(None, None)
+    commit = _git(checkout, "rev-parse", "HEAD")
+    tracked = _git(checkout, "diff", "HEAD", "--binary", strip=False) if commit else None
+    if tracked is None:
+        return CodeState(commit, None)
+    untracked, left_out = _untracked_patch(checkout)
+    return CodeState(commit, tracked + untracked, left_out)
+
+
+def _untracked_patch(checkout: Path) -> tuple[str, tuple[str, ...]]:
+    """New files as a patch that creates them (git diff against /dev/null writes no objects into
+    the repository, unlike `git add`), and the names of those too large to keep."""
+    listed = _git(checkout, "ls-files", "--others", "--exclude-standard", "-z", strip=False) or ""
+    parts, left_out = [], []
+    for name in filter(None, listed.split("\0")):
+        if (checkout / name).stat().st_size > UNTRACKED_LIMIT:
+            left_out.append(name)
+            continue
+        # exit status 1 means "they differ", which a new file always does
+        parts.append(_git(checkout, "diff", "--no-index", "--binary", "--", "/dev/null", name,
+                          strip=False, differ_ok=True) or "")
+    return "".join(parts), tuple(left_out)
+
+
+def _git(checkout: Path, *arguments: str, strip: bool = True, differ_ok: bool = False) -> str | None:
     try:
-        result = subprocess.run(["git", "-C", str(CHECKOUT), *arguments], capture_output=True, text=True,
-                                timeout=20, check=True)
-    except (OSError, subprocess.SubprocessError):  # no git, not a checkout (an installed package)
+        result = subprocess.run(["git", "-C", str(checkout), *arguments], capture_output=True, text=True,
+                                errors="replace", timeout=20)
+    except (OSError, subprocess.SubprocessError):  # no git
         return None
-    return result.stdout.strip()
+    if result.returncode != 0 and not (differ_ok and result.returncode == 1):
+        return None  # not a checkout (an installed package), no commit yet, ...
+    return result.stdout.strip() if strip else result.stdout
 
 
 def _version(package: str) -> str | None:
@@ -49,11 +116,11 @@ def device_description(device: torch.device, devices: int = 1) -> str:
     return name if devices == 1 else f"{devices} x {name}"
 
 
-def provenance(device: torch.device, devices: int = 1) -> dict[str, Any]:
-    """For metrics.json: enough to say which code, libraries and device made a run's scores."""
-    commit = _checkout_commit()
-    changes = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": bool(changes) if commit else None,
+def provenance(device: torch.device, devices: int = 1, code: CodeState | None = None) -> dict[str, Any]:
+    """For metrics.json: enough to say which code, libraries and device made a run's scores.
+    `code`: the checkout as the run found it when it started (read now when not given)."""
+    code = code or code_state()
+    return {**code.as_record(),
             "captioner": _version("captioner"), "torch": torch.__version__,
             "pytorch_lightning": _version("pytorch-lightning"), "python": platform.python_version(),
             "device": device_description(device, devices)}

@@ -24,10 +24,11 @@ from captioner.features.cache import prepare
 from captioner.launch.ddp_under_hydra import ddp_job
 from captioner.launch.gpu_lease import lease_for_run
 from captioner.launch.third_party_noise import quiet_known_noise
+from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.console_summary import print_summary
-from captioner.runs.provenance import provenance
+from captioner.runs.provenance import CodeState, code_state, provenance
 from captioner.runs.resume import check_resumable, resolve_checkpoint
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
@@ -67,6 +68,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     began = time.perf_counter()
     held = ExitStack()
     signals = PreemptionSignals()  # installed while training runs (MidEpochCheckpoint)
+    code = code_state()  # now: the tree may change while a long run trains
     try:
         # Up front, before anything is written: a typo must not cost an extraction and a fit, and a
         # resume that cannot go on must not touch the run it would resume.
@@ -83,6 +85,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             warn_if_untested_lightning()
         _write_metrics(folder, summary)  # `running` for the report
         started = True
+        _record_code(folder, code)
         folder.drop_config_backup()
         torch.set_float32_matmul_precision("high")
         held.enter_context(ddp_job())
@@ -119,7 +122,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
 
         fit_began = time.perf_counter()
         trainer = make_trainer()
-        summary.provenance = provenance(trainer.strategy.root_device, trainer.world_size)
+        summary.provenance = provenance(trainer.strategy.root_device, trainer.world_size, code)
         _write_metrics(folder, summary)
         # weights_only: resuming never executes pickled code from a checkpoint file
         if not skips_cross_entropy(settings.scst, resume):
@@ -217,6 +220,21 @@ def _record_failure(folder: RunFolder, summary: RunSummary, error: BaseException
     if isinstance(error, Preempted):
         log.warning("%s; resume with %s", error, summary.resume)
         raise error from None
+
+
+def _record_code(folder: RunFolder, code: CodeState) -> None:
+    """code.diff: the uncommitted changes the run trains with (none: no file), so that its
+    numbers trace back to code; metrics.json's provenance names the commit they apply to."""
+    if rank_zero_only.rank != 0:
+        return
+    if code.dirty:
+        files = code.changed_files + list(code.left_out)
+        named = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        log.warning("the checkout has uncommitted changes (%s); this run keeps them in %s",
+                    named, folder.code_patch)
+        write_atomically(folder.code_patch, code.patch or "")
+    else:
+        folder.code_patch.unlink(missing_ok=True)  # an earlier run's, in this folder
 
 
 def _write_metrics(folder: RunFolder, summary: RunSummary) -> None:
