@@ -40,10 +40,11 @@ def test_uncommitted_changes_are_kept_as_a_patch_that_rebuilds_the_code(tmp_path
     (repo / "notes.md").unlink()
     (repo / "attention.py").write_text("a new module, not yet added\n")
     (repo / "frames.bin").write_bytes(b"\0" * (2 << 20))  # too large to keep: named instead
+    (repo / "latest").symlink_to(repo / "no-such-run")  # a dangling link is kept as a link
     code = code_state(repo)
-    assert code.dirty is True and code.changed_files == ["model.py", "notes.md", "attention.py"]
+    assert code.dirty is True and code.changed_files == ["model.py", "notes.md", "attention.py", "latest"]
     record = code.as_record()
-    assert record["git_changed_files"] == ["model.py", "notes.md", "attention.py"]
+    assert record["git_changed_files"] == code.changed_files
     assert record["git_untracked_left_out"] == ["frames.bin"]
     assert record["git_patch_sha256"] == hashlib.sha256(code.patch.encode()).hexdigest()
 
@@ -54,6 +55,7 @@ def test_uncommitted_changes_are_kept_as_a_patch_that_rebuilds_the_code(tmp_path
     git(copy, "apply", str(tmp_path / "code.diff"))
     assert (copy / "model.py").read_text() == "hidden = 1024\n" and not (copy / "notes.md").exists()
     assert (copy / "attention.py").read_text() == "a new module, not yet added\n"
+    assert (copy / "latest").readlink() == repo / "no-such-run"
 
 
 def test_a_package_outside_a_checkout_of_its_own_has_no_commit(tmp_path):

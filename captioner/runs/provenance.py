@@ -80,7 +80,11 @@ def _untracked_patch(checkout: Path) -> tuple[str, tuple[str, ...]]:
     listed = _git(checkout, "ls-files", "--others", "--exclude-standard", "-z", strip=False) or ""
     parts, left_out = [], []
     for name in filter(None, listed.split("\0")):
-        if (checkout / name).stat().st_size > UNTRACKED_LIMIT:
+        try:  # lstat: a link is kept as its target's name, and a dangling one is no error
+            too_large = (checkout / name).lstat().st_size > UNTRACKED_LIMIT
+        except OSError:  # gone since git listed it
+            continue
+        if too_large:
             left_out.append(name)
             continue
         # exit status 1 means "they differ", which a new file always does
