@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -192,9 +193,7 @@ def code_lines(runs: Sequence[RunResult]) -> list[str]:
     recorded = [run for run in runs if run.commit]
     if not recorded:
         return []
-    commits: dict[str, int] = {}
-    for run in recorded:
-        commits[run.commit[:7]] = commits.get(run.commit[:7], 0) + 1
+    commits = Counter(run.commit[:7] for run in recorded)
     text = "Code: " + ", ".join(f"{n} run{'s' if n > 1 else ''} from {c}" for c, n in commits.items())
     if unrecorded := len(runs) - len(recorded):
         text += f", {unrecorded} without a record"

@@ -120,10 +120,9 @@ def device_description(device: torch.device, devices: int = 1) -> str:
     return name if devices == 1 else f"{devices} x {name}"
 
 
-def provenance(device: torch.device, devices: int = 1, code: CodeState | None = None) -> dict[str, Any]:
+def provenance(device: torch.device, devices: int, code: CodeState) -> dict[str, Any]:
     """For metrics.json: enough to say which code, libraries and device made a run's scores.
-    `code`: the checkout as the run found it when it started (read now when not given)."""
-    code = code or code_state()
+    `code`: the checkout as the run found it when it started."""
     return {**code.as_record(),
             "captioner": _version("captioner"), "torch": torch.__version__,
             "pytorch_lightning": _version("pytorch-lightning"), "python": platform.python_version(),
