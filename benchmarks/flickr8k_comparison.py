@@ -1,7 +1,8 @@
 """A committed Flickr8k comparison (docs/<sweep>/), one run at a time.
 
     python benchmarks/flickr8k_comparison.py [--sweep sweeps/<name>.yaml] [--max-runs N] [--dry-run]
-                                             [--adopt docs/<other>/runs] [override ...]
+                                             [--adopt docs/<other>/runs] [--retrain-dirty]
+                                             [override ...]
 
 Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
 have no completed result under `docs/<sweep>/runs/` yet, seed by seed (every cell's seed 0 first),
@@ -12,6 +13,11 @@ the runs (15-40 min each on a 2-core CPU) can span machine sessions: commit the 
 each session. Checkpoints, features and figures stay under outputs/ and data/. A run cut off
 (the session ended, a kill) goes on from its last checkpoint the next time the driver runs
 (`ckpt_path=last` in its own folder: it ends as the uninterrupted run would).
+
+`--retrain-dirty` counts a kept run that came from a tree with uncommitted changes (its metrics.json
+says `git_dirty`) as missing: it trains again from the clean checkout, and the kept folder is
+replaced only when the new run has completed, so a failed or cut-off retrain loses nothing kept.
+With `--adopt`, a source that is itself from a dirty tree is not adopted.
 
 `--adopt` reuses another comparison's kept run for a cell whose composed config it equals (all
 keys both have; `sweep_name` aside, and the trainable top's settings where neither has a top):
@@ -124,10 +130,17 @@ class KeptSweep:
         staging.rename(target)
         return target
 
-    def newest_run(self, cell: dict[str, str]) -> Path | None:
-        """The cell's newest run under outputs/<sweep>/ (the driver's own folders), if any."""
+    def missing(self, retrain_dirty: bool = False) -> list[dict[str, str]]:
+        """The cells still to train: no completed kept run, or (`retrain_dirty`) one whose code had
+        uncommitted changes."""
+        return [cell for cell in self.cells() if not self.is_kept(cell)
+                or (retrain_dirty and _dirty(self.kept / self.kept_name(cell)))]
+
+    def newest_run(self, cell: dict[str, str], clean_only: bool = False) -> Path | None:
+        """The cell's newest run under outputs/<sweep>/ (the driver's own folders), if any;
+        `clean_only`: None if that run's code had uncommitted changes (not kept, not resumed)."""
         runs = sorted(self.outputs.glob(f"*_{cell_name(cell)}/0"))
-        return runs[-1] if runs else None
+        return runs[-1] if runs and not (clean_only and _dirty(runs[-1])) else None
 
     def overrides(self, cell: dict[str, str]) -> list[str]:
         return [f"{key}={value}" for key, value in cell.items()]
@@ -143,12 +156,13 @@ class KeptSweep:
                                      *self.extra_overrides])
         return OmegaConf.to_container(cfg, resolve=False)
 
-    def adoptable(self, cell: dict[str, str], other_kept: Path) -> Path | None:
-        """A completed run kept under `other_kept` that trained exactly what this cell would."""
+    def adoptable(self, cell: dict[str, str], other_kept: Path, clean_only: bool = False) -> Path | None:
+        """A completed run kept under `other_kept` that trained exactly what this cell would
+        (`clean_only`: and from a tree without uncommitted changes)."""
         ours = self.composed_config(cell)
         for run in sorted(Path(other_kept).iterdir()):
             config = run / ".hydra" / "config.yaml"
-            if _completed(run) and config.is_file() \
+            if _completed(run) and config.is_file() and not (clean_only and _dirty(run)) \
                     and not config_differences(ours, yaml.safe_load(config.read_text())):
                 return run
         return None
@@ -183,6 +197,12 @@ def _completed(run: Path) -> bool:
     return _status(run) == "completed"
 
 
+def _dirty(run: Path) -> bool:
+    """The run's code had uncommitted changes (its metrics.json says so; code.diff holds them)."""
+    metrics = run / "metrics.json"
+    return metrics.is_file() and json.loads(metrics.read_text()).get("git_dirty") is True
+
+
 def _resumable(run: Path | None) -> bool:
     """Cut off with a checkpoint (killed, preempted, still `running` on record); a failed run's
     error would come back on resume, so it starts afresh."""
@@ -196,13 +216,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs still missing and stop")
     parser.add_argument("--adopt", type=Path, default=None,
                         help="another comparison's kept runs: reuse one whose config equals a missing cell's")
+    parser.add_argument("--retrain-dirty", action="store_true",
+                        help="retrain kept runs made with uncommitted changes (replaced once done)")
     parser.add_argument("overrides", nargs="*", help="for every run, e.g. dataset.root=<flickr8k elsewhere>")
     args = parser.parse_args(argv)
     sweep = KeptSweep(args.sweep, extra_overrides=args.overrides)
-    missing = [cell for cell in sweep.cells() if not sweep.is_kept(cell)]
+    missing = sweep.missing(args.retrain_dirty)
     adopted = []
     for cell in missing if args.adopt is not None and not args.dry_run else []:
-        if (source := sweep.adoptable(cell, args.adopt)) is not None:
+        if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None:
             kept = sweep.keep(source, cell, sweep.overrides(cell))
             print(f"{cell_name(cell)}: adopted as {kept.name} from {os.path.relpath(source, REPO)}",
                   flush=True)
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         return
     for cell in missing[:args.max_runs]:
-        newest = sweep.newest_run(cell)
+        newest = sweep.newest_run(cell, clean_only=args.retrain_dirty)
         if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
             run_dir = newest
         else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)

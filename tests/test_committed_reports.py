@@ -118,6 +118,45 @@ def test_the_trainable_top_sweep_adopts_only_runs_that_trained_its_own_config(tm
     assert driver.config_differences(newer, older) == ["a.b"]
 
 
+def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_one(tmp_path):
+    """`--retrain-dirty`: a kept run whose metrics.json says git_dirty counts as missing (and stays
+    kept until its retrain completes); a dirty run under outputs/ is neither kept nor resumed, and
+    a dirty source is not adopted."""
+    driver = _driver()
+    sweep = driver.KeptSweep(kept=tmp_path / "runs")
+    sweep.outputs = tmp_path / "outputs"
+    first, second = sweep.cells()[:2]
+
+    def completed_run(folder: Path, dirty: bool, config: dict | None = None) -> Path:
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"status": "completed", "git_dirty": dirty}))
+        for name in ("captions.json", ".hydra/overrides.yaml"):
+            (folder / name).write_text("[]")
+        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or {}))
+        return folder
+
+    completed_run(sweep.kept / sweep.kept_name(first), dirty=True)
+    completed_run(sweep.kept / sweep.kept_name(second), dirty=False)
+    assert first not in sweep.missing() and second not in sweep.missing()
+    assert first in sweep.missing(retrain_dirty=True) and second not in sweep.missing(retrain_dirty=True)
+    assert sweep.is_kept(first)  # the dirty run stays until a clean one replaces it
+
+    old = completed_run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0", dirty=True)
+    assert sweep.newest_run(first) == old and sweep.newest_run(first, clean_only=True) is None
+    new = completed_run(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(first)}" / "0", dirty=False)
+    assert sweep.newest_run(first, clean_only=True) == new
+    sweep.keep(new, first)
+    assert first not in sweep.missing(retrain_dirty=True)
+
+    other = tmp_path / "other"
+    config = sweep.composed_config(first)
+    dirty_source = completed_run(other / "a-dirty", dirty=True, config=config)
+    assert sweep.adoptable(first, other) == dirty_source
+    assert sweep.adoptable(first, other, clean_only=True) is None
+    clean_source = completed_run(other / "b-clean", dirty=False, config=config)
+    assert sweep.adoptable(first, other, clean_only=True) == clean_source
+
+
 KEPT_SWEEPS = sorted(path for path in (REPO / "sweeps").glob("*.yaml")
                      if (REPO / "docs" / path.stem / "runs").is_dir())
 
