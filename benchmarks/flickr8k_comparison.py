@@ -2,7 +2,7 @@
 
     python benchmarks/flickr8k_comparison.py [--sweep sweeps/<name>.yaml] [--max-runs N] [--dry-run]
                                              [--adopt docs/<other>/runs] [--retrain-dirty]
-                                             [override ...]
+                                             [--only key=value] [override ...]
 
 Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
 have no completed result under `docs/<sweep>/runs/` yet, seed by seed (every cell's seed 0 first),
@@ -17,7 +17,8 @@ each session. Checkpoints, features and figures stay under outputs/ and data/. A
 `--retrain-dirty` counts a kept run that came from a tree with uncommitted changes (its metrics.json
 says `git_dirty`) as missing: it trains again from the clean checkout, and the kept folder is
 replaced only when the new run has completed, so a failed or cut-off retrain loses nothing kept.
-With `--adopt`, a source that is itself from a dirty tree is not adopted.
+With `--adopt`, a source that is itself from a dirty tree is not adopted. `--only cnn=mobilenet_v2`
+(repeatable) limits any of this to the cells with that value.
 
 `--adopt` reuses another comparison's kept run for a cell whose composed config it equals (all
 keys both have; `sweep_name` aside, and the trainable top's settings where neither has a top):
@@ -56,6 +57,20 @@ def cell_name(cell: dict[str, str]) -> str:
     parts = [value if "." not in key else f"{key.rsplit('.', 1)[1]}{value}"
              for key, value in cell.items() if key != "seed"]
     return "-".join(parts) + f"-seed{cell['seed']}"
+
+
+def swept_values(items: list[str], cells: list[dict[str, str]]) -> dict[str, str]:
+    """`["cnn=mobilenet_v2"]` as {"cnn": "mobilenet_v2"}; ValueError naming what the sweep has when
+    the key is not swept or the value not among its values."""
+    swept = {key: sorted({cell[key] for cell in cells}) for key in cells[0]}
+    chosen = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if value not in swept.get(key, ()):
+            choices = "; ".join(f"{k}={','.join(v)}" for k, v in swept.items())
+            raise ValueError(f"--only {item}: not a swept value (the sweep has {choices})")
+        chosen[key] = value
+    return chosen
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,11 +145,13 @@ class KeptSweep:
         staging.rename(target)
         return target
 
-    def missing(self, retrain_dirty: bool = False) -> list[dict[str, str]]:
+    def missing(self, retrain_dirty: bool = False,
+                only: dict[str, str] | None = None) -> list[dict[str, str]]:
         """The cells still to train: no completed kept run, or (`retrain_dirty`) one whose code had
-        uncommitted changes."""
-        return [cell for cell in self.cells() if not self.is_kept(cell)
-                or (retrain_dirty and _dirty(self.kept / self.kept_name(cell)))]
+        uncommitted changes; `only`: just the cells with these values (e.g. {"cnn": "mobilenet_v2"})."""
+        return [cell for cell in self.cells()
+                if all(cell.get(key) == value for key, value in (only or {}).items())
+                and (not self.is_kept(cell) or (retrain_dirty and _dirty(self.kept / self.kept_name(cell))))]
 
     def newest_run(self, cell: dict[str, str], clean_only: bool = False) -> Path | None:
         """The cell's newest run under outputs/<sweep>/ (the driver's own folders), if any;
@@ -200,7 +217,8 @@ def _completed(run: Path) -> bool:
 def _dirty(run: Path) -> bool:
     """The run's code had uncommitted changes (its metrics.json says so; code.diff holds them)."""
     metrics = run / "metrics.json"
-    return metrics.is_file() and json.loads(metrics.read_text()).get("git_dirty") is True
+    provenance = json.loads(metrics.read_text()).get("provenance", {}) if metrics.is_file() else {}
+    return provenance.get("git_dirty") is True
 
 
 def _resumable(run: Path | None) -> bool:
@@ -218,10 +236,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="another comparison's kept runs: reuse one whose config equals a missing cell's")
     parser.add_argument("--retrain-dirty", action="store_true",
                         help="retrain kept runs made with uncommitted changes (replaced once done)")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
+                        help="only the cells with this value, e.g. cnn=mobilenet_v2 (repeatable)")
     parser.add_argument("overrides", nargs="*", help="for every run, e.g. dataset.root=<flickr8k elsewhere>")
     args = parser.parse_args(argv)
     sweep = KeptSweep(args.sweep, extra_overrides=args.overrides)
-    missing = sweep.missing(args.retrain_dirty)
+    try:
+        only = swept_values(args.only, sweep.cells())
+    except ValueError as error:
+        parser.error(f"{args.sweep.name}: {error}")
+    missing = sweep.missing(args.retrain_dirty, only)
     adopted = []
     for cell in missing if args.adopt is not None and not args.dry_run else []:
         if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None:

@@ -129,7 +129,8 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
 
     def completed_run(folder: Path, dirty: bool, config: dict | None = None) -> Path:
         (folder / ".hydra").mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps({"status": "completed", "git_dirty": dirty}))
+        metrics = {"status": "completed", "provenance": {"git_dirty": dirty}}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
         for name in ("captions.json", ".hydra/overrides.yaml"):
             (folder / name).write_text("[]")
         (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or {}))
@@ -140,6 +141,12 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
     assert first not in sweep.missing() and second not in sweep.missing()
     assert first in sweep.missing(retrain_dirty=True) and second not in sweep.missing(retrain_dirty=True)
     assert sweep.is_kept(first)  # the dirty run stays until a clean one replaces it
+    assert driver.swept_values(["rnn=lstm"], sweep.cells()) == {"rnn": "lstm"}
+    assert first not in sweep.missing(retrain_dirty=True, only={"rnn": "lstm"})
+    assert first in sweep.missing(retrain_dirty=True, only={"rnn": "gru", "seed": "0"})
+    for wrong in ("rnn=rnn_tanh", "lr=0.1", "cnn"):
+        with pytest.raises(ValueError, match="cnn=efficientnet_lite2,mobilenet_v2; rnn=gru,lstm; seed=0,1,2"):
+            driver.swept_values([wrong], sweep.cells())
 
     old = completed_run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0", dirty=True)
     assert sweep.newest_run(first) == old and sweep.newest_run(first, clean_only=True) is None
