@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shutil
 import subprocess
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from captioner.records.run_summary import RunSummary
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
@@ -206,8 +207,8 @@ class KeptSweep:
 
 
 def _status(run: Path) -> str | None:
-    metrics = run / "metrics.json"
-    return json.loads(metrics.read_text()).get("status") if metrics.is_file() else None
+    summary = RunSummary.read(run / "metrics.json")
+    return summary.status if summary is not None else None
 
 
 def _completed(run: Path) -> bool:
@@ -216,9 +217,8 @@ def _completed(run: Path) -> bool:
 
 def _dirty(run: Path) -> bool:
     """The run's code had uncommitted changes (its metrics.json says so; code.diff holds them)."""
-    metrics = run / "metrics.json"
-    provenance = json.loads(metrics.read_text()).get("provenance", {}) if metrics.is_file() else {}
-    return provenance.get("git_dirty") is True
+    summary = RunSummary.read(run / "metrics.json")
+    return summary is not None and summary.provenance.get("git_dirty") is True
 
 
 def _resumable(run: Path | None) -> bool:
