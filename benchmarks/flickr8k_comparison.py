@@ -6,13 +6,16 @@
 
 Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
 have no completed result under `docs/<sweep>/runs/` yet, seed by seed (every cell's seed 0 first),
-each as a one-run multirun of that sweep. After each run it keeps the run's small results
-(metrics.json, captions.json with the per-image scores, .hydra/ with the overrides) in
-`docs/<sweep>/runs/<nn>-<cell>-seed<k>/` and rewrites the report from everything kept so far, so
-the runs (15-40 min each on a 2-core CPU) can span machine sessions: commit the kept folder after
-each session. Checkpoints, features and figures stay under outputs/ and data/. A run cut off
-(the session ended, a kill) goes on from its last checkpoint the next time the driver runs
-(`ckpt_path=last` in its own folder: it ends as the uninterrupted run would).
+each as a one-run multirun of that sweep. When its runs are done (or it is interrupted), it keeps
+each completed run's small results (metrics.json, captions.json with the per-image scores, .hydra/
+with the overrides) in `docs/<sweep>/runs/<nn>-<cell>-seed<k>/` and rewrites the report from
+everything kept so far. Not after each run: a kept folder is a change to the checkout, and every
+later run would record its tree as dirty. The runs (15-40 min each on a 2-core CPU) can span machine
+sessions (`--max-runs N` a session, then commit the kept folder); a run that completed after its
+driver stopped is kept the next time. Checkpoints, features and figures stay under outputs/ and
+data/. A run cut off (the session ended, a kill) goes on from its last checkpoint the next time the
+driver runs (`ckpt_path=last` in its own folder: it ends as the uninterrupted run would). It warns
+when the checkout has uncommitted changes, and with `--retrain-dirty` refuses to start.
 
 `--retrain-dirty` counts a kept run that came from a tree with uncommitted changes (its metrics.json
 says `git_dirty`) as missing: it trains again from the clean checkout, and the kept folder is
@@ -43,6 +46,7 @@ from typing import Any
 import yaml
 
 from captioner.records.run_summary import RunSummary
+from captioner.runs.provenance import code_state
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
@@ -57,7 +61,7 @@ def cell_name(cell: dict[str, str]) -> str:
     """`efficientnet_lite2-gru-seed0`; a dotted key shows its last part: `trainable_blocks1-seed0`."""
     parts = [value if "." not in key else f"{key.rsplit('.', 1)[1]}{value}"
              for key, value in cell.items() if key != "seed"]
-    return "-".join(parts) + f"-seed{cell['seed']}"
+    return "-".join([*parts, f"seed{cell['seed']}"])
 
 
 def swept_values(items: list[str], cells: list[dict[str, str]]) -> dict[str, str]:
@@ -106,13 +110,15 @@ class KeptSweep:
         self.kept = kept or self.report_dir / "runs"
         self.outputs = REPO / "outputs" / self.sweep.stem
 
-    def cells(self) -> list[dict[str, str]]:
-        """The sweep's runs, seed-major: every other combination at seed 0, then seed 1, ..."""
+    def cells(self, only: dict[str, str] | None = None) -> list[dict[str, str]]:
+        """The sweep's runs, seed-major: every other combination at seed 0, then seed 1, ...;
+        `only`: just the cells with these values (e.g. {"cnn": "mobilenet_v2"})."""
         params = yaml.safe_load(self.sweep.read_text())["hydra"]["sweeper"]["params"]
         values = {key: str(value).split(",") for key, value in params.items()}
         seeds = values.pop("seed")
-        return [dict(zip(values, combination, strict=True), seed=seed)
-                for seed in seeds for combination in itertools.product(*values.values())]
+        cells = [dict(zip(values, combination, strict=True), seed=seed)
+                 for seed in seeds for combination in itertools.product(*values.values())]
+        return [cell for cell in cells if all(cell.get(key) == value for key, value in (only or {}).items())]
 
     def kept_name(self, cell: dict[str, str]) -> str:
         """Numbered in the sweep's order, which the report lists runs and levels in."""
@@ -150,9 +156,8 @@ class KeptSweep:
                 only: dict[str, str] | None = None) -> list[dict[str, str]]:
         """The cells still to train: no completed kept run, or (`retrain_dirty`) one whose code had
         uncommitted changes; `only`: just the cells with these values (e.g. {"cnn": "mobilenet_v2"})."""
-        return [cell for cell in self.cells()
-                if all(cell.get(key) == value for key, value in (only or {}).items())
-                and (not self.is_kept(cell) or (retrain_dirty and _dirty(self.kept / self.kept_name(cell))))]
+        return [cell for cell in self.cells(only)
+                if not self.is_kept(cell) or (retrain_dirty and _dirty(self.kept / self.kept_name(cell)))]
 
     def newest_run(self, cell: dict[str, str], clean_only: bool = False) -> Path | None:
         """The cell's newest run under outputs/<sweep>/ (the driver's own folders), if any;
@@ -246,31 +251,55 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:
         parser.error(f"{args.sweep.name}: {error}")
     missing = sweep.missing(args.retrain_dirty, only)
-    adopted = []
-    for cell in missing if args.adopt is not None and not args.dry_run else []:
-        if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None:
-            kept = sweep.keep(source, cell, sweep.overrides(cell))
-            print(f"{cell_name(cell)}: adopted as {kept.name} from {os.path.relpath(source, REPO)}",
-                  flush=True)
-            adopted.append(cell)
+    adoptions = [] if args.adopt is None or args.dry_run else [
+        (cell, source) for cell in missing
+        if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None]
+    adopted = [cell for cell, _ in adoptions]
     missing = [cell for cell in missing if cell not in adopted]
     names = ", ".join(map(cell_name, missing)) or "none"
-    print(f"{len(missing)} of {len(sweep.cells())} runs missing: {names}", flush=True)
+    print(f"{len(missing)} of {len(sweep.cells(only))} runs missing: {names}", flush=True)
+    if (changed := uncommitted_changes()) and missing[:args.max_runs]:
+        message = (f"the checkout has uncommitted changes ({', '.join(changed[:5])}"
+                   f"{', ...' if len(changed) > 5 else ''}): runs trained now record them as dirty")
+        if args.retrain_dirty and not args.dry_run:  # they would replace dirty runs with dirty runs
+            parser.error(f"{message}; commit or stash them first")
+        print(f"warning: {message}", flush=True)
     if args.dry_run:
         return
-    for cell in missing[:args.max_runs]:
-        newest = sweep.newest_run(cell, clean_only=args.retrain_dirty)
-        if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
-            run_dir = newest
-        else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)
-            run_dir = sweep.train(cell, resume=newest if _resumable(newest) else None)
-        if not _completed(run_dir):  # one failed run does not stop the others; it stays missing
-            print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
-            continue
-        print(f"kept {sweep.keep(run_dir, cell).relative_to(REPO)}", flush=True)
+    kept = train_then_keep(sweep, missing[:args.max_runs], clean_only=args.retrain_dirty)
+    for cell, source in adoptions:  # after the training too: they change the checkout as well
+        target = sweep.keep(source, cell, sweep.overrides(cell))
+        print(f"{cell_name(cell)}: adopted as {target.name} from {os.path.relpath(source, REPO)}", flush=True)
+    if kept or adoptions:
         sweep.write_report()
-    if adopted and not missing[:args.max_runs]:
-        sweep.write_report()
+
+def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: bool = False) -> list[Path]:
+    """Train `cells` one by one, then keep the completed ones: only at the end (or on an
+    interruption), since a kept folder in docs/ is a change to the checkout that every later run
+    would record as dirty. A failed run does not stop the others; it stays missing."""
+    completed = []
+    try:
+        for cell in cells:
+            newest = sweep.newest_run(cell, clean_only=clean_only)
+            if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
+                run_dir = newest
+            else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)
+                run_dir = sweep.train(cell, resume=newest if _resumable(newest) else None)
+            if _completed(run_dir):
+                completed.append((cell, run_dir))
+            else:
+                print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
+    finally:
+        kept = [sweep.keep(run_dir, cell) for cell, run_dir in completed]
+        for folder in kept:
+            print(f"kept {os.path.relpath(folder, REPO)}", flush=True)
+    return kept
+
+
+def uncommitted_changes(checkout: Path = REPO) -> list[str]:
+    """The files whose uncommitted changes a run started now would record (provenance's view)."""
+    code = code_state(checkout)
+    return [*code.changed_files, *code.left_out] if code.dirty else []
 
 
 if __name__ == "__main__":

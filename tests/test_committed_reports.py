@@ -164,6 +164,70 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
     assert sweep.adoptable(first, other, clean_only=True) == clean_source
 
 
+
+def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree(tmp_path):
+    """A kept folder in docs/ changes the checkout: kept between runs, it made every later run of
+    one driver invocation record a dirty tree. The driver keeps after its last run, or when it is
+    interrupted (the completed runs then, not the failed one)."""
+    driver = _driver()
+    sweep = driver.KeptSweep(kept=tmp_path / "runs")
+    sweep.outputs = tmp_path / "outputs"
+    trained = []
+
+    def train(cell: dict, resume: Path | None = None) -> Path:
+        assert not sweep.kept.exists(), "a run started after another run was kept"
+        if len(trained) == 3:
+            raise KeyboardInterrupt  # the user stops the driver during the fourth run
+        run = sweep.outputs / f"2026-12-07_00-00-0{len(trained)}_{driver.cell_name(cell)}" / "0"
+        (run / ".hydra").mkdir(parents=True)
+        status = "failed" if len(trained) == 1 else "completed"
+        (run / "metrics.json").write_text(json.dumps({"status": status, "provenance": {"git_dirty": False}}))
+        for name in ("captions.json", ".hydra/overrides.yaml", ".hydra/config.yaml"):
+            (run / name).write_text("[]")
+        trained.append(cell)
+        return run
+
+    sweep.train = train
+    cells = sweep.cells()
+    with pytest.raises(KeyboardInterrupt):
+        driver.train_then_keep(sweep, cells)
+    assert len(trained) == 3
+    assert [cell for cell in cells if sweep.is_kept(cell)] == [cells[0], cells[2]]
+    # the next invocation goes on from there, and keeps once it is done
+    sweep.train = lambda cell, resume=None: pytest.fail("a completed run trained again")
+    trained.clear()
+    assert driver.train_then_keep(sweep, [cells[0], cells[2]]) == [
+        sweep.kept / sweep.kept_name(cells[0]), sweep.kept / sweep.kept_name(cells[2])]
+
+
+def test_retraining_dirty_runs_refuses_to_start_from_a_dirty_checkout(tmp_path, monkeypatch, capsys):
+    """The retrain would record the same kind of tree it replaces; a plain run only warns."""
+    driver = _driver()
+    sweep_file = tmp_path / "tiny_cells.yaml"
+    sweep_file.write_text("hydra:\n  sweeper:\n    params:\n      seed: 0,1\n")
+    monkeypatch.setattr(driver, "uncommitted_changes", lambda: ["captioner/model/decoder.py"])
+    monkeypatch.setattr(driver.KeptSweep, "train", lambda *_: pytest.fail("trained from a dirty tree"))
+    with pytest.raises(SystemExit) as stopped:
+        driver.main(["--sweep", str(sweep_file), "--retrain-dirty"])
+    assert stopped.value.code == 2
+    assert "uncommitted changes (captioner/model/decoder.py)" in capsys.readouterr().err
+    driver.main(["--sweep", str(sweep_file), "--retrain-dirty", "--dry-run", "--only", "seed=1"])
+    assert capsys.readouterr().out.splitlines() == [
+        "1 of 1 runs missing: seed1",
+        "warning: the checkout has uncommitted changes (captioner/model/decoder.py): "
+        "runs trained now record them as dirty"]
+
+
+def test_uncommitted_changes_name_what_a_run_would_record_as_dirty(tmp_path):
+    from tests.test_provenance import repository
+
+    driver = _driver()
+    repo = repository(tmp_path / "repo")
+    assert driver.uncommitted_changes(repo) == []
+    (repo / "model.py").write_text("hidden = 1024\n")
+    (repo / "attention.py").write_text("new\n")
+    assert driver.uncommitted_changes(repo) == ["model.py", "attention.py"]
+
 KEPT_SWEEPS = sorted(path for path in (REPO / "sweeps").glob("*.yaml")
                      if (REPO / "docs" / path.stem / "runs").is_dir())
 
