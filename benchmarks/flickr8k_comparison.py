@@ -6,22 +6,24 @@
 
 Runs the cells of the sweep file (default `sweeps/flickr8k_cnn_rnn.yaml`: cnn x rnn x seed) that
 have no completed result under `docs/<sweep>/runs/` yet, seed by seed (every cell's seed 0 first),
-each as a one-run multirun of that sweep. When its runs are done (or it is interrupted), it keeps
-each completed run's small results (metrics.json, captions.json with the per-image scores, .hydra/
-with the overrides) in `docs/<sweep>/runs/<nn>-<cell>-seed<k>/` and rewrites the report from
-everything kept so far. Not after each run: a kept folder is a change to the checkout, and every
-later run would record its tree as dirty. The runs (15-40 min each on a 2-core CPU) can span machine
-sessions (`--max-runs N` a session, then commit the kept folder); a run that completed after its
-driver stopped is kept the next time. Checkpoints, features and figures stay under outputs/ and
-data/. A run cut off (the session ended, a kill) goes on from its last checkpoint the next time the
-driver runs (`ckpt_path=last` in its own folder: it ends as the uninterrupted run would). It warns
-when the checkout has uncommitted changes, and with `--retrain-dirty` refuses to start.
+each as a one-run multirun of that sweep. When its runs are done (or it is interrupted: Ctrl+C,
+SIGTERM), it keeps each completed run's small results (metrics.json, captions.json with the
+per-image scores, .hydra/ with the overrides) in `docs/<sweep>/runs/<nn>-<cell>-seed<k>/` and
+rewrites the report from everything kept so far. Not after each run: a kept folder is a change to
+the checkout, and every later run would record its tree as dirty. The runs (15-40 min each on a
+2-core CPU) can span machine sessions (`--max-runs N` a session, then commit the kept folder); a run
+that completed after its driver stopped is kept the next time. Checkpoints, features and figures
+stay under outputs/ and data/. A run cut off (the session ended, a kill) goes on from its last
+checkpoint the next time the driver runs (`ckpt_path=last` in its own folder: it ends as the
+uninterrupted run would). Before it trains, it warns when the checkout has uncommitted changes, and
+with `--retrain-dirty` refuses to start. `--dry-run` lists the runs still missing, without adopting
+any.
 
 `--retrain-dirty` counts a kept run that came from a tree with uncommitted changes (its metrics.json
 says `git_dirty`) as missing: it trains again from the clean checkout, and the kept folder is
 replaced only when the new run has completed, so a failed or cut-off retrain loses nothing kept.
-With `--adopt`, a source that is itself from a dirty tree is not adopted. `--only cnn=mobilenet_v2`
-(repeatable) limits any of this to the cells with that value.
+With `--adopt` as well, a source that is itself from a dirty tree is not adopted. `--only
+cnn=mobilenet_v2` (repeatable) limits any of this to the cells with that value.
 
 `--adopt` reuses another comparison's kept run for a cell whose composed config it equals (all
 keys both have; `sweep_name` aside, and the trainable top's settings where neither has a top):
@@ -37,6 +39,7 @@ import argparse
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -266,18 +269,23 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: {message}", flush=True)
     if args.dry_run:
         return
-    kept = train_then_keep(sweep, missing[:args.max_runs], clean_only=args.retrain_dirty)
+    signal.signal(signal.SIGTERM, _interrupt)  # a session's end keeps what completed, as Ctrl+C does
+    kept, interrupted = train_then_keep(sweep, missing[:args.max_runs], clean_only=args.retrain_dirty)
     for cell, source in adoptions:  # after the training too: they change the checkout as well
         target = sweep.keep(source, cell, sweep.overrides(cell))
         print(f"{cell_name(cell)}: adopted as {target.name} from {os.path.relpath(source, REPO)}", flush=True)
     if kept or adoptions:
         sweep.write_report()
+    if interrupted:
+        sys.exit(130)
 
-def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: bool = False) -> list[Path]:
-    """Train `cells` one by one, then keep the completed ones: only at the end (or on an
-    interruption), since a kept folder in docs/ is a change to the checkout that every later run
-    would record as dirty. A failed run does not stop the others; it stays missing."""
-    completed = []
+def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]],
+                    clean_only: bool = False) -> tuple[list[Path], bool]:
+    """Train `cells` one by one, then keep the completed ones: only at the end, or when interrupted
+    (Ctrl+C; SIGTERM, which `main` turns into one), since a kept folder in docs/ is a change to the
+    checkout that every later run would record as dirty. A failed run does not stop the others; it
+    stays missing. Returns the kept folders and whether the training was interrupted."""
+    completed, interrupted = [], False
     try:
         for cell in cells:
             newest = sweep.newest_run(cell, clean_only=clean_only)
@@ -289,12 +297,17 @@ def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: b
                 completed.append((cell, run_dir))
             else:
                 print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
-    finally:
-        kept = [sweep.keep(run_dir, cell) for cell, run_dir in completed]
-        for folder in kept:
-            print(f"kept {os.path.relpath(folder, REPO)}", flush=True)
-    return kept
+    except KeyboardInterrupt:  # the run in progress goes on from its checkpoint next time
+        interrupted = True
+        print("interrupted: keeping the runs completed so far", flush=True)
+    kept = [sweep.keep(run_dir, cell) for cell, run_dir in completed]
+    for folder in kept:
+        print(f"kept {os.path.relpath(folder, REPO)}", flush=True)
+    return kept, interrupted
 
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 def uncommitted_changes(checkout: Path = REPO) -> list[str]:
     """The files whose uncommitted changes a run started now would record (provenance's view)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -189,15 +190,14 @@ def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree
 
     sweep.train = train
     cells = sweep.cells()
-    with pytest.raises(KeyboardInterrupt):
-        driver.train_then_keep(sweep, cells)
-    assert len(trained) == 3
+    kept, interrupted = driver.train_then_keep(sweep, cells)
+    assert interrupted and len(trained) == 3
+    assert kept == [sweep.kept / sweep.kept_name(cells[0]), sweep.kept / sweep.kept_name(cells[2])]
     assert [cell for cell in cells if sweep.is_kept(cell)] == [cells[0], cells[2]]
-    # the next invocation goes on from there, and keeps once it is done
+    # the next invocation keeps a run that completed after its driver stopped, without training it
+    shutil.rmtree(sweep.kept)
     sweep.train = lambda cell, resume=None: pytest.fail("a completed run trained again")
-    trained.clear()
-    assert driver.train_then_keep(sweep, [cells[0], cells[2]]) == [
-        sweep.kept / sweep.kept_name(cells[0]), sweep.kept / sweep.kept_name(cells[2])]
+    assert driver.train_then_keep(sweep, [cells[0], cells[2]]) == (kept, False)
 
 
 def test_retraining_dirty_runs_refuses_to_start_from_a_dirty_checkout(tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ from __future__ import annotations
 CNN_NAMES = ("efficientnet_lite2", "inception_resnet_v2", "inception_v3", "mobilenet_v2", "resnet101",
              "vgg16")
 # How many of its last blocks each CNN can hand to training (`cnn.trainable_blocks`); the blocks
-# themselves are listed in features/backbones.py (`top_units`), which a test keeps in step.
+# themselves are listed in features/backbones.py (`grid_units`), which a test keeps in step.
 TRAINABLE_BLOCKS = {"efficientnet_lite2": 3, "inception_resnet_v2": 0, "inception_v3": 3, "mobilenet_v2": 3,
                     "resnet101": 3, "vgg16": 3}
 DATASET_SOURCES = ("coco", "flickr30k", "flickr8k", "iapr", "shapes")
