@@ -4,8 +4,10 @@ committed Flickr8k comparison is made the way its driver says."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -169,7 +171,7 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
 def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree(tmp_path):
     """A kept folder in docs/ changes the checkout: kept between runs, it made every later run of
     one driver invocation record a dirty tree. The driver keeps after its last run, or when it is
-    interrupted (the completed runs then, not the failed one)."""
+    interrupted (here by a real SIGTERM: the completed runs then, not the failed one)."""
     driver = _driver()
     sweep = driver.KeptSweep(kept=tmp_path / "runs")
     sweep.outputs = tmp_path / "outputs"
@@ -177,8 +179,8 @@ def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree
 
     def train(cell: dict, resume: Path | None = None) -> Path:
         assert not sweep.kept.exists(), "a run started after another run was kept"
-        if len(trained) == 3:
-            raise KeyboardInterrupt  # the user stops the driver during the fourth run
+        if len(trained) == 3:  # a session's end stops the driver during the fourth run
+            os.kill(os.getpid(), signal.SIGTERM)
         run = sweep.outputs / f"2026-12-07_00-00-0{len(trained)}_{driver.cell_name(cell)}" / "0"
         (run / ".hydra").mkdir(parents=True)
         status = "failed" if len(trained) == 1 else "completed"
@@ -190,7 +192,11 @@ def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree
 
     sweep.train = train
     cells = sweep.cells()
-    kept, interrupted = driver.train_then_keep(sweep, cells)
+    previous = signal.signal(signal.SIGTERM, driver._interrupt)  # as main() installs it
+    try:
+        kept, interrupted = driver.train_then_keep(sweep, cells)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert interrupted and len(trained) == 3
     assert kept == [sweep.kept / sweep.kept_name(cells[0]), sweep.kept / sweep.kept_name(cells[2])]
     assert [cell for cell in cells if sweep.is_kept(cell)] == [cells[0], cells[2]]
