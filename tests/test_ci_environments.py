@@ -1,0 +1,49 @@
+"""`.ci/prune_environments`: CI's cached environments (~5 GB each) go once no run uses them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+PRUNE = Path(__file__).resolve().parents[1] / ".ci" / "prune_environments"
+DAY = 24 * 3600
+
+
+def _environment(cache: Path, name: str, marker_age_days: float | None, folder_age_days: float) -> Path:
+    folder = cache / name
+    (folder / "bin").mkdir(parents=True)
+    now = time.time()
+    if marker_age_days is not None:
+        marker = folder / ".last-used"
+        marker.touch()
+        os.utime(marker, (now - marker_age_days * DAY,) * 2)
+    os.utime(folder, (now - folder_age_days * DAY,) * 2)  # after the marker: it touched the folder
+    return folder
+
+
+def test_only_environments_unused_for_a_week_are_removed(tmp_path: Path) -> None:
+    cache = tmp_path / "venvs"
+    current = _environment(cache, "current", marker_age_days=30, folder_age_days=30)  # this run's
+    recent = _environment(cache, "recent", marker_age_days=2, folder_age_days=40)
+    stale = _environment(cache, "stale", marker_age_days=9, folder_age_days=9)
+    building = _environment(cache, "building", marker_age_days=None, folder_age_days=0.1)
+    abandoned = _environment(cache, "abandoned", marker_age_days=None, folder_age_days=3)
+
+    done = subprocess.run(["bash", str(PRUNE), str(cache), str(current) + "/"],
+                          capture_output=True, text=True, check=True)
+
+    assert sorted(p.name for p in cache.iterdir()) == ["building", "current", "recent"]
+    assert current.exists() and recent.exists() and building.exists()
+    assert not stale.exists() and not abandoned.exists()
+    assert str(stale) in done.stdout and str(abandoned) in done.stdout
+
+
+def test_an_empty_or_missing_cache_is_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for cache in (tmp_path / "empty", tmp_path / "missing"):
+        done = subprocess.run(["bash", str(PRUNE), str(cache), str(cache / "x")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ""
