@@ -31,8 +31,11 @@ class Notebook:
         return os.getpid()
 
     def close(self) -> list[str]:
-        if self.lines[0].startswith("/"):  # a path: the notebook is saved there
-            Path(self.lines[0]).write_text("\n".join(self.lines))
+        if self.lines[0].startswith("/"):  # a path: the notebook is saved there, whole or not at all
+            saved = Path(self.lines[0])  # (a reader polling for it must never find it half-written)
+            partial = saved.with_name(saved.name + ".partial")
+            partial.write_text("\n".join(self.lines))
+            partial.replace(saved)
         return self.lines
 
 
