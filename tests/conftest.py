@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -102,14 +103,27 @@ def tiny_cfg(shared_data_root: Path) -> DictConfig:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny run (random VGG16 features, 4 epochs), for tests that load its checkpoint.
+    Tests only read it.
 
     70 scenes: 7 test images, an odd count, so a 2-process distributed sampler pads one rank.
+    Made once for the whole session, not once per xdist worker (~18 s each): the first worker to
+    ask trains it under a file lock, the others wait for it and read it.
     """
+    from filelock import FileLock
+
+    from captioner.records.run_summary import RunSummary
     from captioner.runs.run import run
 
-    root = tmp_path_factory.mktemp("trained")
-    cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
-    run(cfg, run_dir=root / "run", base_dir=root)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker's base folder sits in the session's one
+        shared = shared.parent
+    root = shared / "trained"
+    with FileLock(str(shared / "trained.lock")):
+        summary = RunSummary.read(root / "run" / "metrics.json")
+        if summary is None or summary.status != "completed":
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed left behind
+            cfg = compose_config("dataset.num_images=70", "trainer.max_epochs=4", data_root=root / "data")
+            run(cfg, run_dir=root / "run", base_dir=root)
     return root / "run"
 
 
