@@ -19,6 +19,14 @@ uninterrupted run would). Before it trains, it warns when the checkout has uncom
 with `--retrain-dirty` refuses to start. `--dry-run` lists the runs still missing, without adopting
 any.
 
+Stopping it: Ctrl+C or SIGTERM to the driver reaches the run in progress as a SIGTERM, which saves
+a checkpoint at the end of its batch (up to STOP_GRACE_S; then it is killed); the completed runs are
+kept, with signals held off while they are copied, the report is rewritten, and it exits 130. One
+driver runs a sweep at a time (a lock in outputs/<sweep>/); a run still training in its own process
+(its driver stopped, it did not) is left to it. Exit status: 0 when every run it was given completed
+and the report was written, 1 otherwise (a report cut off or failed is rewritten the next time), 2
+for a bad option or an unreadable file, which is named.
+
 `--retrain-dirty` counts a kept run that came from a tree with uncommitted changes (its metrics.json
 says `git_dirty`) as missing: it trains again from the clean checkout, and the kept folder is
 replaced only when the new run has completed, so a failed or cut-off retrain loses nothing kept.
@@ -40,13 +48,17 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
+from filelock import FileLock, Timeout
 
 from captioner.records.run_summary import RunSummary
 from captioner.runs.provenance import code_state
@@ -58,6 +70,11 @@ KEPT_IF_THERE = ("code.diff",)  # a run from a tree with uncommitted changes: th
 # Keys that do not change a run: its sweep's name, and the trainable top's settings without a top.
 NAME_KEYS = ("sweep_name",)
 TOP_KEYS = ("model.top_lr_multiplier", "model.top_dropout")
+# Overrides that say where this machine keeps things, not what the run trains: not kept with a run,
+# or the report would read runs made on two machines as a swept factor.
+LOCATION_KEYS = ("data_root", "dataset.root")
+# How long an interrupted train.py gets to save its checkpoint at the end of its batch and exit.
+STOP_GRACE_S = 120.0
 
 
 def cell_name(cell: dict[str, str]) -> str:
@@ -67,17 +84,18 @@ def cell_name(cell: dict[str, str]) -> str:
     return "-".join([*parts, f"seed{cell['seed']}"])
 
 
-def swept_values(items: list[str], cells: list[dict[str, str]]) -> dict[str, str]:
-    """`["cnn=mobilenet_v2"]` as {"cnn": "mobilenet_v2"}; ValueError naming what the sweep has when
-    the key is not swept or the value not among its values."""
+def swept_values(items: list[str], cells: list[dict[str, str]]) -> dict[str, set[str]]:
+    """`["cnn=mobilenet_v2", "seed=0", "seed=1"]` as {"cnn": {"mobilenet_v2"}, "seed": {"0", "1"}}
+    (a key given twice: either value); ValueError naming what the sweep has when the key is not
+    swept or the value not among its values."""
     swept = {key: sorted({cell[key] for cell in cells}) for key in cells[0]}
-    chosen = {}
+    chosen: dict[str, set[str]] = {}
     for item in items:
         key, _, value = item.partition("=")
         if value not in swept.get(key, ()):
             choices = "; ".join(f"{k}={','.join(v)}" for k, v in swept.items())
             raise ValueError(f"--only {item}: not a swept value (the sweep has {choices})")
-        chosen[key] = value
+        chosen.setdefault(key, set()).add(value)
     return chosen
 
 
@@ -113,15 +131,19 @@ class KeptSweep:
         self.kept = kept or self.report_dir / "runs"
         self.outputs = REPO / "outputs" / self.sweep.stem
 
-    def cells(self, only: dict[str, str] | None = None) -> list[dict[str, str]]:
+    def cells(self, only: dict[str, set[str]] | None = None) -> list[dict[str, str]]:
         """The sweep's runs, seed-major: every other combination at seed 0, then seed 1, ...;
-        `only`: just the cells with these values (e.g. {"cnn": "mobilenet_v2"})."""
-        params = yaml.safe_load(self.sweep.read_text())["hydra"]["sweeper"]["params"]
+        `only`: just the cells with one of these values (e.g. {"cnn": {"mobilenet_v2"}})."""
+        params = (_read_yaml(self.sweep) or {}).get("hydra", {}).get("sweeper", {}).get("params") or {}
         values = {key: str(value).split(",") for key, value in params.items()}
+        if "seed" not in values:
+            raise ValueError(f"{self.sweep}: the driver runs a sweep over seeds, and this file's "
+                             "hydra.sweeper.params has no `seed` (e.g. seed: 0,1,2)")
         seeds = values.pop("seed")
         cells = [dict(zip(values, combination, strict=True), seed=seed)
                  for seed in seeds for combination in itertools.product(*values.values())]
-        return [cell for cell in cells if all(cell.get(key) == value for key, value in (only or {}).items())]
+        wanted = (only or {}).items()
+        return [cell for cell in cells if all(cell.get(key) in chosen for key, chosen in wanted)]
 
     def kept_name(self, cell: dict[str, str]) -> str:
         """Numbered in the sweep's order, which the report lists runs and levels in."""
@@ -133,7 +155,8 @@ class KeptSweep:
     def keep(self, run_dir: Path, cell: dict[str, str], overrides: list[str] | None = None) -> Path:
         """Copy a run's small results next to the report (into a new folder, then renamed into place).
         `overrides` replaces its overrides.yaml (an adopted run gets this sweep's cell); a resumed
-        run's `ckpt_path` is dropped from it, since a resume ends as the uninterrupted run would."""
+        run's `ckpt_path` is dropped from it, since a resume ends as the uninterrupted run would, and
+        so are the machine's locations (LOCATION_KEYS). Call it with signals deferred (`main`)."""
         target = self.kept / self.kept_name(cell)
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -147,18 +170,47 @@ class KeptSweep:
         if overrides is not None:
             kept_overrides.write_text(yaml.safe_dump(overrides))
             (staging / "adopted_from.txt").write_text(f"{os.path.relpath(run_dir, REPO)}\n")
-        given = yaml.safe_load(kept_overrides.read_text()) or []
-        if resumes := [o for o in given if o.startswith("ckpt_path=")]:
-            kept_overrides.write_text(yaml.safe_dump([o for o in given if o not in resumes]))
+        given = _read_yaml(kept_overrides) or []
+        resumes = [o for o in given if o.startswith("ckpt_path=")]
+        located = [o for o in given if o.partition("=")[0].lstrip("+~") in LOCATION_KEYS]
+        if resumes or located:
+            kept_overrides.write_text(yaml.safe_dump([o for o in given if o not in resumes + located]))
+        if resumes:
             (staging / "resumed.txt").write_text(f"{', '.join(resumes)}: resumed after an interruption\n")
-        shutil.rmtree(target, ignore_errors=True)
+        replaced = target.with_name(target.name + ".old")  # never a moment without a kept run there
+        if target.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
+            target.rename(replaced)
         staging.rename(target)
+        shutil.rmtree(replaced, ignore_errors=True)
         return target
 
+    def tidy(self) -> None:
+        """Undo what a keep killed half-way left (`keep` is shielded from signals, not from a kill):
+        a staging folder goes, a replaced run whose successor is not in place comes back."""
+        if not self.kept.is_dir():
+            return
+        for staging in self.kept.glob("*.partial"):
+            shutil.rmtree(staging, ignore_errors=True)
+        for replaced in self.kept.glob("*.old"):
+            target = replaced.with_name(replaced.name.removesuffix(".old"))
+            if target.exists():
+                shutil.rmtree(replaced, ignore_errors=True)
+            else:
+                replaced.rename(target)
+
+    def report_is_stale(self) -> bool:
+        """No report yet, or a kept run is newer than it (a report cut off, or one that failed)."""
+        report = self.report_dir / "report.md"
+        if not report.is_file():
+            return self.kept.is_dir() and any(self.kept.glob("*/metrics.json"))
+        written = report.stat().st_mtime
+        return any(m.stat().st_mtime > written for m in self.kept.glob("*/metrics.json"))
+
     def missing(self, retrain_dirty: bool = False,
-                only: dict[str, str] | None = None) -> list[dict[str, str]]:
+                only: dict[str, set[str]] | None = None) -> list[dict[str, str]]:
         """The cells still to train: no completed kept run, or (`retrain_dirty`) one whose code had
-        uncommitted changes; `only`: just the cells with these values (e.g. {"cnn": "mobilenet_v2"})."""
+        uncommitted changes; `only`: just the cells with these values (e.g. {"cnn": {"mobilenet_v2"}})."""
         return [cell for cell in self.cells(only)
                 if not self.is_kept(cell) or (retrain_dirty and _dirty(self.kept / self.kept_name(cell)))]
 
@@ -188,8 +240,10 @@ class KeptSweep:
         ours = self.composed_config(cell)
         for run in sorted(Path(other_kept).iterdir()):
             config = run / ".hydra" / "config.yaml"
+            if run.suffix in (".partial", ".old"):  # a keep cut off there: not a run
+                continue
             if _completed(run) and config.is_file() and not (clean_only and _dirty(run)) \
-                    and not config_differences(ours, yaml.safe_load(config.read_text())):
+                    and not config_differences(ours, _read_yaml(config)):
                 return run
         return None
 
@@ -206,12 +260,40 @@ class KeptSweep:
                    f"hydra.sweep.dir={sweep_dir}",
                    *(["ckpt_path=last"] if resume is not None else [])]
         print("$", " ".join(command[1:]), flush=True)
-        subprocess.run(command, cwd=REPO, check=False)
+        process = subprocess.Popen(command, cwd=REPO)
+        try:
+            process.wait()
+        except KeyboardInterrupt:  # the run saves where it is, so that the next time goes on from there
+            stop_run(process)
+            raise
         return sweep_dir / "0"
 
-    def write_report(self) -> None:
+    def write_report(self) -> bool:
+        """Rewrite the report from every kept run; False if it failed (its error is on stderr)."""
         command = [sys.executable, "-m", "captioner.report", str(self.report_dir), "--html-images", "120"]
-        subprocess.run(command, cwd=REPO, check=False)
+        return subprocess.run(command, cwd=REPO, check=False).returncode == 0
+
+
+def stop_run(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Ask a train.py to stop as a scheduler would (SIGTERM: it saves a checkpoint at the end of its
+    batch and exits, captioner/training/preemption.py) and wait for it; killed after `grace_s`.
+    A Ctrl+C has reached it already; a SIGTERM sent to the driver alone has not."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # or a second Ctrl+C: no more waiting
+        process.kill()
+        process.wait()
+        print(f"train.py (process {process.pid}) killed before it saved: the next time goes on from its "
+              "last checkpoint", flush=True)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({error})") from None
 
 
 def _status(run: Path) -> str | None:
@@ -245,18 +327,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retrain-dirty", action="store_true",
                         help="retrain kept runs made with uncommitted changes (replaced once done)")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE",
-                        help="only the cells with this value, e.g. cnn=mobilenet_v2 (repeatable)")
+                        help="only the cells with this value, e.g. cnn=mobilenet_v2 (repeatable; "
+                             "a key given twice: either value)")
     parser.add_argument("overrides", nargs="*", help="for every run, e.g. dataset.root=<flickr8k elsewhere>")
     args = parser.parse_args(argv)
+    if args.max_runs is not None and args.max_runs < 0:
+        parser.error(f"--max-runs {args.max_runs}: expected 0 or more")
     sweep = KeptSweep(args.sweep, extra_overrides=args.overrides)
     try:
-        only = swept_values(args.only, sweep.cells())
+        cells = sweep.cells()
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        only = swept_values(args.only, cells)
     except ValueError as error:
         parser.error(f"{args.sweep.name}: {error}")
-    missing = sweep.missing(args.retrain_dirty, only)
-    adoptions = [] if args.adopt is None or args.dry_run else [
-        (cell, source) for cell in missing
-        if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None]
+    if not args.dry_run:  # two drivers would train one cell in one folder, and keep into each other's tree
+        sweep.outputs.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(sweep.outputs / ".driver.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            parser.error(f"another driver is running {args.sweep.name} ({lock.lock_file} is held)")
+        sweep.tidy()
+    try:
+        missing = sweep.missing(args.retrain_dirty, only)
+        adoptions = [] if args.adopt is None or args.dry_run else [
+            (cell, source) for cell in missing
+            if (source := sweep.adoptable(cell, args.adopt, clean_only=args.retrain_dirty)) is not None]
+    except ValueError as error:  # a kept run's metrics.json or config that does not read: named
+        parser.error(str(error))
     adopted = [cell for cell, _ in adoptions]
     missing = [cell for cell in missing if cell not in adopted]
     names = ", ".join(map(cell_name, missing)) or "none"
@@ -270,44 +370,111 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         return
     signal.signal(signal.SIGTERM, _interrupt)  # a session's end keeps what completed, as Ctrl+C does
-    kept, interrupted = train_then_keep(sweep, missing[:args.max_runs], clean_only=args.retrain_dirty)
-    for cell, source in adoptions:  # after the training too: they change the checkout as well
-        target = sweep.keep(source, cell, sweep.overrides(cell))
-        print(f"{cell_name(cell)}: adopted as {target.name} from {os.path.relpath(source, REPO)}", flush=True)
-    if kept or adoptions:
-        sweep.write_report()
+    outcome = train_then_keep(sweep, missing[:args.max_runs], clean_only=args.retrain_dirty)
+    with deferred_signals() as received:  # after the training too: they change the checkout as well
+        for cell, source in adoptions:
+            target = sweep.keep(source, cell, sweep.overrides(cell))
+            print(f"{cell_name(cell)}: adopted as {target.name} from {os.path.relpath(source, REPO)}",
+                  flush=True)
+    interrupted = outcome.interrupted or bool(received)
+    report_written = True
+    if outcome.kept or adoptions or sweep.report_is_stale():
+        try:
+            report_written = sweep.write_report()
+        except KeyboardInterrupt:
+            interrupted, report_written = True, False
+        if not report_written:
+            where = os.path.relpath(sweep.report_dir, REPO)
+            print(f"the report in {where} is not up to date with its kept runs: the next run of the driver "
+                  f"rewrites it (or: python -m captioner.report {where} --html-images 120)",
+                  file=sys.stderr, flush=True)
+    lock.release()
     if interrupted:
         sys.exit(130)
+    if outcome.not_completed or not report_written:
+        sys.exit(1)
 
-def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]],
-                    clean_only: bool = False) -> tuple[list[Path], bool]:
+
+class Outcome(NamedTuple):
+    kept: list[Path]  # the folders kept in docs/
+    interrupted: bool  # by Ctrl+C or SIGTERM
+    not_completed: list[dict[str, str]]  # cells whose run failed, was not kept, or is still running
+
+
+def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: bool = False) -> Outcome:
     """Train `cells` one by one, then keep the completed ones: only at the end, or when interrupted
     (Ctrl+C; SIGTERM, which `main` turns into one), since a kept folder in docs/ is a change to the
     checkout that every later run would record as dirty. A failed run does not stop the others; it
-    stays missing. Returns the kept folders and whether the training was interrupted."""
-    completed, interrupted = [], False
+    stays missing. `clean_only` (--retrain-dirty): a run whose code had uncommitted changes (the
+    checkout changed while it trained) is not kept."""
+    completed, not_completed, interrupted = [], [], False
     try:
         for cell in cells:
             newest = sweep.newest_run(cell, clean_only=clean_only)
+            if newest is not None and (pid := _running_here(newest)) is not None:
+                print(f"{cell_name(cell)}: still training in process {pid} ({newest}); left to it",
+                      flush=True)
+                not_completed.append(cell)
+                continue
             if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
                 run_dir = newest
             else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)
                 run_dir = sweep.train(cell, resume=newest if _resumable(newest) else None)
-            if _completed(run_dir):
-                completed.append((cell, run_dir))
-            else:
+            if not _completed(run_dir):
                 print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
+                not_completed.append(cell)
+            elif clean_only and _dirty(run_dir):
+                print(f"{cell_name(cell)}: not kept: the checkout changed while it trained "
+                      f"({run_dir / 'code.diff'})", flush=True)
+                not_completed.append(cell)
+            else:
+                completed.append((cell, run_dir))
     except KeyboardInterrupt:  # the run in progress goes on from its checkpoint next time
         interrupted = True
         print("interrupted: keeping the runs completed so far", flush=True)
-    kept = [sweep.keep(run_dir, cell) for cell, run_dir in completed]
+    with deferred_signals() as received:
+        kept = [sweep.keep(run_dir, cell) for cell, run_dir in completed]
     for folder in kept:
         print(f"kept {os.path.relpath(folder, REPO)}", flush=True)
-    return kept, interrupted
+    return Outcome(kept, interrupted or bool(received), not_completed)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Ctrl+C and SIGTERM wait until the block is done (keeping runs takes milliseconds, and cut off
+    half-way it would leave docs/ half-changed); the list says which arrived meanwhile."""
+    received: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        received.append(signum)
+        print(f"received {signal.Signals(signum).name}: stopping once the runs are kept", flush=True)
+
+    previous = {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _running_here(run: Path) -> int | None:
+    """The process id of a run still training on this machine (its driver stopped, it did not)."""
+    summary = RunSummary.read(run / "metrics.json")
+    if summary is None or summary.status != "running" or summary.host != socket.gethostname() \
+            or not isinstance(summary.pid, int):
+        return None
+    try:
+        os.kill(summary.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # someone else's process: alive
+        pass
+    return summary.pid
+
 
 def uncommitted_changes(checkout: Path = REPO) -> list[str]:
     """The files whose uncommitted changes a run started now would record (provenance's view)."""

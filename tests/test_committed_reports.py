@@ -78,7 +78,7 @@ def test_the_driver_keeps_a_runs_small_results_and_only_completed_runs_count(tmp
     run = tmp_path / "outputs" / "0"
     (run / ".hydra").mkdir(parents=True)
     for name in driver.KEPT_FILES:
-        (run / name).write_text(json.dumps({"status": "completed"}) if name == "metrics.json" else name)
+        (run / name).write_text(json.dumps({"status": "completed"}) if name == "metrics.json" else "[]")
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.ckpt").write_text("weights")
     cell = {"cnn": "mobilenet_v2", "rnn": "gru", "seed": "0"}
@@ -144,9 +144,9 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
     assert first not in sweep.missing() and second not in sweep.missing()
     assert first in sweep.missing(retrain_dirty=True) and second not in sweep.missing(retrain_dirty=True)
     assert sweep.is_kept(first)  # the dirty run stays until a clean one replaces it
-    assert driver.swept_values(["rnn=lstm"], sweep.cells()) == {"rnn": "lstm"}
-    assert first not in sweep.missing(retrain_dirty=True, only={"rnn": "lstm"})
-    assert first in sweep.missing(retrain_dirty=True, only={"rnn": "gru", "seed": "0"})
+    assert driver.swept_values(["rnn=lstm"], sweep.cells()) == {"rnn": {"lstm"}}
+    assert first not in sweep.missing(retrain_dirty=True, only={"rnn": {"lstm"}})
+    assert first in sweep.missing(retrain_dirty=True, only={"rnn": {"gru"}, "seed": {"0"}})
     for wrong in ("rnn=rnn_tanh", "lr=0.1", "cnn"):
         with pytest.raises(ValueError, match="cnn=efficientnet_lite2,mobilenet_v2; rnn=gru,lstm; seed=0,1,2"):
             driver.swept_values([wrong], sweep.cells())
@@ -194,16 +194,16 @@ def test_runs_are_kept_only_after_the_training_so_each_starts_from_the_same_tree
     cells = sweep.cells()
     previous = signal.signal(signal.SIGTERM, driver._interrupt)  # as main() installs it
     try:
-        kept, interrupted = driver.train_then_keep(sweep, cells)
+        kept, interrupted, not_completed = driver.train_then_keep(sweep, cells)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert interrupted and len(trained) == 3
+    assert interrupted and len(trained) == 3 and not_completed == [cells[1]]
     assert kept == [sweep.kept / sweep.kept_name(cells[0]), sweep.kept / sweep.kept_name(cells[2])]
     assert [cell for cell in cells if sweep.is_kept(cell)] == [cells[0], cells[2]]
     # the next invocation keeps a run that completed after its driver stopped, without training it
     shutil.rmtree(sweep.kept)
     sweep.train = lambda cell, resume=None: pytest.fail("a completed run trained again")
-    assert driver.train_then_keep(sweep, [cells[0], cells[2]]) == (kept, False)
+    assert driver.train_then_keep(sweep, [cells[0], cells[2]]) == (kept, False, [])
 
 
 def test_retraining_dirty_runs_refuses_to_start_from_a_dirty_checkout(tmp_path, monkeypatch, capsys):
@@ -255,7 +255,8 @@ def test_each_sweep_file_still_trains_the_config_of_its_kept_runs(sweep_file):
 def test_a_cut_off_run_goes_on_in_its_own_folder_and_is_kept_without_its_resume(tmp_path, monkeypatch):
     """The driver's runs span sessions: a cell whose newest run stopped with a checkpoint (here:
     finished, then marked preempted as a cut-off run's metrics.json says) is resumed in place with
-    ckpt_path=last, and the kept overrides are the cell's alone, so the report sees no new factor."""
+    ckpt_path=last, and the kept overrides leave out the resume and where this machine keeps the
+    data, so the report sees no new factor."""
     driver = _driver()
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
@@ -275,7 +276,10 @@ def test_a_cut_off_run_goes_on_in_its_own_folder_and_is_kept_without_its_resume(
     assert sweep.train(cell, resume=run) == run and driver._completed(run)
     assert "ckpt_path=last" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
     kept = sweep.keep(run, cell)
-    assert "ckpt_path=last" not in yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text())
+    given = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+    kept_overrides = yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text())
+    assert kept_overrides == [o for o in given if not o.startswith(("ckpt_path=", "data_root="))]
+    assert kept_overrides[0] == "seed=0" and len(kept_overrides) == len(given) - 2
     assert (kept / "resumed.txt").is_file()
     (run / "metrics.json").write_text(json.dumps({**metrics, "status": "failed"}))
     assert not driver._resumable(run)  # its error would come back: a failed run starts afresh

@@ -60,10 +60,14 @@ class RunSummary:
 
     @classmethod
     def read(cls, path: Path) -> RunSummary | None:
-        """The summary at `path`, or None when there is none; unreadable JSON raises ValueError."""
+        """The summary at `path`, or None when there is none; unreadable JSON raises ValueError
+        naming the file."""
         if not Path(path).is_file():
             return None
-        values = json.loads(Path(path).read_text())
+        try:
+            values = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as error:  # half written (killed), or a merge left markers in it
+            raise ValueError(f"{path}: not valid JSON ({error})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: not a run summary (a JSON {type(values).__name__})")
         return cls.from_dict(values)

@@ -79,7 +79,7 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
         try:
             summary = RunSummary.read(folder.metrics)
         except ValueError as error:  # half a JSON file: the run is still writing it, or was killed
-            runs.append(RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {error}"))
+            runs.append(RunResult(folder.path, overrides, "missing", error=str(error)))
             continue
         if summary is None:
             runs.append(RunResult(folder.path, overrides, "missing"))
