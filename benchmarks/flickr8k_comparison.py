@@ -66,7 +66,7 @@ from captioner.runs.provenance import code_state
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = REPO / "sweeps"
 KEPT_FILES = ("metrics.json", "captions.json", ".hydra/overrides.yaml", ".hydra/config.yaml")
-KEPT_IF_THERE = ("code.diff",)  # a run from a tree with uncommitted changes: the changes
+KEPT_IF_THERE = ("code.diff", "code.before-resume.*.diff")  # a run from uncommitted changes: them
 # Keys that do not change a run: its sweep's name, and the trainable top's settings without a top.
 NAME_KEYS = ("sweep_name",)
 TOP_KEYS = ("model.top_lr_multiplier", "model.top_dropout")
@@ -163,9 +163,9 @@ class KeptSweep:
         for name in KEPT_FILES:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run_dir / name, staging / name)
-        for name in KEPT_IF_THERE:
-            if (run_dir / name).is_file():
-                shutil.copy2(run_dir / name, staging / name)
+        for pattern in KEPT_IF_THERE:
+            for found in run_dir.glob(pattern):
+                shutil.copy2(found, staging / found.name)
         kept_overrides = staging / ".hydra" / "overrides.yaml"
         if overrides is not None:
             kept_overrides.write_text(yaml.safe_dump(overrides))
@@ -306,9 +306,10 @@ def _completed(run: Path) -> bool:
 
 
 def _dirty(run: Path) -> bool:
-    """The run's code had uncommitted changes (its metrics.json says so; code.diff holds them)."""
+    """Some of the run's training ran code with uncommitted changes (its metrics.json says so,
+    resumes included; code.diff and code.before-resume.*.diff hold them)."""
     summary = RunSummary.read(run / "metrics.json")
-    return summary is not None and summary.provenance.get("git_dirty") is True
+    return summary is not None and summary.uncommitted_changes
 
 
 def _resumable(run: Path | None) -> bool:

@@ -63,3 +63,49 @@ def test_a_package_outside_a_checkout_of_its_own_has_no_commit(tmp_path):
     repo = repository(tmp_path / "repo")  # a folder inside another project's repository
     (repo / "site-packages").mkdir()
     assert code_state(repo / "site-packages").commit is None
+
+
+def test_a_run_started_from_uncommitted_changes_and_resumed_from_a_clean_tree_keeps_both(
+        shared_data_root, tmp_path, monkeypatch):
+    """The resume re-records the code of its own process; before, that erased the changes the run
+    started with (code.diff deleted, git_dirty false), so a dirty run could pass as a clean one."""
+    import json
+
+    import captioner.runs.run as run_module
+    from captioner.records.run_summary import RunSummary
+    from captioner.runs.provenance import CodeState
+    from tests.conftest import compose_config
+
+    patch = "diff --git a/model.py b/model.py\n--- a/model.py\n+++ b/model.py\n@@ -1 +1 @@\n-a\n+b\n"
+    dirty, clean = CodeState("c0ffee", patch), CodeState("c0ffee", "")
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(run_module, "code_state", lambda: dirty)
+    run_module.run(compose_config("trainer.max_epochs=1", data_root=shared_data_root), run_dir)
+    first = json.loads((run_dir / "metrics.json").read_text())["provenance"]
+    assert first["git_dirty"] is True and (run_dir / "code.diff").read_text() == patch
+
+    monkeypatch.setattr(run_module, "code_state", lambda: clean)
+    run_module.run(compose_config("trainer.max_epochs=2", "ckpt_path=last", data_root=shared_data_root),
+                   run_dir)
+    summary = RunSummary.read(run_dir / "metrics.json")
+    assert summary.status == "completed" and summary.provenance["git_dirty"] is False
+    assert not (run_dir / "code.diff").exists()  # this process's code: clean
+    (earlier,) = summary.provenance["code_before_resume"]
+    assert earlier["git_dirty"] is True and earlier["git_patch_sha256"] == first["git_patch_sha256"]
+    assert (run_dir / f"code.before-resume.{first['git_patch_sha256'][:12]}.diff").read_text() == patch
+    assert summary.uncommitted_changes  # what the report and the comparison driver read
+
+
+def test_the_code_before_a_resume_is_recorded_only_where_it_differs_and_is_never_dropped():
+    from captioner.records.run_summary import RunSummary
+    from captioner.runs.provenance import code_before_resume
+
+    clean = {"git_commit": "b", "git_dirty": False, "torch": "2.15"}
+    dirty = {"git_commit": "a", "git_dirty": True, "git_patch_sha256": "f00", "torch": "2.13"}
+    assert code_before_resume(clean, {**clean, "torch": "2.16"}) == []  # the same code: nothing new
+    history = code_before_resume(dirty, clean)
+    assert history == [{"git_commit": "a", "git_dirty": True, "git_patch_sha256": "f00"}]
+    resumed_again = code_before_resume({**clean, "code_before_resume": history}, clean)
+    assert resumed_again == history  # a second resume from the same clean tree keeps the first's record
+    assert RunSummary(provenance={**clean, "code_before_resume": history}).uncommitted_changes
+    assert not RunSummary(provenance=clean).uncommitted_changes

@@ -6,6 +6,7 @@ features the run trained on and writes beside it, and the sweep report reads it:
     .hydra/             config.yaml, overrides.yaml, hydra.yaml (Hydra writes them)
     metrics.json        status, test scores, history, ... (written first with status running)
     code.diff           the uncommitted changes the run trained with (only when there were any)
+    code.before-resume.<sha>.diff   a resumed run's earlier changes, where they were not these
     vocabulary.json     the train split's words
     captions.json       every test image: id, generated caption, references, CIDEr-D, BLEU counts
     examples.md         a few test captions with their attention figures (plots/)
@@ -53,6 +54,10 @@ class RunFolder:
     @property
     def code_patch(self) -> Path:
         return self.path / "code.diff"
+
+    def earlier_code_patch(self, sha256: str) -> Path:
+        """Where a resumed run keeps the patch an earlier process of it trained with."""
+        return self.path / f"code.before-resume.{sha256[:12]}.diff"
 
     @property
     def vocabulary(self) -> Path:

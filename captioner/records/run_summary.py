@@ -55,6 +55,13 @@ class RunSummary:
         extra = values.pop("extra")
         return {**extra, **{k: v for k, v in values.items() if v is not None or k == "best_val_cider"}}
 
+    @property
+    def uncommitted_changes(self) -> bool:
+        """Whether any part of the run trained code with uncommitted changes: this process's
+        (`git_dirty`) or, resumed, an earlier one's (`code_before_resume`, runs/provenance.py)."""
+        return self.provenance.get("git_dirty") is True or any(
+            code.get("git_dirty") is True for code in self.provenance.get("code_before_resume") or [])
+
     def write(self, path: Path) -> None:
         write_atomically(path, json.dumps(self.as_dict(), indent=2))
 

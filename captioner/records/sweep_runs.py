@@ -91,7 +91,7 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
             train_time_s=summary.train_time_s, history=summary.history,
             captions_per_s=summary.test_captions_per_s,
             commit=summary.provenance.get("git_commit"),
-            uncommitted_changes=bool(summary.provenance.get("git_dirty")))
+            uncommitted_changes=summary.uncommitted_changes)
         if status == "completed":
             _read_captions(folder, run)
         runs.append(run)

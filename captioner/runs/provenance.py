@@ -58,6 +58,21 @@ class CodeState:
         return record
 
 
+CODE_KEYS = ("git_commit", "git_dirty", "git_changed_files", "git_patch_sha256", "git_untracked_left_out")
+
+
+def code_before_resume(earlier: dict[str, Any], now: dict[str, Any]) -> list[dict[str, Any]]:
+    """The code a resumed run trained with before this process, oldest first, where it is not the
+    code of now: `earlier` is the provenance the run had recorded (with its own such list), `now`
+    this process's. A run started from uncommitted changes and resumed from a clean tree stays a
+    run with uncommitted changes (RunSummary.uncommitted_changes)."""
+    history = list(earlier.get("code_before_resume") or [])
+    theirs = {key: earlier[key] for key in CODE_KEYS if key in earlier}
+    if theirs and theirs != {key: now[key] for key in CODE_KEYS if key in now}:
+        history.append(theirs)
+    return history
+
+
 def code_state(checkout: Path = CHECKOUT) -> CodeState:
     """The commit `checkout` is at and its uncommitted changes: tracked files' and new files' (git's
     ignored files, such as outputs/ and data/, are not code)."""

@@ -28,7 +28,7 @@ from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.console_summary import print_summary
-from captioner.runs.provenance import CodeState, code_state, provenance
+from captioner.runs.provenance import CodeState, code_before_resume, code_state, provenance
 from captioner.runs.resume import check_resumable, resolve_checkpoint
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
@@ -78,13 +78,15 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         if resume is not None:
             check_resumable(resume, settings)
         # read before this run's summary replaces it, and kept if this run fails before its loggers exist
-        earlier_wandb_run = _recorded_wandb_run(resume) if settings.ckpt_path == "last" else None
+        earlier = _earlier_run(resume) if settings.ckpt_path == "last" else None
+        earlier_wandb_run = earlier[1].wandb_run_id if earlier is not None else None
         summary.wandb_run_id = earlier_wandb_run
         quiet_known_noise()
         if rank_zero_only.rank == 0:  # its private internals are used (training/lightning_seams.py)
             warn_if_untested_lightning()
         _write_metrics(folder, summary)  # `running` for the report
         started = True
+        _keep_earlier_code(folder, earlier, code)
         _record_code(folder, code)
         folder.drop_config_backup()
         torch.set_float32_matmul_precision("high")
@@ -123,6 +125,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         fit_began = time.perf_counter()
         trainer = make_trainer()
         summary.provenance = provenance(trainer.strategy.root_device, trainer.world_size, code)
+        if earlier is not None and (history := code_before_resume(earlier[1].provenance, summary.provenance)):
+            summary.provenance["code_before_resume"] = history  # part of it trained with that code
         _write_metrics(folder, summary)
         # weights_only: resuming never executes pickled code from a checkpoint file
         if not skips_cross_entropy(settings.scst, resume):
@@ -242,17 +246,36 @@ def _write_metrics(folder: RunFolder, summary: RunSummary) -> None:
         summary.write(folder.metrics)
 
 
-def _recorded_wandb_run(resume: CheckpointRecord | None) -> str | None:
-    """The W&B run of the run `ckpt_path=last` goes on from (this folder's own, or the earlier run
-    it found), so the resumed run continues it. A checkpoint named by its path starts a new W&B
-    run: it may be a warm start of another experiment, which must not write into that run."""
+def _earlier_run(resume: CheckpointRecord | None) -> tuple[RunFolder, RunSummary] | None:
+    """The run `ckpt_path=last` goes on from (this folder's own, or the earlier run it found) and
+    what it recorded, read before this run's summary replaces it: the resumed run continues its W&B
+    run and records its code. A checkpoint named by its path is not one: it may be a warm start of
+    another experiment, which must not write into that W&B run."""
     if resume is None:
         return None
+    folder = RunFolder.of_checkpoint(resume.path)
     try:
-        earlier = RunFolder.of_checkpoint(resume.path).summary()
+        earlier = folder.summary()
     except ValueError:  # a half-written metrics.json: W&B starts a new run, the training goes on
         return None
-    return earlier.wandb_run_id if earlier is not None else None
+    return (folder, earlier) if earlier is not None else None
+
+
+def _keep_earlier_code(folder: RunFolder, earlier: tuple[RunFolder, RunSummary] | None,
+                       code: CodeState) -> None:
+    """A resumed run's earlier uncommitted changes, where this process trains other code: kept as
+    code.before-resume.<sha>.diff (code.diff names this process's changes; metrics.json's
+    `code_before_resume` names the earlier ones), so no code that trained the run is lost."""
+    if rank_zero_only.rank != 0 or earlier is None:
+        return
+    earlier_folder, summary = earlier
+    for patch in earlier_folder.path.glob("code.before-resume.*.diff"):  # from resumes before it
+        if not (folder.path / patch.name).exists():
+            write_atomically(folder.path / patch.name, patch.read_text())
+    sha = summary.provenance.get("git_patch_sha256")
+    if sha and sha != code.patch_sha256 and earlier_folder.code_patch.is_file() \
+            and not folder.earlier_code_patch(sha).exists():
+        write_atomically(folder.earlier_code_patch(sha), earlier_folder.code_patch.read_text())
 
 
 def _as_float(value: Any) -> float | None:
