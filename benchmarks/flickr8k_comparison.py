@@ -12,7 +12,8 @@ per-image scores, .hydra/ with the overrides) in `docs/<sweep>/runs/<nn>-<cell>-
 rewrites the report from everything kept so far. Not after each run: a kept folder is a change to
 the checkout, and every later run would record its tree as dirty. The runs (15-40 min each on a
 2-core CPU) can span machine sessions (`--max-runs N` a session, then commit the kept folder); a run
-that completed after its driver stopped is kept the next time. Checkpoints, features and figures
+that completed after its driver stopped is kept the next time (if it trained what its cell composes
+now: a trial with other settings in the driver's folder is neither kept nor resumed). Checkpoints, features and figures
 stay under outputs/ and data/. A run cut off (the session ended, a kill) goes on from its last
 checkpoint the next time the driver runs (`ckpt_path=last` in its own folder: it ends as the
 uninterrupted run would). Before it trains, it warns when the checkout has uncommitted changes, and
@@ -234,6 +235,13 @@ class KeptSweep:
                                      *self.extra_overrides])
         return OmegaConf.to_container(cfg, resolve=False)
 
+    def trained_otherwise(self, cell: dict[str, str], run: Path) -> list[str]:
+        """The settings on which `run` (say, a trial with trainer.max_epochs=1 in the driver's
+        folder) trained other than the cell composes now; [] where its config is not recorded."""
+        config = run / ".hydra" / "config.yaml"
+        saved = _read_yaml(config) if config.is_file() else None
+        return config_differences(self.composed_config(cell), saved) if isinstance(saved, dict) else []
+
     def adoptable(self, cell: dict[str, str], other_kept: Path, clean_only: bool = False) -> Path | None:
         """A completed run kept under `other_kept` that trained exactly what this cell would
         (`clean_only`: and from a tree without uncommitted changes)."""
@@ -417,6 +425,10 @@ def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: b
                       flush=True)
                 not_completed.append(cell)
                 continue
+            if newest is not None and (differences := sweep.trained_otherwise(cell, newest)):
+                print(f"{cell_name(cell)}: {newest} trained other settings ({', '.join(differences[:5])}): "
+                      "neither kept nor resumed", flush=True)
+                newest = None
             if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
                 run_dir = newest
             else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)

@@ -262,3 +262,28 @@ def test_a_sigterm_to_the_driver_alone_reaches_its_run_which_saves_and_stops(tmp
     assert summary["status"] == "preempted", summary.get("error")
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime > signalled[0]  # saved when told to
     assert driver._resumable(run)
+
+
+def test_a_run_in_the_drivers_folder_that_trained_other_settings_is_neither_kept_nor_resumed(
+        tmp_path, capsys):
+    driver = _driver()
+    sweep = driver.KeptSweep(kept=tmp_path / "runs")
+    sweep.outputs = tmp_path / "outputs"
+    first, second = sweep.cells()[:2]
+    composed = sweep.composed_config(first)
+    trial = _run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0")
+    (trial / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {**composed, "trainer": {**composed["trainer"], "max_epochs": 1}}))
+    same = _run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(second)}" / "0")
+    (same / ".hydra" / "config.yaml").write_text(yaml.safe_dump(sweep.composed_config(second)))
+    trained = []
+
+    def train(cell: dict, resume: Path | None = None) -> Path:
+        trained.append((cell, resume))
+        return _run(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0")
+
+    sweep.train = train
+    kept, _, _ = driver.train_then_keep(sweep, [first, second])
+    assert trained == [(first, None)]  # the trial is not resumed either; the matching run is kept as is
+    assert "trained other settings (trainer.max_epochs)" in capsys.readouterr().out
+    assert len(kept) == 2
