@@ -13,12 +13,12 @@ rewrites the report from everything kept so far. Not after each run: a kept fold
 the checkout, and every later run would record its tree as dirty. The runs (15-40 min each on a
 2-core CPU) can span machine sessions (`--max-runs N` a session, then commit the kept folder); a run
 that completed after its driver stopped is kept the next time (if it trained what its cell composes
-now: a trial with other settings in the driver's folder is neither kept nor resumed). Checkpoints, features and figures
-stay under outputs/ and data/. A run cut off (the session ended, a kill) goes on from its last
-checkpoint the next time the driver runs (`ckpt_path=last` in its own folder: it ends as the
-uninterrupted run would). Before it trains, it warns when the checkout has uncommitted changes, and
-with `--retrain-dirty` refuses to start. `--dry-run` lists the runs still missing, without adopting
-any.
+now: a trial with other settings in the driver's folder is neither kept nor resumed). Checkpoints,
+features and figures stay under outputs/ and data/. A run cut off (the session ended, a kill) goes
+on from its last checkpoint the next time the driver runs (`ckpt_path=last` in its own folder: it
+ends as the uninterrupted run would). Before it trains, it warns when the checkout has uncommitted
+changes, and with `--retrain-dirty` refuses to start. `--dry-run` lists the runs still missing,
+without adopting any.
 
 Stopping it: Ctrl+C or SIGTERM to the driver reaches the run in progress as a SIGTERM, which saves
 a checkpoint at the end of its batch (up to STOP_GRACE_S; then it is killed); the completed runs are

@@ -25,16 +25,18 @@ RULE = load_rule()
 
 
 def simulated_comparison(rng: np.random.Generator, effect: float, seeds: int, images: int, seed_sd: float,
-                         image_sd: float, resamples: int = 200) -> Estimate:
+                         image_sd: float, resamples: int = 200, caption_sd: float = 0.0) -> Estimate:
     """Two settings, each trained once per seed and scored per image on one test sample.
 
     An image's score = its difficulty (shared by every run) + the setting's own way with that image
     (shared by its seeds: what another test sample would change) + the run's offset (training's
-    randomness) + the true effect on one side. The test sample is drawn anew each call."""
+    randomness) + the run's own caption for that image (`caption_sd`: neither shared by the seeds
+    nor fixed by the test sample) + the true effect on one side. The test sample is drawn anew
+    each call."""
     difficulty = rng.normal(0, 1, images)
     own_way = rng.normal(0, image_sd, (2, images))
-    scores = [[difficulty + own_way[side] + rng.normal(0, seed_sd) + effect * side for _ in range(seeds)]
-              for side in (0, 1)]
+    scores = [[difficulty + own_way[side] + rng.normal(0, seed_sd) + rng.normal(0, caption_sd, images)
+               + effect * side for _ in range(seeds)] for side in (0, 1)]
     resampler = ImageResampler(resamples, seed=int(rng.integers(1 << 30)))
     weights = resampler.weights([str(i) for i in range(images)])
     resampled = np.array([[weights @ run / weights.sum(axis=1) for run in side] for side in scores])
@@ -53,6 +55,21 @@ def test_the_combined_interval_covers_a_known_effect_90_to_99_percent_of_the_tim
         low, high = found.interval(0.95)
         covered += low <= effect <= high
     assert 0.90 <= covered / repeats <= 0.99
+
+
+def test_the_interval_is_conservative_where_each_runs_own_captions_dominate():
+    """Each run's caption noise per image (caption_sd) is counted twice: in the seeds' spread and in
+    the image bootstrap of their mean. Measured on the Flickr8k comparison it is about half of
+    s^2/n, so the intervals there are wider than they need be (never narrower): a documented
+    limitation (combined_interval.py), pinned here so that a fix shows up as a change."""
+    rng = np.random.default_rng(11)
+    effect, repeats = 0.03, 300
+    found = [simulated_comparison(rng, effect, seeds=3, images=400, seed_sd=0.002, image_sd=0.21,
+                                  caption_sd=0.45) for _ in range(repeats)]
+    covered = np.mean([low <= effect <= high for low, high in (f.interval(0.95) for f in found)])
+    spread = np.std([f.value for f in found], ddof=1)
+    assert covered >= 0.96  # rather than 0.95
+    assert np.mean([f.standard_error for f in found]) > 1.1 * spread
 
 
 def test_seeds_alone_or_images_alone_would_not_cover_in_the_other_regime():
