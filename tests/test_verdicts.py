@@ -3,6 +3,7 @@ Holm's correction and the rule file."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from captioner.compare.bootstrap import ImageResampler
 from captioner.compare.combined_interval import Estimate, estimate
 from captioner.compare.decision_rule import (
     BETTER,
+    DEFAULT_CLAIMS,
     EQUIVALENT,
     INCONCLUSIVE,
     WORSE,
@@ -41,7 +43,8 @@ def simulated_comparison(rng: np.random.Generator, effect: float, seeds: int, im
     weights = resampler.weights([str(i) for i in range(images)])
     resampled = np.array([[weights @ run / weights.sum(axis=1) for run in side] for side in scores])
     per_seed = resampled[1, :, 0] - resampled[0, :, 0]
-    return estimate(per_seed, (resampled[1, :, 1:] - resampled[0, :, 1:]).mean(axis=0))
+    differences = resampled[1, :, 1:] - resampled[0, :, 1:]  # seeds x resamples
+    return estimate(per_seed, differences.mean(axis=0), differences)
 
 
 @pytest.mark.parametrize("seed_sd, image_sd", [(0.05, 0.1), (0.002, 0.5)],
@@ -70,6 +73,25 @@ def test_the_interval_is_conservative_where_each_runs_own_captions_dominate():
     spread = np.std([f.value for f in found], ddof=1)
     assert covered >= 0.96  # rather than 0.95
     assert np.mean([f.standard_error for f in found]) > 1.1 * spread
+
+
+@pytest.mark.parametrize("seed_sd, image_sd, caption_sd", [(0.002, 0.21, 0.45), (0.05, 0.1, 0.0)],
+                         ids=["captions-dominate", "seed-noise-dominates"])
+def test_the_unbiased_interval_covers_near_95_percent_with_or_without_caption_noise(seed_sd, image_sd,
+                                                                                   caption_sd):
+    """`interval: unbiased` takes the caption noise counted twice out of the images' part once."""
+    rng = np.random.default_rng(11)
+    effect, repeats = 0.03, 300
+    found = []
+    for _ in range(repeats):
+        conservative = simulated_comparison(rng, effect, seeds=3, images=400, seed_sd=seed_sd,
+                                            image_sd=image_sd, caption_sd=caption_sd)
+        found.append(replace(conservative, unbiased=True))
+    covered = np.mean([low <= effect <= high for low, high in (f.interval(0.95) for f in found)])
+    ratio = np.mean([f.standard_error for f in found]) / np.std([f.value for f in found], ddof=1)
+    assert 0.90 <= covered <= 0.99 and 0.85 <= ratio <= 1.15
+    if caption_sd:  # there is something to take out, and it is what the conservative interval adds
+        assert all(f.caption_variance > 0 and f.image_part < f.image_variance for f in found)
 
 
 def test_seeds_alone_or_images_alone_would_not_cover_in_the_other_regime():
@@ -140,3 +162,9 @@ def test_a_bad_rule_file_is_named(tmp_path: Path):
         load_rule(path)
     message = str(error.value)
     assert str(path) in message and "alpha" in message and "seeds_required" in message and "ratio" in message
+    path.write_text(DEFAULT_CLAIMS.read_text().replace("interval: conservative", "interval: narrow"))
+    with pytest.raises(ValueError, match=r"interval must be conservative or unbiased, got 'narrow'"):
+        load_rule(path)
+    assert RULE.interval == "conservative"  # the declared rule of the committed reports
+    path.write_text(DEFAULT_CLAIMS.read_text().replace("interval: conservative", "interval: unbiased"))
+    assert load_rule(path).interval == "unbiased" and "unbiased" in load_rule(path).describe()

@@ -23,6 +23,7 @@ from captioner.compare.combined_interval import Estimate
 DEFAULT_CLAIMS = Path(__file__).resolve().parents[1] / "conf" / "claims.yaml"  # captioner/conf/
 BETTER, WORSE, EQUIVALENT, INCONCLUSIVE = "better", "worse", "equivalent", "inconclusive"
 MEASURES = ("cider", "ratio", "share", "speed")
+INTERVALS = ("conservative", "unbiased")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class DecisionRule:
     correction: str  # holm | none
     margins: dict[str, float]
     source: Path
+    interval: str = "conservative"  # conservative | unbiased (combined_interval.py)
 
     def margin(self, measure: str) -> float:
         return self.margins[measure]
@@ -46,7 +48,11 @@ class DecisionRule:
                 f"{100 * (1 - 2 * self.alpha):g}% interval lies inside +-margin (TOST; margins: {margins}); "
                 f"**inconclusive** otherwise, and for any comparison with fewer than {self.seeds_required} "
                 f"seeds a side. Intervals cover training's randomness (seeds) and the test sample (a "
-                f"paired bootstrap over images) together, with Welch-Satterthwaite degrees of freedom. "
+                f"paired bootstrap over images) together, with Welch-Satterthwaite degrees of freedom"
+                + (" (conservative: each run's own caption noise counts in both). "
+                   if self.interval == "conservative" else
+                   " (unbiased: each run's own caption noise, counted in both, is taken out of the "
+                   "images' part once). ")
                 + ("Holm's correction runs over every verdict in this report at once."
                    if self.correction == "holm" else "No correction for multiple verdicts."))
 
@@ -73,12 +79,15 @@ def load_rule(path: Path = DEFAULT_CLAIMS) -> DecisionRule:
         problems.append(f"seeds_required must be a whole number >= 2, got {seeds!r}")
     if loaded.get("correction") not in ("holm", "none"):
         problems.append(f"correction must be holm or none, got {loaded.get('correction')!r}")
+    if loaded.get("interval", "conservative") not in INTERVALS:
+        problems.append(f"interval must be {' or '.join(INTERVALS)}, got {loaded.get('interval')!r}")
     if loaded.get("decides") not in ("cider", "bleu4"):
         problems.append(f"decides must be cider or bleu4, got {loaded.get('decides')!r}")
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     return DecisionRule(loaded["decides"], tuple(loaded.get("shown_beside") or ()), float(alpha), seeds,
-                        loaded["correction"], {m: float(margins[m]) for m in MEASURES}, path)
+                        loaded["correction"], {m: float(margins[m]) for m in MEASURES}, path,
+                        loaded.get("interval", "conservative"))
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ class SweepCells:
     """The completed runs with per-image scores, by cell and seed, and their statistics."""
 
     def __init__(self, runs: Sequence[RunResult], factors: Sequence[str], resampler: ImageResampler,
-                 baselines: dict[tuple[str, ...], LeaveOneOut] | None = None):
+                 baselines: dict[tuple[str, ...], LeaveOneOut] | None = None, unbiased: bool = False):
         self.factors = [f for f in factors if f != REPLICATE]
+        self.unbiased = unbiased  # the rule's `interval: unbiased` (combined_interval.py)
         self.levels = {f: factor_levels(runs, f) for f in self.factors}
         self.resampler = resampler
         self.baselines = baselines or {}  # test set (sorted image ids) -> humans and runs
@@ -119,7 +120,7 @@ class SweepCells:
                 return None
             per_seed.append(sum(w * v for (w, _), v in zip(terms, values, strict=True)))
         rows = np.array(per_seed)  # (seeds, 1 + resamples)
-        return estimate(rows[:, 0], rows[:, 1:].mean(axis=0))
+        return estimate(rows[:, 0], rows[:, 1:].mean(axis=0), rows[:, 1:], self.unbiased)
 
     def metric_for(self, terms: Sequence[tuple[float, Cell]], metric: str) -> str | None:
         """`metric`, or RATIO for CIDEr-D across different test sets (None for other scores there)."""

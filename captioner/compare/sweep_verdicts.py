@@ -44,7 +44,8 @@ class SweepVerdicts:
         colours = next((g for g in groups if g.name == COLOURS), None)
         self.content_groups, self.colour_group = list(groups), colours
         self.baselines = human_baselines(runs, colours)
-        self.cells = SweepCells(runs, factors, ImageResampler(resamples), self.baselines)
+        self.cells = SweepCells(runs, factors, ImageResampler(resamples), self.baselines,
+                                unbiased=rule.interval == "unbiased")
         self.measures = GroupMeasures(self.cells)
         self.effects = {f: self._effects(f) for f in self.cells.factors}
         self.interactions = self._paired_with_beside(self.cells.interactions(rule.decides),
