@@ -5,6 +5,8 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from captioner.runs.provenance import code_state
 
 
@@ -65,6 +67,7 @@ def test_a_package_outside_a_checkout_of_its_own_has_no_commit(tmp_path):
     assert code_state(repo / "site-packages").commit is None
 
 
+@pytest.mark.slow  # two runs, one of them a resume
 def test_a_run_started_from_uncommitted_changes_and_resumed_from_a_clean_tree_keeps_both(
         shared_data_root, tmp_path, monkeypatch):
     """The resume re-records the code of its own process; before, that erased the changes the run
