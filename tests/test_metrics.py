@@ -1,5 +1,6 @@
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,45 @@ def test_python_tokenizer_matches_ptb_on_ordinary_captions():
         "Two people; one is smiling?"]
     ptb = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(captions)})
     assert [simple_ptb_tokenize(c) for c in captions] == [ptb[i][0] for i in range(len(captions))]
+
+
+HARD_CAPTIONS = ["A boy in a t-shirt on a snow-covered hill .", "It is 3.5 m tall , 1,000 people , 5:30 pm",
+                 "Made in the U.S. by Mr. Smith Jr. for U. Miami", "I cannot go , they're gonna win",
+                 "a <unk> dog near a statefarm.com sign", "a slip 'n' slide at five o'clock",
+                 "the letter \" P. \"", "can't won't shouldn't", "the dogs' toys and a child's ball"]
+
+
+def test_python_tokenizer_matches_ptb_on_compounds_numbers_and_abbreviations():
+    """Before: t-shirt, 3.5, u.s. and cannot came apart without Java, so the scores of a machine
+    without Java (the GPU box) differed from one with it (on 1,004 of Flickr8k's 40,455 captions)."""
+    from captioner.scoring.coco_metrics import java_ptb_tokenize
+
+    assert [simple_ptb_tokenize(c) for c in HARD_CAPTIONS] == java_ptb_tokenize(HARD_CAPTIONS)
+    assert simple_ptb_tokenize(HARD_CAPTIONS[0]) == "a boy in a t-shirt on a snow-covered hill"
+
+
+FLICKR8K_TOKENS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flickr8k" / "Flickr8k.token.txt"
+
+
+@pytest.mark.skipif(not FLICKR8K_TOKENS.is_file(), reason="needs ../shared/data/flickr8k")
+def test_python_tokenizer_matches_ptb_on_every_flickr8k_caption():
+    from captioner.scoring.coco_metrics import java_ptb_tokenize
+
+    lines = FLICKR8K_TOKENS.read_text(encoding="utf-8").split("\n")
+    captions = [line.split("\t", 1)[1] for line in lines if "\t" in line]
+    differ = [c for c, java in zip(captions, java_ptb_tokenize(captions), strict=True)
+              if simple_ptb_tokenize(c) != java]
+    assert len(captions) > 40_000 and differ == []
+
+
+def test_a_line_break_inside_a_caption_does_not_shift_the_references_of_later_images():
+    """Java breaks lines at \r and U+2028 too: one such caption moved every later reference onto
+    the wrong image, silently."""
+    from captioner.scoring.coco_metrics import java_ptb_tokenize, ptb_tokenize
+
+    captions = {0: ["a dog\rruns"], 1: ["a cat\u2028sits", "a cat"], 2: ["a bird", ""]}
+    assert ptb_tokenize(captions) == {0: ["a dog runs"], 1: ["a cat sits", "a cat"], 2: ["a bird", ""]}
+    assert java_ptb_tokenize(["a", "", "b", ""]) == ["a", "", "b", ""]  # empty ones at the end too
 
 
 def test_without_java_meteor_is_left_out_and_the_rest_unchanged(monkeypatch, caplog):
