@@ -77,3 +77,15 @@ def test_features_from_another_cnn_are_refused(trained_run, tmp_path):
     _, other = prepare(settings_of(cfg))
     with pytest.raises(CheckpointError, match="cnn: checkpoint 'vgg16', features 'resnet101'"):
         evaluate(trained_run / "checkpoints" / "last.ckpt", features=other, accelerator="cpu")
+
+
+def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():
+    """The COCO readers know an image by its file's stem; coco-caption's loadRes wants COCO's own
+    integer id, or it refuses the results file."""
+    from captioner.inference.evaluate import results_image_id
+
+    assert results_image_id("COCO_val2014_000000391895") == 391895
+    assert results_image_id("COCO_train2014_000000000009") == 9
+    assert results_image_id("1000092795") == 1000092795  # Flickr30k
+    assert results_image_id("1000268201_693b08cb0e") == "1000268201_693b08cb0e"  # Flickr8k
+    assert results_image_id("COCO_val2014_x") == "COCO_val2014_x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,15 @@ class FeaturesNotFoundError(UserError, FileNotFoundError):
 CNN_RECORD_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
 
 
-def _results_image_id(image_id: str) -> int | str:
-    # COCO's own ids are integers, and coco-caption matches them by value.
+_COCO_FILE_STEM = re.compile(r"COCO_[a-z]+\d{4}_(\d+)")  # COCO_val2014_000000391895
+
+
+def results_image_id(image_id: str) -> int | str:
+    """The id coco-caption's results.json gives an image: COCO's own integer (the readers know a
+    COCO image by its file's stem, COCO_val2014_000000391895 -> 391895; coco-caption's loadRes
+    refuses ids its annotations do not have), an all-digit id as a number, any other id as it is."""
+    if found := _COCO_FILE_STEM.fullmatch(image_id):
+        return int(found.group(1))
     return int(image_id) if image_id.isdigit() else image_id
 
 
@@ -84,7 +92,7 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     if trainer.is_global_zero:
         output = Path(output) if output else folder.evaluation(split, options.strategy)
         output.mkdir(parents=True, exist_ok=True)
-        results = [{"image_id": _results_image_id(image_ids[index]), "caption": captions[index]}
+        results = [{"image_id": results_image_id(image_ids[index]), "caption": captions[index]}
                    for index in sorted(captions)]
         write_atomically(output / "results.json", json.dumps(results, indent=1))
         write_atomically(output / "scores.json", json.dumps(summary, indent=1))
