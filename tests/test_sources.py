@@ -11,7 +11,7 @@ from PIL import Image
 
 from captioner.runs.run import run
 from captioner.sources import load_records
-from captioner.sources.checks import DatasetLayoutError
+from captioner.sources.checks import DatasetFormatError, DatasetLayoutError
 from captioner.sources.iapr import first_sentence
 from tests.conftest import REPO, compose_config
 
@@ -132,6 +132,33 @@ def test_flickr8k_csv_and_karpathy_layouts(tmp_path):
     karpathy(root, root / "Flicker8k_Dataset", "dataset_flickr8k.json")
     records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
     assert _splits(records) == {"train": 8, "val": 2, "test": 2}  # restval joins train
+
+
+def test_flickr8k_files_that_would_mix_splits_or_cut_captions_are_named(tmp_path):
+    """An image in two split files would leak its captions into the other split; a caption with an
+    unquoted comma was cut at the comma, silently."""
+    options = compose_config(dataset="flickr8k").dataset
+    root = flickr8k_official(tmp_path / "official")
+    dev = root / "Flickr_8k.devImages.txt"
+    dev.write_text(dev.read_text() + "1000_abcdef.jpg\n")  # a train image
+    with pytest.raises(DatasetFormatError, match=r"Flickr_8k.devImages.txt: 1000_abcdef.jpg is also in the "
+                                                 r"train split \(Flickr_8k.trainImages.txt\)"):
+        load_records("flickr8k", root, options)
+    root = flickr8k_csv(tmp_path / "csv")
+    table = root / "captions.txt"
+    table.write_text(table.read_text() + "2000_x.jpg,A dog , running .\n")
+    with pytest.raises(DatasetFormatError, match=r"captions.txt:62: more fields than the header"):
+        load_records("flickr8k", root, options)
+
+
+def test_coco_max_captions_with_the_karpathy_split_is_refused_not_ignored(tmp_path):
+    root = tmp_path / "coco"
+    root.mkdir()
+    karpathy(root, root, "dataset_coco.json", filepath="val2014")
+    options = compose_config(dataset="coco").dataset
+    options.split, options.max_captions = "karpathy", 30
+    with pytest.raises(ValueError, match="dataset.max_captions applies to dataset.split=random"):
+        load_records("coco", root, options)
 
 
 @pytest.mark.skipif(not SHARED_FLICKR8K.is_dir(), reason="the shared Flickr8k test files are absent")

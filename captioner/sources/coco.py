@@ -37,6 +37,9 @@ def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     root = require_root(root, "coco", DOWNLOAD)
     split = options.get("split", "random")
     if split == "karpathy":
+        if options.get("max_captions"):  # the prior study's subset is drawn from the official captions
+            raise ValueError("dataset.max_captions applies to dataset.split=random (the official "
+                             "annotations); with split=karpathy, use dataset.max_images")
         records = read_karpathy_split(root / options.get("karpathy_json", "dataset_coco.json"), root, "coco",
                                       images_option=None)
         return _subset(records, options)

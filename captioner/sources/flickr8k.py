@@ -86,6 +86,10 @@ def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
     for split, name in OFFICIAL_SPLIT_FILES.items():
         listed = require_file(root / name, "flickr8k", f"the {split} split")
         for image in read_text(listed, "flickr8k").split():
+            if split_of.get(image, split) != split:  # in two splits: its captions would leak
+                other = split_of[image]
+                raise DatasetFormatError(f"{listed}: {image} is also in the {other} split "
+                                         f"({OFFICIAL_SPLIT_FILES[other]}); an image belongs to one")
             split_of[image] = split
     records, missing, unsplit = [], [], 0
     for image, texts in captions.items():
@@ -116,6 +120,10 @@ def _csv(root: Path, images_dir: Path, options: Mapping[str, Any]) -> list[Image
         raise DatasetFormatError(f"{table}: expected a header 'image,caption', got {reader.fieldnames}")
     reader.fieldnames = [f.strip() for f in reader.fieldnames]
     for row in reader:
+        if row.get(None):  # more fields than the header: a caption's comma was not quoted
+            raise DatasetFormatError(f"{table}:{reader.line_num}: more fields than the header "
+                                     f"'image,caption' ({row[None]!r} left over): quote a caption "
+                                     'that has a comma ("A dog , running .")')
         if row["image"]:
             captions[row["image"].strip()].append(row["caption"] or "")
     captions = real_captions(captions, "flickr8k", table)
