@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image
 
 from captioner.features.cache import ensure_features, expected_identity, prepare
 from captioner.features.feature_file import (
@@ -185,10 +186,24 @@ def test_a_decompression_bomb_among_the_images_is_skipped_and_counted(tmp_path):
     read = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path))
     assert sorted(read.skipped) == [5] and "decompression bomb" in read.skipped[5]
     assert 5 not in np.concatenate(list(read.splits.values()))
-    cfg.dataset.strict = True  # strict: the same file stops the extraction, named
-    cfg.cnn.seed = 1
+    cfg.dataset.strict = True  # strict: not even the file made without it is reused; extraction stops, named
     with pytest.raises(ImageReadError, match=f"{bomb}: cannot read image"):
         ensure_features(settings_of(cfg), records, tmp_path)
+
+
+def test_images_rebuilt_under_the_same_names_are_extracted_again(tmp_path, caplog):
+    """Ids, captions and splits alone matched: shapes rebuilt at another dataset.image_size, or a
+    re-encoded copy of a dataset, were served the old images' features."""
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    path = ensure_features(settings_of(cfg), records, tmp_path)
+    before = FeatureFile(path).identity["records"]
+    with Image.open(records[3].path) as image:
+        image.resize((48, 48)).save(records[3].path)  # the same name, another image
+    with caplog.at_level(logging.WARNING):
+        again = ensure_features(settings_of(cfg), records, tmp_path)
+    assert "stale or damaged (records: file has" in caplog.text
+    assert FeatureFile(again).identity["records"] != before
 
 
 def test_calibration_skips_unreadable_images_and_names_them_when_none_is_left(tmp_path, caplog):

@@ -68,16 +68,17 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
     path = Path(explicit_path) if explicit else default_features_path(data_root, dataset.name, cnn.name,
                                                                       cnn.trainable_blocks)
     identity = expected_identity(dataset.name, cnn, records)
+    strict = bool(dataset.strict)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
     # works. Complete files appear by an atomic rename, so none is ever seen half-written.
-    if path.exists() and not _differences(path, identity) and not (verify and _damage(path)):
+    if path.exists() and not _differences(path, identity, strict) and not (verify and _damage(path)):
         log.info("reusing features %s", path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     # Runs of a sweep that need the same file wait here while the first one extracts it.
     with _exclusive(path):
         if path.exists():
-            differences = _differences(path, identity)
+            differences = _differences(path, identity, strict)
             damage = _damage(path) if verify and not differences else None
             if not differences and damage is None:
                 log.info("reusing features %s", path)
@@ -96,12 +97,18 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
                                 num_workers=cnn.num_workers, strict=dataset.strict, device=device)
 
 
-def _differences(path: Path, expected: dict[str, Any]) -> list[str]:
-    """Why the file at `path` was made for another config ([]: it was made for this one)."""
+def _differences(path: Path, expected: dict[str, Any], strict: bool = False) -> list[str]:
+    """Why the file at `path` was made for another config ([]: it was made for this one);
+    `strict` (dataset.strict): a file that skipped unreadable images is not one."""
     try:
-        found = FeatureFile(path).identity
+        file = FeatureFile(path)
+        found = file.identity
     except FeatureFileError as error:
         return [str(error)]
+    if strict and file.skipped:
+        reasons = "; ".join(map(str, file.skipped.values()))[:300]
+        return [f"it skipped {len(file.skipped)} unreadable image(s) ({reasons}), and dataset.strict=true "
+                "stops at one"]
     expected = {"trainable_blocks": 0, **expected}  # a file of a trainable top is no frozen CNN's file
     found = {"trainable_blocks": 0, **found}
     return [f"{key}: file has {found.get(key)!r}, config wants {value!r}"

@@ -68,10 +68,18 @@ def partial_path(path: Path) -> Path:
 
 
 def records_fingerprint(records: Sequence[ImageRecord]) -> str:
-    """Hash of what the file's non-feature content depends on: ids, captions, splits, order."""
+    """Hash of what the file depends on besides the CNN: ids, captions, splits, order, and each
+    image file's size, so that images rebuilt at another size (shapes' dataset.image_size) or a
+    re-encoded copy of a dataset under the same names are extracted again, not served old
+    features. (Sizes, not contents: reading every image to reuse a file would cost what
+    extracting it costs.)"""
     digest = hashlib.sha256()
     for r in records:
-        digest.update(json.dumps([r.image_id, r.split, r.captions]).encode())
+        try:
+            size = os.stat(r.path).st_size
+        except OSError:  # not there: extraction skips and lists it
+            size = None
+        digest.update(json.dumps([r.image_id, r.split, r.captions, size]).encode())
     return digest.hexdigest()[:16]
 
 
