@@ -376,3 +376,17 @@ def test_the_identity_a_features_file_is_reused_by_is_the_one_earlier_versions_w
                         "weights": {"kind": "random", "seed": 0, "calibration_images": 64},
                         "input_size": 64,
                         "normalisation": [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]}
+
+
+def test_a_first_batch_that_is_not_finite_sets_no_scale(tmp_path):
+    """A scale of 0 saved from an inf RMS would make a resumed extraction store zeros for every
+    image (finite, checksummed: nothing later would notice)."""
+    from captioner.features.extraction import unit_rms_scale
+
+    partial = tmp_path / "shapes-vgg16.h5.partial"
+    assert unit_rms_scale(np.float64(4.0), partial, "the CNN's features") == 0.25
+    assert unit_rms_scale(0.0, partial, "the CNN's features") == 1.0  # all-zero batch: left as is
+    for rms in (np.inf, np.nan):
+        with pytest.raises(FeatureFileError, match=f"{partial}: the CNN's features on the first batch are "
+                                                   "not finite"):
+            unit_rms_scale(rms, partial, "the CNN's features")

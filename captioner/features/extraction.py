@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from captioner.features.backbones import build_backbone, calibrate_random_network, split_backbone
-from captioner.features.feature_file import FeatureFileWriter
+from captioner.features.feature_file import FeatureFileError, FeatureFileWriter
 from captioner.features.image_batches import ImageFiles, ImageReadError, decoding_place, image_batches
 from captioner.settings import CnnSettings
 from captioner.sources import ImageRecord
@@ -50,6 +51,19 @@ def _top_attributes(cnn: CnnSettings, probe: torch.Tensor, scale: float) -> dict
     return {"top_grid": [int(d) for d in probe.shape[2:]], "top_channels": int(probe.shape[1]),
             "top_scale": float(scale), "top_rule": f"the CNN's last {cnn.trainable_blocks} blocks run in the "
             "model on these activations (/ feature_scale); their output x top_scale has unit RMS"}
+
+
+def unit_rms_scale(rms: Any, partial: Path, what: str) -> float:
+    """1 / the first batch's RMS, the factor every image's features are stored at. A non-finite RMS
+    is an error before anything is saved: a scale of 0 written to the partial file would make a
+    resumed extraction store every image as zeros, which pass every later check."""
+    rms = float(rms)
+    if not math.isfinite(rms):
+        raise FeatureFileError(
+            f"{partial}: {what} on the first batch are not finite (RMS {rms}), so no scale can be set: "
+            "a broken CNN or weights file, or an uncalibrated random network overflowing float16 on "
+            "a GPU (raise cnn.calibration_images)")
+    return 1.0 / rms if rms > 0 else 1.0
 
 
 def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSettings,
@@ -102,8 +116,8 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
             if scale is None:
                 # An uncalibrated random InceptionV3 reaches ~1e11 and overflows float16: scale the
                 # file once so its first batch has unit RMS; the same factor applies to every image.
-                rms = float(np.sqrt(np.mean(np.square(regions, dtype=np.float64))))
-                scale = 1.0 / rms if rms > 0 else 1.0
+                scale = unit_rms_scale(np.sqrt(np.mean(np.square(regions, dtype=np.float64))),
+                                       writer.partial, "the CNN's features")
                 writer.set_attrs(feature_scale=scale)
             if top is not None and top_scale is None:
                 # The top's output (the CNN's final grid) gets unit RMS on the first batch, as a
@@ -111,8 +125,8 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                 with torch.inference_mode():
                     final = top(torch.from_numpy(regions).to(device).transpose(1, 2).reshape(
                         len(regions), channels, grid_h, grid_w)).float()
-                rms = float(final.square().mean().sqrt())
-                top_scale = 1.0 / rms if rms > 0 else 1.0
+                top_scale = unit_rms_scale(final.double().square().mean().sqrt(), writer.partial,
+                                           "the CNN top's output")
                 writer.set_attrs(top_scale=top_scale)
             # float32 arithmetic whether `scale` was just computed or read back from the file, so
             # a resumed extraction rounds to float16 exactly as an uninterrupted one.
