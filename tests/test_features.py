@@ -390,3 +390,20 @@ def test_a_first_batch_that_is_not_finite_sets_no_scale(tmp_path):
         with pytest.raises(FeatureFileError, match=f"{partial}: the CNN's features on the first batch are "
                                                    "not finite"):
             unit_rms_scale(rms, partial, "the CNN's features")
+
+
+def test_a_file_replaced_by_another_runs_extraction_is_refused_not_read_as_this_runs(tmp_path):
+    """Two runs of a sweep that differ in, say, CNN weights share the default path and take turns
+    re-extracting it; a loader worker opening it by path would read the other run's features."""
+    records = _records(6)
+    features = np.random.default_rng(0).normal(size=(6, 4, 6)).astype(np.float32)
+    path = _write(tmp_path / "f.h5", records, features)
+    read = FeatureFile(path)
+    other = tmp_path / "other.h5"
+    writer = FeatureFileWriter(other, records, 4, 6, {"cnn": "test", "weights": "other"})
+    writer.write(0, features * 2)
+    writer.finish(grid=[2, 2])
+    writer.close()
+    os.replace(other, path)  # as the other run's extraction renames its file into place
+    with pytest.raises(FeatureFileError, match=f"{path} was replaced since this run read it"):
+        read.read([0])

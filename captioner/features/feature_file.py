@@ -416,8 +416,17 @@ class FeatureFile:
     def _features(self) -> h5py.Dataset:
         # h5py handles do not survive fork/pickle: each worker process opens its own.
         if self._handle is None or self._pid != os.getpid():
-            self._handle = h5py.File(self.path, "r")
-            self._pid = os.getpid()
+            handle = h5py.File(self.path, "r")
+            if _attr_value(handle.attrs.get("identity")) != self.attrs["identity"]:
+                # another run re-extracted the file for other settings since this one read it
+                # (they share the default path): its features would be read as this run's
+                found = _attr_value(handle.attrs.get("identity"))
+                handle.close()
+                raise FeatureFileError(
+                    f"{self.path} was replaced since this run read it, by a file made for other "
+                    f"settings ({found}): runs that differ in CNN weights, input size or images and run "
+                    "at once need their own features_path=")
+            self._handle, self._pid = handle, os.getpid()
         return self._handle["features"]
 
     def __getstate__(self) -> dict[str, Any]:
