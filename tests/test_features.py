@@ -407,3 +407,20 @@ def test_a_file_replaced_by_another_runs_extraction_is_refused_not_read_as_this_
     os.replace(other, path)  # as the other run's extraction renames its file into place
     with pytest.raises(FeatureFileError, match=f"{path} was replaced since this run read it"):
         read.read([0])
+
+
+def test_a_random_batchnorm_network_is_the_same_whatever_batch_size_extracts_with_it(tmp_path):
+    """Its BatchNorm statistics were estimated in batches of cnn.batch_size, which the file's
+    identity does not hold: a file was reused (or resumed) by a run that would have built another
+    network."""
+    stored = []
+    for batch in (2, 6):
+        cfg = compose_config("dataset.num_images=12", "cnn=mobilenet_v2", "cnn.input_size=64",
+                             "cnn.calibration_images=8", f"cnn.batch_size={batch}",
+                             data_root=tmp_path / str(batch))
+        assert cfg.cnn.weights is None  # shapes: a random network
+        records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+        read = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path / str(batch)))
+        assert read.attrs["calibration_batch_size"] == 32
+        stored.append(read.read(list(range(12))).astype(np.float32) / read.attrs["feature_scale"])
+    np.testing.assert_allclose(stored[0], stored[1], rtol=2e-2, atol=2e-2 * float(np.abs(stored[0]).max()))

@@ -26,6 +26,12 @@ from captioner.sources import ImageRecord
 
 log = logging.getLogger(__name__)
 
+# A random network's BatchNorm statistics are estimated batch by batch, so they depend on the batch
+# size: a fixed one keeps the network (and a file's identity, which does not hold cnn.batch_size)
+# the same whatever batch the extraction runs in.
+CALIBRATION_BATCH_SIZE = 32
+
+
 def calibrate_on_images(net: torch.nn.Module, paths: Sequence[Path], cnn: CnnSettings, device: str,
                         batch_size: int, strict: bool = False) -> str:
     """`calibrate_random_network` on these image files, preprocessed as `cnn` says; unreadable
@@ -84,7 +90,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
     if calibration:
         # Always the first images of the dataset, so a resumed extraction rebuilds the same network.
         calibrated = calibrate_on_images(net, [r.path for r in records[:calibration]], cnn, device,
-                                         cnn.batch_size, strict)
+                                         CALIBRATION_BATCH_SIZE, strict)
         log.info("random %s: %s", cnn.name, calibrated)
     # A trainable top: the file holds what enters the CNN's last blocks; the model runs them.
     net, top = split_backbone(cnn.name, net, cnn.trainable_blocks)
@@ -144,7 +150,7 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
                              # the caption CLI rebuilds a random network from these images, in
                              # batches of this size (BatchNorm statistics depend on it)
                              calibration_paths=json.dumps([str(r.path) for r in records[:calibration]]),
-                             calibration_batch_size=int(cnn.batch_size),
+                             calibration_batch_size=CALIBRATION_BATCH_SIZE,
                              # where the weights file was: the caption CLI finds it there again
                              weights_path=str(Path(cnn.weights_path).expanduser().resolve())
                              if cnn.weights_path else "",
