@@ -62,6 +62,21 @@ def _driver():
     return flickr8k_comparison
 
 
+def tiny_training_sweep(tmp_path: Path, monkeypatch, *overrides: str):
+    """A one-cell sweep (seed 0) of the tiny config whose runs really train, kept under tmp_path."""
+    driver = _driver()
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    sweep_file = tmp_path / "sweeps" / "tiny_cells.yaml"
+    sweep_file.parent.mkdir()
+    sweep_file.write_text("defaults:\n  - train\n  - _self_\n\nsweep_name: tiny_cells\n\n"
+                          "hydra:\n  sweeper:\n    params:\n      seed: 0\n")
+    sweep = driver.KeptSweep(sweep_file, kept=tmp_path / "kept",
+                             extra_overrides=[*TINY_COMMAND, *overrides, f"data_root={tmp_path / 'data'}"])
+    sweep.outputs = tmp_path / "outputs"
+    return sweep
+
+
 def test_the_comparison_driver_runs_every_cell_seed_by_seed():
     driver = _driver()
     cells = driver.KeptSweep().cells()
@@ -258,15 +273,7 @@ def test_a_cut_off_run_goes_on_in_its_own_folder_and_is_kept_without_its_resume(
     ckpt_path=last, and the kept overrides leave out the resume and where this machine keeps the
     data, so the report sees no new factor."""
     driver = _driver()
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    sweep_file = tmp_path / "sweeps" / "tiny_cells.yaml"
-    sweep_file.parent.mkdir()
-    sweep_file.write_text("defaults:\n  - train\n  - _self_\n\nsweep_name: tiny_cells\n\n"
-                          "hydra:\n  sweeper:\n    params:\n      seed: 0\n")
-    sweep = driver.KeptSweep(sweep_file, kept=tmp_path / "kept",
-                             extra_overrides=[*TINY_COMMAND, f"data_root={tmp_path / 'data'}"])
-    sweep.outputs = tmp_path / "outputs"
+    sweep = tiny_training_sweep(tmp_path, monkeypatch)
     (cell,) = sweep.cells()
     run = sweep.train(cell)
     assert driver._completed(run) and sweep.newest_run(cell) == run

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from tests.test_committed_reports import _driver
+from tests.test_committed_reports import _driver, tiny_training_sweep
 
 SAVES_ON_SIGTERM = """
 import signal, sys, time
@@ -226,18 +226,8 @@ def test_a_sigterm_to_the_driver_alone_reaches_its_run_which_saves_and_stops(tmp
     after 0.25 s)."""
     import threading
 
-    from tests.conftest import ENV, TINY_COMMAND
-
     driver = _driver()
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    sweep_file = tmp_path / "sweeps" / "tiny_cells.yaml"
-    sweep_file.parent.mkdir()
-    sweep_file.write_text("defaults:\n  - train\n  - _self_\n\nsweep_name: tiny_cells\n\n"
-                          "hydra:\n  sweeper:\n    params:\n      seed: 0\n")
-    sweep = driver.KeptSweep(sweep_file, kept=tmp_path / "kept", extra_overrides=[
-        *TINY_COMMAND, "trainer.max_epochs=200", f"data_root={tmp_path / 'data'}"])
-    sweep.outputs = tmp_path / "outputs"
+    sweep = tiny_training_sweep(tmp_path, monkeypatch, "trainer.max_epochs=200")
     (cell,) = sweep.cells()
 
     signalled = []
