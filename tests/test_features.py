@@ -56,6 +56,7 @@ def test_round_trip(tmp_path):
     np.testing.assert_allclose(read.read([7, 2, 2, 9]), features[[7, 2, 2, 9]], rtol=1e-3, atol=1e-3)
     assert read.read([7, 2]).dtype == np.float16
     read.load_into_memory()
+    assert read._handle is None  # closed before any DataLoader worker is forked
     np.testing.assert_array_equal(read.read([9, 0]), features[[9, 0]].astype(np.float16))
     with h5py.File(path) as f:
         assert f["features"].chunks == (1, 4, 6)

@@ -45,6 +45,7 @@ class ResidentFeatures:
         for start in range(0, len(images), READ_IMAGES):
             chunk = features.read(images[start:start + READ_IMAGES])
             self.values[start:start + len(chunk)] = torch.from_numpy(chunk.astype(np.float16, copy=False))
+        features.release()  # the loader's workers, forked next, open their own
 
     def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Features (B, R, C) float16 on the device, in the given order."""

@@ -370,9 +370,18 @@ class FeatureFile:
                 last_report = time.monotonic()
                 log.info("verifying %s: %d/%d images, %.0f s", self.path, start + block, self.num_images,
                          last_report - began)
+        self.release()
 
     def load_into_memory(self) -> None:
         self._memory = self._checked_read(slice(None))
+        self.release()
+
+    def release(self) -> None:
+        """Close this process's handle after a whole read: a DataLoader worker forked later opens
+        its own, and HDF5 state inherited from an open parent handle is not safe to share."""
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = self._pid = None
 
     def read(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Features of `indices` in the given order, with one sorted read from disk."""
