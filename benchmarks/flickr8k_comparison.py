@@ -49,7 +49,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -477,16 +476,8 @@ def deferred_signals() -> Iterator[list[int]]:
 def _running_here(run: Path) -> int | None:
     """The process id of a run still training on this machine (its driver stopped, it did not)."""
     summary = RunSummary.read(run / "metrics.json")
-    if summary is None or summary.status != "running" or summary.host != socket.gethostname() \
-            or not isinstance(summary.pid, int):
-        return None
-    try:
-        os.kill(summary.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # someone else's process: alive
-        pass
-    return summary.pid
+    alive = summary is not None and summary.status == "running" and summary.process_alive_here
+    return summary.pid if alive else None
 
 
 def uncommitted_changes(checkout: Path = REPO) -> list[str]:

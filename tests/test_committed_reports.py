@@ -62,6 +62,19 @@ def _driver():
     return flickr8k_comparison
 
 
+def run_folder(folder: Path, status: str = "completed", dirty: bool = False,
+               overrides: list[str] | None = None, config: dict | None = None, **summary) -> Path:
+    """A run's folder as the driver reads it: metrics.json (`status`, `git_dirty`, `summary`),
+    captions.json, .hydra/overrides.yaml and config.yaml."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"status": status, "provenance": {"git_dirty": dirty},
+                                                     **summary}))
+    (folder / "captions.json").write_text("[]")
+    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or ["seed=0"]))
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or {}))
+    return folder
+
+
 def tiny_training_sweep(tmp_path: Path, monkeypatch, *overrides: str):
     """A one-cell sweep (seed 0) of the tiny config whose runs really train, kept under tmp_path."""
     driver = _driver()
@@ -145,17 +158,8 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
     sweep.outputs = tmp_path / "outputs"
     first, second = sweep.cells()[:2]
 
-    def completed_run(folder: Path, dirty: bool, config: dict | None = None) -> Path:
-        (folder / ".hydra").mkdir(parents=True)
-        metrics = {"status": "completed", "provenance": {"git_dirty": dirty}}
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-        for name in ("captions.json", ".hydra/overrides.yaml"):
-            (folder / name).write_text("[]")
-        (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or {}))
-        return folder
-
-    completed_run(sweep.kept / sweep.kept_name(first), dirty=True)
-    completed_run(sweep.kept / sweep.kept_name(second), dirty=False)
+    run_folder(sweep.kept / sweep.kept_name(first), dirty=True)
+    run_folder(sweep.kept / sweep.kept_name(second), dirty=False)
     assert first not in sweep.missing() and second not in sweep.missing()
     assert first in sweep.missing(retrain_dirty=True) and second not in sweep.missing(retrain_dirty=True)
     assert sweep.is_kept(first)  # the dirty run stays until a clean one replaces it
@@ -166,19 +170,19 @@ def test_retrain_dirty_replaces_a_run_from_uncommitted_code_only_with_a_clean_on
         with pytest.raises(ValueError, match="cnn=efficientnet_lite2,mobilenet_v2; rnn=gru,lstm; seed=0,1,2"):
             driver.swept_values([wrong], sweep.cells())
 
-    old = completed_run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0", dirty=True)
+    old = run_folder(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0", dirty=True)
     assert sweep.newest_run(first) == old and sweep.newest_run(first, clean_only=True) is None
-    new = completed_run(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(first)}" / "0", dirty=False)
+    new = run_folder(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(first)}" / "0", dirty=False)
     assert sweep.newest_run(first, clean_only=True) == new
     sweep.keep(new, first)
     assert first not in sweep.missing(retrain_dirty=True)
 
     other = tmp_path / "other"
     config = sweep.composed_config(first)
-    dirty_source = completed_run(other / "a-dirty", dirty=True, config=config)
+    dirty_source = run_folder(other / "a-dirty", dirty=True, config=config)
     assert sweep.adoptable(first, other) == dirty_source
     assert sweep.adoptable(first, other, clean_only=True) is None
-    clean_source = completed_run(other / "b-clean", dirty=False, config=config)
+    clean_source = run_folder(other / "b-clean", dirty=False, config=config)
     assert sweep.adoptable(first, other, clean_only=True) == clean_source
 
 

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from tests.test_committed_reports import _driver, tiny_training_sweep
+from tests.test_committed_reports import _driver, run_folder, tiny_training_sweep
 
 SAVES_ON_SIGTERM = """
 import signal, sys, time
@@ -71,24 +71,13 @@ def test_signals_wait_until_the_runs_are_kept():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(folder: Path, status: str = "completed", dirty: bool = False, overrides: list[str] | None = None,
-         **summary) -> Path:
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({"status": status, "provenance": {"git_dirty": dirty},
-                                                     **summary}))
-    (folder / "captions.json").write_text("[]")
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides or ["seed=0"]))
-    (folder / ".hydra" / "config.yaml").write_text("{}\n")
-    return folder
-
-
 def test_kept_overrides_leave_out_the_resume_and_the_machines_locations(tmp_path):
     driver = _driver()
     sweep = driver.KeptSweep(kept=tmp_path / "runs")
     cell = sweep.cells()[0]
     given = [*sweep.overrides(cell), "data_root=/mnt/a", "dataset.root=/mnt/b/flickr8k",
              "trainer.max_epochs=3", "ckpt_path=last"]
-    kept = sweep.keep(_run(tmp_path / "run", overrides=given), cell)
+    kept = sweep.keep(run_folder(tmp_path / "run", overrides=given), cell)
     assert yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text()) == [
         *sweep.overrides(cell), "trainer.max_epochs=3"]  # a setting stays: it changes what trained
 
@@ -96,10 +85,10 @@ def test_kept_overrides_leave_out_the_resume_and_the_machines_locations(tmp_path
 def test_a_keep_cut_off_by_a_kill_is_undone_the_next_time(tmp_path):
     driver = _driver()
     sweep = driver.KeptSweep(kept=tmp_path / "runs")
-    staged = _run(sweep.kept / "00-mobilenet_v2-gru-seed0.partial")  # killed while copying
-    replaced = _run(sweep.kept / "01-mobilenet_v2-lstm-seed0.old")  # killed between the two renames
-    both = _run(sweep.kept / "02-efficientnet_lite2-gru-seed0.old")  # killed before the old one went
-    _run(sweep.kept / "02-efficientnet_lite2-gru-seed0")
+    staged = run_folder(sweep.kept / "00-mobilenet_v2-gru-seed0.partial")  # killed while copying
+    replaced = run_folder(sweep.kept / "01-mobilenet_v2-lstm-seed0.old")  # killed between the two renames
+    both = run_folder(sweep.kept / "02-efficientnet_lite2-gru-seed0.old")  # killed before the old one went
+    run_folder(sweep.kept / "02-efficientnet_lite2-gru-seed0")
     sweep.tidy()
     assert sorted(p.name for p in sweep.kept.iterdir()) == ["01-mobilenet_v2-lstm-seed0",
                                                            "02-efficientnet_lite2-gru-seed0"]
@@ -112,7 +101,7 @@ def test_a_report_older_than_a_kept_run_is_stale(tmp_path):
     sweep = driver.KeptSweep(kept=tmp_path / "report" / "runs")
     sweep.report_dir = tmp_path / "report"
     assert not sweep.report_is_stale()  # nothing kept, nothing to report
-    run = _run(sweep.kept / "00-mobilenet_v2-gru-seed0")
+    run = run_folder(sweep.kept / "00-mobilenet_v2-gru-seed0")
     assert sweep.report_is_stale()  # kept, never reported
     report = sweep.report_dir / "report.md"
     report.write_text("# report\n")
@@ -130,7 +119,7 @@ def test_retraining_dirty_runs_does_not_keep_a_run_the_checkout_changed_under(tm
 
     def train(cell: dict, resume: Path | None = None) -> Path:
         folder = sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0"
-        return _run(folder, dirty=cell is first)
+        return run_folder(folder, dirty=cell is first)
 
     sweep.train = train
     kept, interrupted, not_completed = driver.train_then_keep(sweep, [first, second], clean_only=True)
@@ -144,7 +133,7 @@ def test_a_run_still_training_in_its_own_process_is_not_started_twice(tmp_path, 
     sweep.outputs = tmp_path / "outputs"
     cell = sweep.cells()[0]
     folder = sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0"
-    _run(folder, status="running", pid=os.getpid(), host=socket.gethostname())
+    run_folder(folder, status="running", pid=os.getpid(), host=socket.gethostname())
     (folder / "checkpoints").mkdir()
     (folder / "checkpoints" / "last.ckpt").write_text("weights")
     sweep.train = lambda cell, resume=None: pytest.fail("trained a run another process is training")
@@ -152,7 +141,7 @@ def test_a_run_still_training_in_its_own_process_is_not_started_twice(tmp_path, 
     assert f"still training in process {os.getpid()}" in capsys.readouterr().out
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                            text=True, check=True)
-    _run(folder.parent.parent / f"2026-12-07_00-00-01_{driver.cell_name(cell)}" / "0", status="running",
+    run_folder(folder.parent.parent / f"2026-12-07_00-00-01_{driver.cell_name(cell)}" / "0", status="running",
          pid=int(ended.stdout), host=socket.gethostname())
     assert driver._running_here(sweep.newest_run(cell)) is None  # its process is gone: resumable
 
@@ -172,7 +161,7 @@ def test_the_driver_exits_1_when_a_run_did_not_complete(tmp_path, monkeypatch):
 
     def train(self, cell: dict, resume: Path | None = None) -> Path:
         status = "failed" if cell["seed"] == "1" else "completed"
-        return _run(self.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0", status=status)
+        return run_folder(self.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0", status=status)
 
     monkeypatch.setattr(driver.KeptSweep, "train", train)
     with pytest.raises(SystemExit) as stopped:
@@ -261,16 +250,16 @@ def test_a_run_in_the_drivers_folder_that_trained_other_settings_is_neither_kept
     sweep.outputs = tmp_path / "outputs"
     first, second = sweep.cells()[:2]
     composed = sweep.composed_config(first)
-    trial = _run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0")
+    trial = run_folder(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(first)}" / "0")
     (trial / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
         {**composed, "trainer": {**composed["trainer"], "max_epochs": 1}}))
-    same = _run(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(second)}" / "0")
+    same = run_folder(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(second)}" / "0")
     (same / ".hydra" / "config.yaml").write_text(yaml.safe_dump(sweep.composed_config(second)))
     trained = []
 
     def train(cell: dict, resume: Path | None = None) -> Path:
         trained.append((cell, resume))
-        return _run(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0")
+        return run_folder(sweep.outputs / f"2026-12-07_00-00-00_{driver.cell_name(cell)}" / "0")
 
     sweep.train = train
     kept, _, _ = driver.train_then_keep(sweep, [first, second])

@@ -426,10 +426,10 @@ class FeatureFile:
         # h5py handles do not survive fork/pickle: each worker process opens its own.
         if self._handle is None or self._pid != os.getpid():
             handle = h5py.File(self.path, "r")
-            if _attr_value(handle.attrs.get("identity")) != self.attrs["identity"]:
+            found = _attr_value(handle.attrs.get("identity"))
+            if found != self.attrs["identity"]:
                 # another run re-extracted the file for other settings since this one read it
                 # (they share the default path): its features would be read as this run's
-                found = _attr_value(handle.attrs.get("identity"))
                 handle.close()
                 raise FeatureFileError(
                     f"{self.path} was replaced since this run read it, by a file made for other "

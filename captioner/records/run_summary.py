@@ -8,6 +8,8 @@ they lack take the defaults below.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,20 @@ class RunSummary:
         values = asdict(self)
         extra = values.pop("extra")
         return {**extra, **{k: v for k, v in values.items() if v is not None or k == "best_val_cider"}}
+
+    @property
+    def process_alive_here(self) -> bool | None:
+        """Whether the process that wrote this summary is still alive; None where that cannot be
+        told from here (no pid recorded, or another machine's process)."""
+        if not isinstance(self.pid, int) or self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process
+            return True
+        return True
 
     @property
     def uncommitted_changes(self) -> bool:

@@ -7,8 +7,6 @@ or were killed.
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,20 +111,9 @@ def _read_captions(folder: RunFolder, run: RunResult) -> None:
     run.per_image = per_image_scores(entries)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def _status(summary: RunSummary) -> tuple[str, str | None]:
     """The run's status and error; `running` is checked against its process on this host."""
-    status, error, pid, host = summary.status, summary.error, summary.pid, summary.host
-    here = host == socket.gethostname()  # another machine's process cannot be checked from here
-    if status == "running" and isinstance(pid, int) and here and not _process_alive(pid):
-        return "killed", f"process {pid} ended without a word (kill -9?); resume it with ckpt_path=last"
-    return status, error
+    if summary.status == "running" and summary.process_alive_here is False:
+        return "killed", (f"process {summary.pid} ended without a word (kill -9?); resume it with "
+                          "ckpt_path=last")
+    return summary.status, summary.error
