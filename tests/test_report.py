@@ -310,6 +310,28 @@ def test_verdicts_follow_the_rule_with_seeds_and_images_together(tmp_path):
     assert (tmp_path / "verdicts.png").stat().st_size > 1000
 
 
+def test_every_interval_shown_is_at_the_rules_confidence(tmp_path):
+    """A rule with alpha 0.01 judges on 99% intervals, so the report shows 99% ones (and 98% for
+    TOST): a 95% interval that leaves out 0 beside an "inconclusive" would contradict the rule."""
+    from dataclasses import replace
+
+    from captioner.compare.content_groups import load_groups
+    from captioner.compare.decision_rule import load_rule
+    from captioner.compare.sweep_verdicts import SweepVerdicts
+
+    runs = collect_runs(seeded_sweep(tmp_path))
+    strict = replace(load_rule(), alpha=0.01)
+    report = write_report(tmp_path, runs, rule=strict, resamples=200).read_text()
+    assert "**better/worse** when the 99% interval leaves out 0" in report
+    assert "98% (thick)" in report and "99% (thin)" in report
+    assert "CIDEr-D, 99% interval" in report and "95%" not in report
+    verdicts = SweepVerdicts(runs, swept_factors(runs), strict, load_groups(), resamples=200)
+    (effect,) = [j for j in verdicts.effects["cnn"] if not j.comparison.within]
+    low, high = effect.comparison.estimate.interval(0.99)
+    assert low < effect.comparison.estimate.interval(0.95)[0]  # wider, so the check below can fail
+    assert f"[{low:+.3f}, {high:+.3f}]" in _row(report, "efficientnet_lite2 - mobilenet_v2")
+
+
 def test_one_seed_a_cell_is_inconclusive_whatever_the_images_say(tmp_path):
     report = write_report(seeded_sweep(tmp_path, seeds=1), collect_runs(tmp_path)).read_text()
     row = _row(report, "efficientnet_lite2 - mobilenet_v2")

@@ -1,8 +1,8 @@
 """The report's one decision rule (`conf/claims.yaml`): which score decides, the equivalence
 margins, and the words every verdict uses.
 
-- better / worse: the 95% interval leaves out 0;
-- equivalent: TOST, the 90% interval inside +-margin;
+- better / worse: the 1 - alpha interval (95% at alpha 0.05) leaves out 0;
+- equivalent: TOST, the 1 - 2 alpha interval (90%) inside +-margin;
 - inconclusive: neither; or too few seeds to measure training's randomness.
 
 A comparison's p-value is that of the verdict it would get alone. Holm's step-down correction then
@@ -40,12 +40,23 @@ class DecisionRule:
     def margin(self, measure: str) -> float:
         return self.margins[measure]
 
+    @property
+    def confidence(self) -> float:
+        """Of the intervals the report shows: the one whose leaving out 0 means better/worse."""
+        return 1 - self.alpha
+
+    @property
+    def equivalence_confidence(self) -> float:
+        """Of the interval TOST puts inside +-margin."""
+        return 1 - 2 * self.alpha
+
     def describe(self) -> str:
         """The rule in one paragraph, for the report."""
         margins = ", ".join(f"{k} {v:g}" for k, v in self.margins.items())
         return (f"Decision rule (`{self.source.name}`): **better/worse** when the "
-                f"{100 * (1 - self.alpha):g}% interval leaves out 0; **equivalent** when the "
-                f"{100 * (1 - 2 * self.alpha):g}% interval lies inside +-margin (TOST; margins: {margins}); "
+                f"{percent(self.confidence)} interval leaves out 0; **equivalent** when the "
+                f"{percent(self.equivalence_confidence)} interval lies inside +-margin "
+                f"(TOST; margins: {margins}); "
                 f"**inconclusive** otherwise, and for any comparison with fewer than {self.seeds_required} "
                 f"seeds a side. Intervals cover training's randomness (seeds) and the test sample (a "
                 f"paired bootstrap over images) together, with Welch-Satterthwaite degrees of freedom"
@@ -55,6 +66,11 @@ class DecisionRule:
                    "images' part once). ")
                 + ("Holm's correction runs over every verdict in this report at once."
                    if self.correction == "holm" else "No correction for multiple verdicts."))
+
+
+def percent(confidence: float) -> str:
+    """0.95 -> "95%" (0.9 -> "90%", not "90.00000000000001%")."""
+    return f"{round(100 * confidence, 6):g}%"
 
 
 def load_rule(path: Path = DEFAULT_CLAIMS) -> DecisionRule:
@@ -106,6 +122,11 @@ class Verdict:
     @property
     def tested(self) -> bool:
         return self.estimate.seeds >= self.seeds_required
+
+    @property
+    def confidence(self) -> float:
+        """Of the interval shown with it: leaving out 0 is what better/worse means."""
+        return 1 - self.alpha
 
     @property
     def word(self) -> str:

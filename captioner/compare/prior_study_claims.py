@@ -34,7 +34,10 @@ class ClaimAnswer:
 
 
 def described(judged: Judged, beside: bool = True) -> str:
-    """"CIDEr-D a - b: +0.041 [+0.017, +0.062], **better**" and the score beside, if any."""
+    """"CIDEr-D a - b: +0.041 [+0.017, +0.062], **better**" and the score beside, if any; the
+    intervals at the rule's confidence (no verdict: no estimate either)."""
+    confidence = judged.verdict.confidence if judged.verdict is not None else 0.95
+
     def one(comparison, verdict) -> str:
         name = {"cider": "CIDEr-D", "bleu4": "BLEU-4", "ratio": "model/human CIDEr-D",
                 RATIO: "model/human CIDEr-D", "share": "colour", "speed": ""}.get(comparison.metric,
@@ -42,7 +45,7 @@ def described(judged: Judged, beside: bool = True) -> str:
         where = f" ({comparison.within})" if comparison.within else ""
         if comparison.estimate is None:
             return f"{name} {comparison.label}{where}: no seed with every cell completed".strip()
-        low, high = comparison.estimate.interval()
+        low, high = comparison.estimate.interval(confidence)
         value = comparison.estimate.value
         text = f"{name} {comparison.label}{where}: {value:+.3f} [{low:+.3f}, {high:+.3f}]".strip()
         return text + (f", **{verdict.word}**" if verdict is not None else "")

@@ -4,9 +4,9 @@ Reads what each run left in its directory (`.hydra/overrides.yaml`, `metrics.jso
 `captions.json`), so it works offline, on a sweep that is still running, and on runs that failed
 or were killed. Writes `report.md`, `effects_<factor>.png` (grouped bars per swept factor) and
 `val_cider.png` (validation CIDEr-D per epoch, one line per run) into the sweep directory.
-The report gives each factor's effect and interaction with 95% intervals over seeds and test images
-(`effects.py`), content groups and colours against the human baseline (`content_groups.py`), speed
-from interleaved timings (`speed.py`), every verdict by one declared rule with Holm's correction
+The report gives each factor's effect and interaction with intervals (the rule's 1 - alpha) over
+seeds and test images (`effects.py`), content groups and colours against the human baseline
+(`content_groups.py`), speed from interleaved timings (`speed.py`), every verdict by one declared rule with Holm's correction
 (`decision_rule.py`, `conf/claims.yaml`), and the prior study's claims answered by those verdicts
 (`prior_study_claims.py`).
 """
@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, load_groups
-from captioner.compare.decision_rule import DEFAULT_CLAIMS, DecisionRule, load_rule
+from captioner.compare.decision_rule import DEFAULT_CLAIMS, DecisionRule, load_rule, percent
 from captioner.compare.effects import REPLICATE
 from captioner.compare.html_report import write_html_report
 from captioner.compare.prior_study_claims import judge_claims
@@ -110,20 +110,20 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
                   "Each factor's effect: level - first level, averaged over the other factors' settings, "
                   "then within each of them (a sign that flips between settings shows there). The level "
                   "table gives the mean test score of the completed runs at each level; the chart, CIDEr-D "
-                  "and BLEU-4 with 95% intervals.", ""]
+                  f"and BLEU-4 with {percent(verdicts.rule.confidence)} intervals.", ""]
     for factor in verdicts.cells.factors:
         effects = main_effects(runs, factor)
         lines += [f"### {factor}", ""]
         lines += markdown_table([factor, "runs", *(HEADERS[n] for n in SCORE_NAMES)], [
             [level, str(int(scores["runs"])), *(number(scores.get(n)) for n in SCORE_NAMES)]
             for level, scores in effects.items()])
-        lines += ["", *comparison_lines(verdicts.effects[factor], factor)]
+        lines += ["", *comparison_lines(verdicts.effects[factor], factor, verdicts.rule.confidence)]
         chart = _plot_effects(verdicts, factor, sweep_dir / f"effects_{_file_part(factor)}.png")
         lines += [f"![{factor}]({chart.name})", ""]
     if verdicts.interactions:
         lines += ["### Interactions", "", "How much one factor's effect changes with another's level: "
                   "(effect at the second level) - (effect at the first).", "",
-                  *comparison_lines(verdicts.interactions, "interaction")]
+                  *comparison_lines(verdicts.interactions, "interaction", verdicts.rule.confidence)]
     if REPLICATE in factors:
         lines += seed_spread_lines(runs, factors)
     lines += group_lines(verdicts, groups, factors)
@@ -137,7 +137,9 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     lines.append("")
     forest = _plot_verdicts(verdicts, sweep_dir / "verdicts.png")
     if forest:
-        lines += ["## Every judged comparison", "", "Estimates with 95% (thin) and 90% (thick) intervals; "
+        lines += ["## Every judged comparison", "",
+                  f"Estimates with {percent(verdicts.rule.confidence)} (thin) and "
+                  f"{percent(verdicts.rule.equivalence_confidence)} (thick) intervals; "
                   "the shaded band is the equivalence margin.", "", f"![verdicts]({forest.name})", ""]
     curves = _plot_val_cider(runs, factors, sweep_dir / "val_cider.png")
     if curves:
@@ -158,18 +160,20 @@ def _plot_effects(verdicts: SweepVerdicts, factor: str, path: Path) -> Path:
 
 
 def effects_figure(verdicts: SweepVerdicts, factor: str) -> Figure:
-    """Each level's mean CIDEr-D and BLEU-4 with 95% error bars (seeds and images together)."""
+    """Each level's mean CIDEr-D and BLEU-4 with error bars at the rule's confidence (seeds and
+    images together)."""
+    confidence = verdicts.rule.confidence
     figure = Figure(figsize=(8, 3.6), layout="constrained")
     axes = figure.subplots(1, len(EFFECT_METRICS))
     for axis, metric in zip(axes, EFFECT_METRICS, strict=True):
         means = verdicts.cells.level_means(factor, metric)
         levels = [level for level, found in means.items() if found is not None]
         values = [means[level].value for level in levels]
-        errors = [[means[level].value - means[level].interval()[0] for level in levels],
-                  [means[level].interval()[1] - means[level].value for level in levels]]
+        errors = [[means[level].value - means[level].interval(confidence)[0] for level in levels],
+                  [means[level].interval(confidence)[1] - means[level].value for level in levels]]
         axis.bar(range(len(levels)), values, yerr=errors, capsize=6, color="#7aa6c2")
         axis.set_xticks(range(len(levels)), levels, fontsize="small")
-        axis.set_title(f"{HEADERS[metric]} (95% interval)")
+        axis.set_title(f"{HEADERS[metric]} ({percent(confidence)} interval)")
         if values:
             low = min(v - e for v, e in zip(values, errors[0], strict=True))
             high = max(v + e for v, e in zip(values, errors[1], strict=True))
@@ -194,12 +198,12 @@ def _plot_verdicts(verdicts: SweepVerdicts, path: Path) -> Path | None:
         axis.axvline(0, color="#999", linewidth=0.8)
         for row, item in enumerate(items):
             estimate = item.verdict.estimate
-            low95, high95 = estimate.interval(0.95)
-            low90, high90 = estimate.interval(0.90)
+            low, high = estimate.interval(verdicts.rule.confidence)
+            inner_low, inner_high = estimate.interval(verdicts.rule.equivalence_confidence)
             colour = {"better": "#2a7a2a", "worse": "#b03030", "equivalent": "#3060b0"}.get(
                 item.verdict.word, "#777")
-            axis.plot([low95, high95], [row, row], color=colour, linewidth=1)
-            axis.plot([low90, high90], [row, row], color=colour, linewidth=4)
+            axis.plot([low, high], [row, row], color=colour, linewidth=1)
+            axis.plot([inner_low, inner_high], [row, row], color=colour, linewidth=4)
             axis.plot([estimate.value], [row], "o", color="black", markersize=3)
         axis.set_yticks(range(len(items)), [f"{i.verdict.label}: {i.verdict.word}" for i in items],
                         fontsize="x-small")

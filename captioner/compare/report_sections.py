@@ -11,7 +11,7 @@ from typing import Any
 
 from captioner.compare.combined_interval import Estimate
 from captioner.compare.content_groups import ContentGroup, human_share_naming
-from captioner.compare.decision_rule import Verdict
+from captioner.compare.decision_rule import Verdict, percent
 from captioner.compare.effects import RATIO, REPLICATE
 from captioner.compare.sweep_verdicts import COLOURS, Judged, SweepVerdicts
 from captioner.records.sweep_runs import RunResult
@@ -29,11 +29,11 @@ def markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
-def interval_text(estimate: Estimate | None, digits: int = 3) -> str:
-    """"+0.041 [+0.017, +0.062]": the estimate and its 95% interval (seeds and images together)."""
+def interval_text(estimate: Estimate | None, confidence: float, digits: int = 3) -> str:
+    """"+0.041 [+0.017, +0.062]": the estimate and its interval (seeds and images together)."""
     if estimate is None:
         return "-"
-    low, high = estimate.interval()
+    low, high = estimate.interval(confidence)
     return f"{estimate.value:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
@@ -44,22 +44,24 @@ def _verdict_cells(verdict: Verdict | None) -> list[str]:
     return [f"**{verdict.word}**", adjusted]
 
 
-def comparison_lines(judged: Sequence[Judged], first_column: str) -> list[str]:
-    """One row per comparison: the deciding score with its interval and verdict, the score beside."""
+def comparison_lines(judged: Sequence[Judged], first_column: str, confidence: float) -> list[str]:
+    """One row per comparison: the deciding score with its interval (at the rule's `confidence`)
+    and verdict, the score beside."""
     if not judged:
         return []
     decided = judged[0].comparison.metric
     beside = next((j.beside.metric for j in judged if j.beside is not None), None)
-    headers = [first_column, "within", f"{METRIC_NAMES.get(decided, decided)}, 95% interval", "verdict",
-               "p (Holm)", *([f"{METRIC_NAMES.get(beside, beside)}, 95% interval (shown)"] if beside else []),
+    shown = f"{percent(confidence)} interval"
+    headers = [first_column, "within", f"{METRIC_NAMES.get(decided, decided)}, {shown}", "verdict",
+               "p (Holm)", *([f"{METRIC_NAMES.get(beside, beside)}, {shown} (shown)"] if beside else []),
                "seeds"]
     rows = []
     for item in judged:
         comparison = item.comparison
-        row = [comparison.label, comparison.within or "all", interval_text(comparison.estimate),
+        row = [comparison.label, comparison.within or "all", interval_text(comparison.estimate, confidence),
                *_verdict_cells(item.verdict)]
         if beside:
-            row.append(interval_text(item.beside.estimate if item.beside else None))
+            row.append(interval_text(item.beside.estimate if item.beside else None, confidence))
         row.append(str(comparison.estimate.seeds) if comparison.estimate else "0")
         rows.append(row)
     lines = markdown_table(headers, rows)
@@ -85,14 +87,15 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
     if not verdicts.baselines:
         return []
     cells = verdicts.cells
+    confidence = verdicts.rule.confidence
     lines = ["## Content groups against humans", "",
              "Test images grouped by what most of their references mention (word lists: "
              "`conf/content_groups.yaml`). Every score here is leave-one-out: each of an image's references "
              "is scored against the others (the human), and so is the model's caption against the same "
              "others. *model/human*: the model's CIDEr-D over the humans' on the group's images, with its "
-             "95% interval (seeds and images); 1 would be as close to the references as a person. "
-             "*names*: how often the model's caption uses one of the group's words / how often a held-out "
-             "reference does.", ""]
+             f"{percent(confidence)} interval (seeds and images); 1 would be as close to the references as "
+             "a person. *names*: how often the model's caption uses one of the group's words / how often "
+             "a held-out reference does.", ""]
     baseline = next(iter(verdicts.baselines.values()))
     if len(verdicts.baselines) > 1:  # a swept dataset: each run is measured against its own humans
         lines += ["The human columns are the first test set's; each run's model/human uses its own.", ""]
@@ -110,13 +113,13 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
         for cell in settings:
             ratio = cells.combine([(1.0, cell)], verdicts.measures.ratio(group))
             named = cells.combine([(1.0, cell)], verdicts.measures.named(group))
-            row.append(f"{_plain(ratio)} (names {named.value:.2f})" if ratio and named else "-")
+            row.append(f"{_plain(ratio, confidence)} (names {named.value:.2f})" if ratio and named else "-")
         rows.append(row)
     lines += markdown_table(headers, rows)
     if verdicts.groups:
         lines += ["", "One group's model/human CIDEr-D minus another's: positive when the model comes closer "
                   "to people's own captions on the first group.", ""]
-        lines += comparison_lines(verdicts.groups, "groups")
+        lines += comparison_lines(verdicts.groups, "groups", confidence)
     if verdicts.colours:
         lines += colour_lines(verdicts, settings)
     return lines
@@ -125,6 +128,7 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
 def colour_lines(verdicts: SweepVerdicts, settings: list) -> list[str]:
     cells = verdicts.cells
     colours = verdicts.colour_group
+    confidence = verdicts.rule.confidence
     lines = ["### Colours", "", "*precision*: of the colour words a caption uses, the share that a "
              "reference (of the others, for a held-out human) uses too. *recall*: of the images whose "
              "references mostly name a colour, the share whose caption names a right one. Humans: each "
@@ -137,9 +141,11 @@ def colour_lines(verdicts: SweepVerdicts, settings: list) -> list[str]:
     for cell in settings:
         precision = cells.combine([(1.0, cell)], verdicts.measures.colour_precision())
         recall = cells.combine([(1.0, cell)], verdicts.measures.colour_recall(colours))
-        rows.append([setting_label(cells.factors, cell), _plain(precision), _plain(recall)])
-    lines += markdown_table(["who", "precision, 95% interval", "recall, 95% interval"], rows)
-    lines += ["", *comparison_lines(verdicts.colours, "colours")]
+        rows.append([setting_label(cells.factors, cell), _plain(precision, confidence),
+                     _plain(recall, confidence)])
+    shown = f"{percent(confidence)} interval"
+    lines += markdown_table(["who", f"precision, {shown}", f"recall, {shown}"], rows)
+    lines += ["", *comparison_lines(verdicts.colours, "colours", confidence)]
     return lines
 
 
@@ -147,10 +153,10 @@ def setting_label(factors: Sequence[str], cell: Sequence[str]) -> str:
     return " ".join(f"{f}={v}" for f, v in zip(factors, cell, strict=True)) or "runs"
 
 
-def _plain(estimate: Estimate | None) -> str:
+def _plain(estimate: Estimate | None, confidence: float) -> str:
     if estimate is None:
         return "-"
-    low, high = estimate.interval()
+    low, high = estimate.interval(confidence)
     return f"{estimate.value:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -164,7 +170,7 @@ def speed_lines(verdicts: SweepVerdicts) -> list[str]:
             f"{' '.join(record.order)}): seconds per timed block of training steps. s/epoch in the runs "
             "table is shown as measured, not judged.", "",
             *markdown_table(["rnn", "timings", "seconds"], rows), "",
-            *comparison_lines([verdicts.speed], "speed"), ""]
+            *comparison_lines([verdicts.speed], "speed", verdicts.rule.confidence), ""]
 
 
 def seed_spread_lines(runs: Sequence[RunResult], factors: Sequence[str]) -> list[str]:
