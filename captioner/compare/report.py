@@ -6,9 +6,9 @@ or were killed. Writes `report.md`, `effects_<factor>.png` (grouped bars per swe
 `val_cider.png` (validation CIDEr-D per epoch, one line per run) into the sweep directory.
 The report gives each factor's effect and interaction with intervals (the rule's 1 - alpha) over
 seeds and test images (`effects.py`), content groups and colours against the human baseline
-(`content_groups.py`), speed from interleaved timings (`speed.py`), every verdict by one declared rule with Holm's correction
-(`decision_rule.py`, `conf/claims.yaml`), and the prior study's claims answered by those verdicts
-(`prior_study_claims.py`).
+(`content_groups.py`), speed from interleaved timings (`speed.py`), every verdict by one declared
+rule with Holm's correction (`decision_rule.py`, `conf/claims.yaml`), and the prior study's claims
+answered by those verdicts (`prior_study_claims.py`).
 """
 
 from __future__ import annotations
