@@ -13,11 +13,15 @@ def absolute(path: str | os.PathLike, base_dir: Path) -> Path:
     return path if path.is_absolute() else Path(base_dir) / path
 
 
-def default_features_path(data_root: Path, dataset: str, cnn: str, trainable_blocks: int = 0) -> Path:
+def default_features_path(data_root: Path, dataset: str, cnn: str, trainable_blocks: int = 0,
+                          key: str | None = None) -> Path:
     """Where the features of (dataset, cnn) live unless `features_path=` names a file; with a
-    trainable CNN top they are another file (the activations entering its last blocks)."""
+    trainable CNN top they are another file (the activations entering its last blocks). `key`
+    tells apart configs of one CNN that give other features (weights, input size; see
+    features/cache.py); None: the name files had before they carried it."""
     top = f"-top{trainable_blocks}" if trainable_blocks else ""
-    return Path(data_root) / "features" / f"{dataset}-{cnn}{top}.h5"
+    tail = f"-{key}" if key else ""
+    return Path(data_root) / "features" / f"{dataset}-{cnn}{top}{tail}.h5"
 
 
 def write_atomically(path: Path, text: str) -> None:

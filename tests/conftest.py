@@ -80,6 +80,14 @@ def settings_of(cfg: DictConfig, base_dir: Path = REPO) -> RunSettings:
     return read_settings(cfg, base_dir)
 
 
+def features_file_of(data_root: Path, *overrides: str) -> Path:
+    """The default features file under `data_root` of a run with TINY's settings and `overrides`."""
+    from captioner.features.cache import default_path
+
+    settings = settings_of(compose_config(*overrides))
+    return default_path(data_root, settings.dataset.name, settings.cnn)
+
+
 def cnn_settings(name: str, **values) -> CnnSettings:
     """CNN `name` as `conf/cnn/<name>.yaml` composes it (no dataset's adjustments), with `values`."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

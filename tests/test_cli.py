@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ENV, TINY, python, run_folders, start_train, train
+from tests.conftest import ENV, TINY, features_file_of, python, run_folders, start_train, train
 
 
 @pytest.mark.slow
@@ -105,7 +105,7 @@ def test_prepare_extracts_features_without_training(tmp_path):
     data_root = tmp_path / "data"
     result = python(tmp_path, "-m", "captioner.prepare", *TINY, "dataset.num_images=12",
                     f"data_root={data_root}")
-    features = data_root / "features" / "shapes-vgg16.h5"
+    features = features_file_of(data_root)
     assert f"{features}: 12 images" in result.stdout
     assert features.is_file() and not list((tmp_path / "outputs").glob("**/checkpoints"))
 
@@ -125,7 +125,8 @@ def test_a_killed_extraction_resumes_and_gives_the_same_file(tmp_path):
     reference = prepare(tmp_path / "whole")
     assert reference.wait(timeout=600) == 0
     interrupted = tmp_path / "killed"
-    partial = interrupted / "features" / "shapes-vgg16.h5.partial"
+    name = features_file_of(interrupted).name
+    partial = interrupted / "features" / f"{name}.partial"
     process = prepare(interrupted)
     deadline = time.time() + 300
     while time.time() < deadline and not partial.exists():
@@ -140,8 +141,8 @@ def test_a_killed_extraction_resumes_and_gives_the_same_file(tmp_path):
     assert resumed.returncode == 0, output[-3000:]
     resumed_at = int(re.search(r"resuming .* at image (\d+) of 400", output).group(1))
     assert 0 < resumed_at < 400 and not partial.exists()
-    with h5py.File(tmp_path / "whole" / "features" / "shapes-vgg16.h5") as a, \
-            h5py.File(interrupted / "features" / "shapes-vgg16.h5") as b:
+    with h5py.File(tmp_path / "whole" / "features" / name) as a, \
+            h5py.File(interrupted / "features" / name) as b:
         whole, pieced = a["features"][:], b["features"][:]
         assert a.attrs["feature_scale"] == b.attrs["feature_scale"]
         assert a["image_ids"][:].tolist() == b["image_ids"][:].tolist()

@@ -22,7 +22,7 @@ from captioner.features.feature_file import (
 from captioner.features.image_batches import ImageReadError
 from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import TINY, command, compose_config, python, settings_of
+from tests.conftest import TINY, command, compose_config, features_file_of, python, settings_of
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -121,17 +121,57 @@ def test_real_extraction_writes_finite_scaled_features(tiny_cfg, shared_data_roo
     assert path.stat().st_mtime_ns == mtime
 
 
-def test_a_stale_default_file_is_rebuilt_and_a_named_one_is_an_error(tmp_path):
+def test_each_config_of_a_cnn_has_its_own_default_file_and_a_named_one_is_an_error(tmp_path):
     cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     path = ensure_features(settings_of(cfg), records, tmp_path)
+    assert path.parent == tmp_path / "features" and path.name.startswith("shapes-vgg16-")
     other = compose_config("dataset.num_images=12", "cnn=inception_v3", "cnn.input_size=75",
                            data_root=tmp_path)
-    with pytest.raises(FeatureFileError, match=r"shapes-vgg16\.h5 was made for another config.*cnn"):
+    with pytest.raises(FeatureFileError, match=rf"{path.name} was made for another config.*cnn"):
         ensure_features(settings_of(other), records, tmp_path, explicit_path=path)
-    cfg.cnn.seed = 1  # other random weights: the default file is stale and rebuilt
-    rebuilt = ensure_features(settings_of(cfg), records, tmp_path)
-    assert rebuilt == path and FeatureFile(path).identity["weights"]["seed"] == 1
+    # other random weights: a file of their own, so a sweep over them never rebuilds one file in turns
+    reseeded = compose_config("dataset.num_images=12", "cnn.seed=1", data_root=tmp_path)
+    second = ensure_features(settings_of(reseeded), records, tmp_path)
+    assert second != path and FeatureFile(second).identity["weights"]["seed"] == 1
+    written = path.stat().st_mtime_ns
+    assert ensure_features(settings_of(cfg), records, tmp_path) == path  # the first is still there
+    assert path.stat().st_mtime_ns == written and FeatureFile(path).identity["weights"]["seed"] == 0
+    # other images under the same config: that config's file is rebuilt where it is
+    assert ensure_features(settings_of(cfg), records[:8], tmp_path) == path
+    assert FeatureFile(path).num_images == 8
+
+
+def test_the_key_of_a_default_file_follows_what_changes_the_features_and_nothing_else():
+    from captioner.features.cache import features_key
+
+    def key(*overrides: str) -> str:
+        cnn = settings_of(compose_config(*overrides)).cnn
+        return features_key("shapes", cnn)
+
+    base = key()
+    assert len(base) == 8 and base == key()  # the same on every call: no object ids, no dict order
+    assert key("cnn.batch_size=4", "cnn.num_workers=1", "dataset.num_images=12", "seed=3") == base
+    for changed in ("cnn.seed=1", "cnn.input_size=96", "cnn.calibration_images=8", "cnn.mean=[0.5,0.5,0.5]"):
+        assert key(changed) != base, changed
+    assert features_key("other", settings_of(compose_config()).cnn) != base
+
+
+def test_a_file_under_the_name_before_keys_is_used_where_it_is_if_it_is_this_configs(tmp_path, caplog):
+    from captioner.paths import default_features_path
+
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    path = ensure_features(settings_of(cfg), records, tmp_path)
+    earlier = default_features_path(tmp_path, "shapes", "vgg16")
+    path.rename(earlier)  # as an earlier version named it
+    assert ensure_features(settings_of(cfg), records, tmp_path) == earlier
+    assert not path.exists()  # no second extraction
+    reseeded = compose_config("dataset.num_images=12", "cnn.seed=1", data_root=tmp_path)
+    with caplog.at_level(logging.WARNING):
+        second = ensure_features(settings_of(reseeded), records, tmp_path)
+    assert second != earlier and earlier.is_file()  # not another config's to replace
+    assert f"{earlier} is not this config's (weights:" in caplog.text and "Delete the old one" in caplog.text
 
 
 def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path):
@@ -276,7 +316,7 @@ def test_a_disk_without_room_for_the_file_stops_extraction_before_it_starts(tmp_
     records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
     whole = FeatureFile(ensure_features(settings_of(cfg), records, tmp_path / "roomy")).read(range(120))
     disk = tmp_path / "disk"
-    partial = partial_path(disk / "features" / "shapes-vgg16.h5")
+    partial = partial_path(features_file_of(disk))
     with _small_disk(disk, "1600k"):  # 120 x 16 KiB (1.9 MiB) do not fit
         with pytest.raises(FeatureWriteError) as error:
             ensure_features(settings_of(cfg), records, disk)
@@ -300,7 +340,7 @@ def test_prepare_on_a_disk_that_is_too_small_exits_2_with_one_line_not_a_crash(t
     assert result.returncode == 2, result.stderr[-3000:]  # not 139, the segfault it used to be
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     (line,) = [e for e in result.stderr.splitlines() if "no space left" in e]
-    assert f"for {disk / 'features' / 'shapes-vgg16.h5.partial'}: the features need about" in line
+    assert f"for {partial_path(features_file_of(disk))}: the features need about" in line
 
 
 @pytest.mark.slow
@@ -314,7 +354,7 @@ def test_a_file_size_limit_is_one_clear_error_not_a_crash_and_the_rerun_complete
                                 *arguments], check=False)
     assert result.returncode == 2, result.stderr[-3000:]  # not 139
     assert "Traceback" not in result.stderr and "Segmentation" not in result.stderr, result.stderr[-3000:]
-    partial = partial_path(tmp_path / "data" / "features" / "shapes-vgg16.h5")
+    partial = partial_path(features_file_of(tmp_path / "data"))
     (line,) = [e for e in result.stderr.splitlines() if "error:" in e]
     assert (f"the file reached the size limit of this process or file system while creating {partial} "
             "(about 2.9 MiB); raise the limit (`ulimit -f`) or set data_root=") in line
@@ -330,7 +370,7 @@ def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_
     prepare(settings_of(compose_config("dataset.num_images=12", data_root=data_root)))
     broken = data_root / "shapes" / "images" / "shapes_000003.jpg"
     broken.write_bytes(b"not a jpeg")
-    features = data_root / "features" / "shapes-vgg16.h5"
+    features = features_file_of(data_root)
     features.unlink()
     strict = compose_config("dataset.num_images=12", "dataset.strict=true", data_root=data_root)
     with pytest.raises(ImageReadError) as error:

@@ -25,7 +25,7 @@ from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
 from captioner.launch.unique_folders import claim_folder
 from captioner.model.compiled import COMPILE_SECONDS, SAVED_SECONDS_PER_STEP, compile_pays
-from captioner.paths import write_atomically
+from captioner.paths import default_features_path, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.resume import check_resumable, resolve_checkpoint
@@ -40,7 +40,7 @@ from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
 from captioner.training.self_critical_stage import stage_summary
-from tests.conftest import CONF, compose_config, settings_of
+from tests.conftest import CONF, compose_config, features_file_of, settings_of
 
 # --- config checks and paths ---
 
@@ -97,19 +97,25 @@ def test_the_run_folder_finds_the_features_from_metrics_or_from_the_recorded_con
     folder = RunFolder(tmp_path / "run")
     (folder.path / ".hydra").mkdir(parents=True)
     assert folder.features_file() is None  # nothing recorded yet
-    OmegaConf.save(OmegaConf.create({"features_path": None, "data_root": "data",
-                                     "dataset": {"name": "shapes"}, "cnn": {"name": "vgg16"}}),
-                   folder.config_file)
+    cfg = compose_config()
+    cfg.data_root = "data"  # relative: from where the run started
+    OmegaConf.save(cfg, folder.config_file)
     OmegaConf.save(OmegaConf.create({"hydra": {"runtime": {"cwd": str(tmp_path / "launch")}}}),
                    folder.hydra_file)
-    assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
+    expected = features_file_of(tmp_path / "launch" / "data")
+    assert expected.name.startswith("shapes-vgg16-") and folder.features_file() == expected
+    earlier = default_features_path(tmp_path / "launch" / "data", "shapes", "vgg16")
+    earlier.parent.mkdir(parents=True)
+    earlier.touch()  # named as before keys, and the keyed one absent: the run trained on this one
+    assert folder.features_file() == earlier
     RunSummary(status="running", features="/elsewhere/f.h5").write(folder.metrics)
     assert folder.features_file() == Path("/elsewhere/f.h5")
     assert RunFolder.of_checkpoint(folder.last_checkpoint) == folder
     folder.metrics.write_text('{"status": "runn')  # half written: a reader must not take it as JSON
     with pytest.raises(ValueError):
         folder.summary()
-    assert folder.features_file() == tmp_path / "launch" / "data" / "features" / "shapes-vgg16.h5"
+    earlier.unlink()
+    assert folder.features_file() == expected
 
 
 def test_a_summary_of_another_version_keeps_its_unknown_keys_and_reads_missing_ones_as_defaults(tmp_path):

@@ -46,8 +46,8 @@ def test_the_smoke_sweep_runs_in_parallel_shares_features_and_reports(tmp_path):
     # Two runs per CNN, one features file per CNN, each extracted by exactly one run.
     logs = "".join((run / "train.log").read_text() for run in runs)
     assert logs.count("extracting features") == 2, logs
-    assert sorted(p.name for p in (tmp_path / "data" / "features").glob("*.h5")) == [
-        "shapes-resnet101.h5", "shapes-vgg16.h5"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "data" / "features").glob("*.h5")) == [
+        "shapes-resnet101", "shapes-vgg16"]  # each name ends in its config's key
 
     report = (sweep / "report.md").read_text()
     for run in runs:
@@ -142,8 +142,8 @@ def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_dat
 def test_a_prepare_sweep_extracts_each_features_file_once_ahead_of_training(tmp_path):
     python(tmp_path, "-m", "captioner.prepare", "-m", "--config-dir", str(SWEEPS), "--config-name", "smoke",
            *SMALL, f"data_root={tmp_path / 'data'}")
-    assert sorted(p.name for p in (tmp_path / "data" / "features").glob("*.h5")) == [
-        "shapes-resnet101.h5", "shapes-vgg16.h5"]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "data" / "features").glob("*.h5")) == [
+        "shapes-resnet101", "shapes-vgg16"]  # each name ends in its config's key
     (sweep,) = sweep_dirs(tmp_path, "smoke")
     logs = "".join(p.read_text() for p in sweep.glob("*/prepare.log"))
     assert logs.count("extracting features") == 2 and logs.count("reusing features") == 2

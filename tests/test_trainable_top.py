@@ -55,7 +55,7 @@ def top_run(weights_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 def test_the_file_holds_the_activations_entering_the_top_and_says_so(top_run):
     (path,) = (top_run.parent / "data" / "features").glob("*.h5")
-    assert path.name == "shapes-mobilenet_v2-top1.h5"  # a frozen CNN's file stays where it was
+    assert path.name.startswith("shapes-mobilenet_v2-top1-")  # a frozen CNN's file stays where it was
     features = FeatureFile(path)
     assert features.identity["trainable_blocks"] == 1 and features.shape[1:] == (4, 160)  # 2x2x160
     record = features.cnn_record()
@@ -106,7 +106,7 @@ def test_a_resumed_run_with_a_trainable_top_ends_exactly_as_an_uninterrupted_one
 
 
 def test_a_features_file_made_for_another_number_of_blocks_is_refused(top_run, weights_file, tmp_path):
-    (path,) = (top_run.parent / "data" / "features").glob("*-top1.h5")
+    (path,) = (top_run.parent / "data" / "features").glob("*-top1-*.h5")
     frozen = compose_config("cnn=mobilenet_v2", "cnn.input_size=64", f"cnn.weights_path={weights_file}",
                             f"features_path={path}", data_root=top_run.parent / "data")
     with pytest.raises(FeatureFileError, match="trainable_blocks: file has 1, config wants 0"):

@@ -1,10 +1,17 @@
 """The features cache: reuse the file for (dataset, cnn) when it matches the config, else extract it.
 
-`train.py` and `python -m captioner.prepare` (features without training) both call `prepare`.
+Each config of a CNN that gives other features (weights, input size, normalisation, a trainable
+top) has its own default file, `<dataset>-<cnn>[-topN]-<key>.h5` with `key` a hash of those
+settings: a sweep over them, in parallel or in turns, extracts each file once instead of
+rebuilding one shared file for every run. A change of the images themselves rebuilds the file
+in place. `train.py` and `python -m captioner.prepare` (features without training) both call
+`prepare`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,17 +32,33 @@ log = logging.getLogger(__name__)
 
 def expected_identity(dataset: str, cnn: CnnSettings, records: Sequence[ImageRecord]) -> dict[str, Any]:
     """The attributes that a features file of `dataset` by `cnn` must carry to be reused."""
+    return {"schema_version": SCHEMA_VERSION, **config_identity(dataset, cnn),
+            "records": records_fingerprint(records)}
+
+
+def config_identity(dataset: str, cnn: CnnSettings) -> dict[str, Any]:
+    """What the config alone decides of a features file (the images aside)."""
     return {
-        "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
         "cnn": cnn.name,
         "weights": weights_source(cnn).as_dict(),
         "input_size": int(cnn.input_size),
         "normalisation": [list(cnn.mean), list(cnn.std)],
-        "records": records_fingerprint(records),
         # only when set, so every file made before trainable tops existed keeps its identity
         **({"trainable_blocks": cnn.trainable_blocks} if cnn.trainable_blocks else {}),
     }
+
+
+def features_key(dataset: str, cnn: CnnSettings) -> str:
+    """8 hex digits of `config_identity`'s hash: the same in every process and on every machine."""
+    text = json.dumps(config_identity(dataset, cnn), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def default_path(data_root: Path, dataset: str, cnn: CnnSettings) -> Path:
+    """The features file of (dataset, cnn) unless `features_path=` names one."""
+    return default_features_path(data_root, dataset, cnn.name, cnn.trainable_blocks,
+                                 features_key(dataset, cnn))
 
 
 @contextmanager
@@ -58,15 +81,14 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
                     verify: bool = False) -> Path:
     """Path of an up-to-date features file, extracting it if needed.
 
-    A file at the default location that was made for another config is rebuilt; a file the user
-    named with `features_path=` is never overwritten: a mismatch there is an error. `verify`
+    The default file is this config's own (see above): one made from other images is rebuilt; a
+    file the user named with `features_path=` is never overwritten: a mismatch there is an error. `verify`
     reads a file before reusing it (every chunk's checksum, finite values): a damaged default
     file is rebuilt, a damaged named one is an error.
     """
     explicit = explicit_path is not None
     dataset, cnn = settings.dataset, settings.cnn
-    path = Path(explicit_path) if explicit else default_features_path(data_root, dataset.name, cnn.name,
-                                                                      cnn.trainable_blocks)
+    path = Path(explicit_path) if explicit else default_path(data_root, dataset.name, cnn)
     identity = expected_identity(dataset.name, cnn, records)
     strict = bool(dataset.strict)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
@@ -74,6 +96,10 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
     if path.exists() and not _differences(path, identity, strict) and not (verify and _damage(path)):
         log.info("reusing features %s", path)
         return path
+    if not explicit and not path.exists():
+        earlier = _earlier_name(data_root, dataset.name, cnn, identity, strict, verify)
+        if earlier is not None:
+            return earlier
     path.parent.mkdir(parents=True, exist_ok=True)
     # Runs of a sweep that need the same file wait here while the first one extracts it.
     with _exclusive(path):
@@ -95,6 +121,23 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
         extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
         return extract_features(records, path, cnn, extract_identity, batch_size=cnn.batch_size,
                                 num_workers=cnn.num_workers, strict=dataset.strict, device=device)
+
+
+def _earlier_name(data_root: Path, dataset: str, cnn: CnnSettings, identity: dict[str, Any],
+                  strict: bool, verify: bool) -> Path | None:
+    """The file under the name files had before they carried their config's key, when it was
+    made for this config: used where it is (renaming it could pull it from under a run reading it)."""
+    earlier = default_features_path(data_root, dataset, cnn.name, cnn.trainable_blocks)
+    if not earlier.exists():
+        return None
+    differences = _differences(earlier, identity, strict)
+    damage = _damage(earlier) if verify and not differences else None
+    if not differences and damage is None:
+        log.info("reusing features %s (named before file names carried their config's key)", earlier)
+        return earlier
+    log.warning("%s is not this config's (%s): it gets a file of its own. Delete the old one once no "
+                "config needs it.", earlier, "; ".join(differences or [str(damage)])[:300])
+    return None
 
 
 def _differences(path: Path, expected: dict[str, Any], strict: bool = False) -> list[str]:

@@ -162,10 +162,15 @@ class RunFolder:
         try:
             if config.get("features_path"):
                 return absolute(config.features_path, base)
-            return default_features_path(absolute(config.data_root, base), config.dataset.name,
-                                         config.cnn.name, int(config.cnn.get("trainable_blocks", 0) or 0))
-        except Exception:  # an interpolation that cannot be resolved here (e.g. an unset env variable)
+            from captioner.features.cache import default_path  # torch: only where it is needed
+            from captioner.settings import read_settings
+            settings = read_settings(config, base)
+            path = default_path(settings.data_root, settings.dataset.name, settings.cnn)
+        except Exception:  # a config this code cannot read, or an interpolation it cannot resolve
             return None
+        earlier = default_features_path(settings.data_root, settings.dataset.name, settings.cnn.name,
+                                        settings.cnn.trainable_blocks)
+        return earlier if earlier.is_file() and not path.is_file() else path
 
     def recorded_dataset(self) -> tuple[str, Path, dict[str, Any]] | None:
         """(source, root, options) of the dataset the run's recorded config names, its root made

@@ -168,7 +168,7 @@ class RunSettings:
 
     seed: int
     data_root: Path
-    features_path: Path | None  # None: <data_root>/features/<dataset>-<cnn>.h5
+    features_path: Path | None  # None: <data_root>/features/<dataset>-<cnn>-<key>.h5 (features/cache.py)
     ckpt_path: str | None  # an absolute .ckpt path, `last`, or None (a fresh run)
     cnn: CnnSettings
     dataset: DatasetSettings
