@@ -16,9 +16,11 @@ that completed after its driver stopped is kept the next time (if it trained wha
 now: a trial with other settings in the driver's folder is neither kept nor resumed). Checkpoints,
 features and figures stay under outputs/ and data/. A run cut off (the session ended, a kill) goes
 on from its last checkpoint the next time the driver runs (`ckpt_path=last` in its own folder: it
-ends as the uninterrupted run would). Before it trains, it warns when the checkout has uncommitted
-changes, and with `--retrain-dirty` refuses to start. `--dry-run` lists the runs still missing,
-without adopting any.
+ends as the uninterrupted run would); a resume that train.py refuses up front (a damaged
+checkpoint, settings it cannot go on with: it says why and leaves the run as it was) is marked in
+that folder (RESUME_REFUSED), never tried again, and the cell trains afresh at once. Before it
+trains, it warns when the checkout has uncommitted changes, and with `--retrain-dirty` refuses to
+start. `--dry-run` lists the runs still missing, without adopting any.
 
 Stopping it: Ctrl+C or SIGTERM to the driver reaches the run in progress as a SIGTERM, which saves
 a checkpoint at the end of its batch (up to STOP_GRACE_S; then it is killed); the completed runs are
@@ -75,6 +77,11 @@ TOP_KEYS = ("model.top_lr_multiplier", "model.top_dropout")
 LOCATION_KEYS = ("data_root", "dataset.root")
 # How long an interrupted train.py gets to save its checkpoint at the end of its batch and exit.
 STOP_GRACE_S = 120.0
+# In a run folder: train.py refused to resume it. An error found before training leaves the run as
+# it was, and a multirun exits 1 for any run that did not complete: an untouched metrics.json after
+# an exit that is not a signal's is the sign. (Hydra's own errors look the same, but a bad command
+# would fail the fresh run too.)
+RESUME_REFUSED = "resume-refused.txt"
 
 
 def cell_name(cell: dict[str, str]) -> str:
@@ -267,12 +274,19 @@ class KeptSweep:
                    f"hydra.sweep.dir={sweep_dir}",
                    *(["ckpt_path=last"] if resume is not None else [])]
         print("$", " ".join(command[1:]), flush=True)
+        before = (resume / "metrics.json").read_bytes() if resume is not None else None
         process = subprocess.Popen(command, cwd=REPO)
         try:
             process.wait()
         except KeyboardInterrupt:  # the run saves where it is, so that the next time goes on from there
             stop_run(process)
             raise
+        # A killed train.py (returncode < 0, or 128 + signal) may not have reached the run: not refused.
+        untouched = resume is not None and (resume / "metrics.json").read_bytes() == before
+        if untouched and 0 <= process.returncode < 128:
+            (resume / RESUME_REFUSED).write_text(f"{time.strftime('%Y-%m-%d %H:%M:%S')}: train.py refused "
+                                                 "to resume this run (its error was printed where the "
+                                                 "driver ran); the driver trained the cell afresh\n")
         return sweep_dir / "0"
 
     def write_report(self) -> bool:
@@ -321,8 +335,9 @@ def _dirty(run: Path) -> bool:
 
 def _resumable(run: Path | None) -> bool:
     """Cut off with a checkpoint (killed, preempted, still `running` on record); a failed run's
-    error would come back on resume, so it starts afresh."""
-    return run is not None and (run / "checkpoints" / "last.ckpt").is_file() and _status(run) != "failed"
+    error would come back on resume, and so would a refused resume's: those start afresh."""
+    return run is not None and (run / "checkpoints" / "last.ckpt").is_file() and _status(run) != "failed" \
+        and not (run / RESUME_REFUSED).is_file()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -431,7 +446,12 @@ def train_then_keep(sweep: KeptSweep, cells: list[dict[str, str]], clean_only: b
             if newest is not None and _completed(newest):  # finished after the driver that ran it stopped
                 run_dir = newest
             else:  # an interrupted run with a checkpoint goes on from it (a session's end, a kill)
-                run_dir = sweep.train(cell, resume=newest if _resumable(newest) else None)
+                resume = newest if _resumable(newest) else None
+                run_dir = sweep.train(cell, resume=resume)
+                if resume is not None and (resume / RESUME_REFUSED).is_file():
+                    print(f"{cell_name(cell)}: {resume} cannot be resumed (see above): training afresh",
+                          flush=True)
+                    run_dir = sweep.train(cell)
             if not _completed(run_dir):
                 print(f"{cell_name(cell)}: not completed; see {run_dir}", flush=True)
                 not_completed.append(cell)

@@ -243,6 +243,29 @@ def test_a_sigterm_to_the_driver_alone_reaches_its_run_which_saves_and_stops(tmp
     assert driver._resumable(run)
 
 
+@pytest.mark.slow
+def test_a_resume_train_py_refuses_is_marked_never_retried_and_the_cell_trains_afresh(
+        tmp_path, monkeypatch, capsys):
+    """A cut-off run whose checkpoint cannot be resumed used to be retried (and refused, exit 2) by
+    every later driver run, and its cell never trained."""
+    driver = _driver()
+    sweep = tiny_training_sweep(tmp_path, monkeypatch, "trainer.max_epochs=1")
+    (cell,) = sweep.cells()
+    cut_off = run_folder(sweep.outputs / f"2026-12-01_00-00-00_{driver.cell_name(cell)}" / "0",
+                         status="preempted")
+    (cut_off / ".hydra" / "config.yaml").write_text(yaml.safe_dump(sweep.composed_config(cell)))
+    (cut_off / "checkpoints").mkdir()
+    (cut_off / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")  # damaged, nothing else
+    assert driver._resumable(cut_off)
+    kept, interrupted, not_completed = driver.train_then_keep(sweep, [cell])
+    assert len(kept) == 1 and not interrupted and not not_completed
+    assert f"{cut_off} cannot be resumed (see above): training afresh" in capsys.readouterr().out
+    assert (cut_off / driver.RESUME_REFUSED).is_file() and not driver._resumable(cut_off)
+    assert json.loads((cut_off / "metrics.json").read_text())["status"] == "preempted"  # left as it was
+    (fresh,) = [run for run in sweep.outputs.glob("*/0") if run != cut_off]
+    assert json.loads((fresh / "metrics.json").read_text())["status"] == "completed"
+
+
 def test_a_run_in_the_drivers_folder_that_trained_other_settings_is_neither_kept_nor_resumed(
         tmp_path, capsys):
     driver = _driver()
