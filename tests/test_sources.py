@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from captioner.features.cache import default_path
 from captioner.runs.run import run
 from captioner.sources import load_records
 from captioner.sources.checks import DatasetFormatError, DatasetLayoutError
 from captioner.sources.iapr import first_sentence
-from tests.conftest import REPO, compose_config
+from tests.conftest import REPO, compose_config, settings_of
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (30, 60, 220), "yellow": (240, 210, 20)}
 SHARED_FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k-test"
@@ -247,7 +248,8 @@ def test_parse_extract_train_and_score_each_dataset(tmp_path, dataset):
     assert set(summary.test) >= {"bleu4", "cider", "meteor", "rouge_l"}
     captions = json.loads((tmp_path / "run" / "captions.json").read_text())
     assert captions and all(c["references"] for c in captions)
-    assert (tmp_path / "data" / "features" / f"{dataset}-vgg16.h5").is_file()
+    assert Path(summary.features) == default_path(tmp_path / "data", dataset, settings_of(cfg).cnn)
+    assert Path(summary.features).is_file() and Path(summary.features).name.startswith(f"{dataset}-vgg16-")
 
 
 # Hostile and broken input: files as they circulate, not as they ship.
