@@ -47,6 +47,25 @@ def test_decode_follows_the_options():
     assert greedy.shape[1] <= length.with_end
 
 
+def test_a_beam_of_one_is_greedy_also_where_bf16_makes_words_tie():
+    """bf16 keeps ~3 digits: over 5,000 words, two logits are often exactly equal, and argmax
+    (first) and topk (CPU: last) broke such ties apart, so a bf16 run's beam_size=1 test captions
+    differed from its greedy validation ones."""
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(5000, feature_dim=16, embed_dim=32, hidden_dim=64, attention_dim=32).eval()
+    with torch.no_grad():
+        decoder.vocab_out.weight.mul_(0.03)  # near-flat logits, as early in training
+    features = torch.randn(32, 9, 16)
+    length = CaptionLength(6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _, _ = decoder.step(torch.full((32,), START_ID), *decoder.prepare(features))
+        greedy, _ = decode(decoder, features, GREEDY, length)
+        one_beam, attention = decode(decoder, features, DecodeOptions("beam", beam_size=1), length)
+    top2 = logits.float().topk(2, dim=1).values
+    assert (top2[:, 0] == top2[:, 1]).any()  # ties at the very first word, so the check below can fail
+    assert torch.equal(one_beam, greedy) and attention.dtype == torch.float32
+
+
 def test_unk_is_never_written_unless_research_use_allows_it():
     torch.manual_seed(0)
     decoder = CaptionDecoder(12, feature_dim=8, embed_dim=16, hidden_dim=32, attention_dim=16).eval()

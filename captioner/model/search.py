@@ -17,7 +17,8 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: i
     """Most likely word at each step for every image at once; `banned` ids are never written.
 
     Returns token ids (B, L) without `<start>`, `<end>` included where emitted and `<pad>`
-    after it, with L <= max_length + 1, and the attention weights (B, L, R) of each step.
+    after it, with L <= max_length + 1, and the attention weights (B, L, R) of each step. A
+    caption that has not ended by then is cut there: max_length + 1 words, no `<end>`.
     """
     regions, keys, state = decoder.prepare(features)
     batch = features.shape[0]
@@ -58,7 +59,8 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
                 banned: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
     """The best caption of each image under a beam of `beam_size`, all images at once.
 
-    Same output as `greedy_decode` (which `beam_size=1` reproduces token for token). Each step
+    Same output as `greedy_decode` (which `beam_size=1` is, without a length penalty or trigram
+    blocking). Each step
     keeps `beam_size` unfinished beams per image; a beam that emits `<end>` leaves the beam for
     the image's pool of finished captions, so short captions do not crowd out longer ones still
     being written. Finished captions are ranked by log-probability / ((5 + length) / 6) **
@@ -66,6 +68,10 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
     are finished there, so every image gets a caption. An image stops once no open beam can
     beat its worst pooled caption.
     """
+    if beam_size == 1 and length_penalty == 0 and not block_trigram_repeats:
+        # Greedy itself: in bf16 words tie often, and argmax and topk break ties differently.
+        tokens, attention = greedy_decode(decoder, features, max_length, start_id, end_id, pad_id, banned)
+        return tokens, attention.float()
     batch, k = features.shape[0], beam_size
     steps = max_length + 1  # max_length words, then room for <end>
     device = features.device

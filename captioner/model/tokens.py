@@ -1,7 +1,8 @@
 """The special tokens and the caption-length arithmetic every stage agrees on.
 
-A caption of up to `max_words` words is decoded as the words and `<end>` (`with_end` tokens) and
-trained on as `<start>`, the words and `<end>` (`with_start_and_end`); those sums live here only.
+A caption of up to `max_words` words is decoded as the words and `<end>` (`with_end` tokens; one
+the model never ends is cut there, all words) and trained on as `<start>`, the words and `<end>`
+(`with_start_and_end`); those sums live here only.
 """
 
 from __future__ import annotations
