@@ -272,6 +272,44 @@ def test_the_epoch_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch():
     assert finished.state_dict() == {"epoch": 1, "batches_done": 0}
 
 
+def _items(loader) -> list[int]:
+    return [int(x) for batch in loader for x in batch]
+
+
+def test_under_ddp_each_rank_takes_its_share_and_resumes_at_its_own_batch():
+    whole = list(EpochShuffle(11, seed=1))
+    wrapped = whole + whole[:1]  # 11 items over 2 ranks: wrapped round to 12, as DistributedSampler pads
+    shares = [list(EpochShuffle(11, seed=1, rank=rank, replicas=2)) for rank in (0, 1)]
+    assert shares == [wrapped[0::2], wrapped[1::2]] and len(EpochShuffle(11, 1, 1, 2)) == 6
+    loader = ResumableDataLoader(list(range(11)), batch_size=2, sampler=EpochShuffle(11, 1, 1, 2),
+                                 batches_done=lambda: 2)
+    assert loader.state_dict() == {"epoch": 0, "batches_done": 2}
+    resumed = ResumableDataLoader(list(range(11)), batch_size=2, sampler=EpochShuffle(11, 1, 1, 2))
+    resumed.load_state_dict(loader.state_dict())
+    assert _items(resumed) == shares[1][4:]  # rank 1's first 2 batches are skipped, not the epoch's
+    assert _items(resumed) == shares[1]
+
+
+def test_lightning_keeps_the_resumable_order_under_ddp_instead_of_wrapping_it():
+    """Lightning's DDP wraps any sampler that is not a DistributedSampler in its own, whose position
+    no checkpoint records: a mid-epoch resume then trained the epoch's first batches twice."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    trainer = pl.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False)
+    ours = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, 1, 0, 2))
+    plain = DataLoader(list(range(10)), batch_size=2, shuffle=True)
+    rule = trainer._data_connector._requires_distributed_sampler  # Lightning's own rule (private)
+    assert rule(plain) and not rule(ours)
+
+
+def test_an_epoch_cut_short_by_limit_train_batches_resumes_at_the_next_epoch():
+    loader = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, seed=1),
+                                 batches_done=lambda: 2, epoch_batches=lambda: 2)
+    assert loader.state_dict() == {"epoch": 1, "batches_done": 0}  # not epoch 0's leftover
+
+
 def test_random_state_round_trips_every_generator():
     state = RandomState()
     torch.manual_seed(0), np.random.seed(0), random.seed(0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,11 @@ def batches_done_in_epoch(trainer: pl.Trainer | None) -> int:
     return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
 
+def epoch_batches(trainer: pl.Trainer | None) -> float:
+    """Batches an epoch of `trainer` has: fewer than its loader's under `limit_train_batches`."""
+    return math.inf if trainer is None else trainer.num_training_batches
+
+
 class CaptionDataModule(pl.LightningDataModule):
     """Reads the features file's metadata, builds (or takes) the vocabulary, serves batches.
 
@@ -151,31 +156,31 @@ class CaptionDataModule(pl.LightningDataModule):
         dataset = CaptionBatches(self.resident or self.features, self.caption_ids, self.caption_lengths,
                                  owners, self.static_caption_length)
         workers = 0 if self.resident is not None else self.num_workers  # batches are indexed on the device
-        return self._resumable_loader(dataset, self.batch_size, workers, self._train_batches_done,
+        return self._resumable_loader(dataset, self.batch_size, workers, self.trainer,
                                       drop_last=self.static_caption_length is not None)
 
     def _resumable_loader(self, dataset: Dataset, batch_size: int, workers: int,
-                          batches_done: Callable[[], int], drop_last: bool = False) -> DataLoader:
-        """A training loader whose position checkpoints record (training_order.py): a resumed run
-        goes on at the batch it stopped, in the same order."""
+                          trainer: pl.Trainer | None, drop_last: bool = False) -> DataLoader:
+        """A training loader for `trainer` whose position checkpoints record (training_order.py):
+        a resumed run goes on at the batch it stopped, in the same order; under DDP each rank
+        takes its share."""
+        rank, replicas = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResumableDataLoader(dataset, batch_size=batch_size,
-                                   sampler=EpochShuffle(len(dataset), self.shuffle_seed),
+                                   sampler=EpochShuffle(len(dataset), self.shuffle_seed, rank, replicas),
                                    # its own generator: starting an epoch draws no global RNG number
                                    generator=torch.Generator().manual_seed(self.shuffle_seed),
                                    num_workers=workers, collate_fn=_already_batched,
                                    persistent_workers=workers > 0,
                                    multiprocessing_context=worker_context(workers),
-                                   drop_last=drop_last, batches_done=batches_done)
+                                   drop_last=drop_last, batches_done=lambda: batches_done_in_epoch(trainer),
+                                   epoch_batches=lambda: epoch_batches(trainer))
 
-    def _train_batches_done(self) -> int:
-        return batches_done_in_epoch(self.trainer)
-
-    def train_image_dataloader(self, batch_size: int, batches_done: Callable[[], int]) -> DataLoader:
-        """Batches of train images (features, image_index), shuffled: the self-critical stage's.
-        `batches_done`: how many batches of the epoch that stage's Trainer has finished."""
+    def train_image_dataloader(self, batch_size: int, trainer: pl.Trainer | None) -> DataLoader:
+        """Batches of train images (features, image_index), shuffled: the self-critical stage's,
+        whose position is that stage's `trainer`'s."""
         images = self.features.splits["train"]
         return self._resumable_loader(ImageBatches(self.features, images), batch_size, self.num_workers,
-                                      batches_done)
+                                      trainer)
 
     def _eval_loader(self, stage: str) -> DataLoader:
         images = self.features.splits[self.split_of_stage[stage]]

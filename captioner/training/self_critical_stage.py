@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from captioner.data.datamodule import CaptionDataModule, batches_done_in_epoch
+from captioner.data.datamodule import CaptionDataModule
 from captioner.settings import ScstSettings
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
 from captioner.training.checkpoint_record import CheckpointRecord
@@ -44,7 +44,7 @@ class ImageTrainData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # Resumable like cross-entropy's: its position is this stage's Trainer's count.
-        return self.data.train_image_dataloader(self.batch_size, lambda: batches_done_in_epoch(self.trainer))
+        return self.data.train_image_dataloader(self.batch_size, self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self.data.val_dataloader()
