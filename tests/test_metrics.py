@@ -128,6 +128,34 @@ def test_without_java_meteor_is_left_out_and_the_rest_unchanged(monkeypatch, cap
     assert without == pytest.approx({k: v for k, v in with_java.items() if k != "meteor"}, abs=1e-9)
 
 
+METEOR_DIES = """
+import os, signal
+from captioner.scoring.coco_metrics import _meteor, score_captions
+from tests.test_metrics import REFERENCES, RESULTS
+expected = score_captions(RESULTS, REFERENCES)["meteor"]
+java = _meteor().meteor_p
+os.kill(java.pid, signal.SIGKILL)  # killed between calls (the OOM killer)
+java.wait()
+print("after a kill:", score_captions(RESULTS, REFERENCES)["meteor"] == expected, flush=True)
+_meteor().meteor_p.stdin.close()  # a pipe that breaks in the middle of a call
+print("after a broken pipe:", score_captions(RESULTS, REFERENCES)["meteor"] == expected, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_meteor_that_died_is_replaced_and_the_process_still_exits(tmp_path):
+    """pycocoevalcap's METEOR keeps its lock after a failed call: the next call (the next run of
+    a sweep, in the same process) then waited forever, and so did the process at exit."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", METEOR_DIES], cwd=Path(__file__).parent.parent,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["after a kill: True", "after a broken pipe: True"]
+    assert "Exception ignored" not in result.stderr
+
+
 def test_spice_is_optional_and_never_changes_the_other_scores(caplog):
     plain = score_captions(RESULTS, REFERENCES)
     asked = score_captions(RESULTS, REFERENCES, spice=True)

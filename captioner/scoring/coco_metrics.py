@@ -6,6 +6,7 @@ reports (CIDEr-D ranges to ~10). SPICE is not run: it downloads CoreNLP and fail
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -112,6 +113,39 @@ def _meteor() -> Any:
     return Meteor()
 
 
+def meteor_score(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float:
+    """Corpus METEOR from the process's METEOR; one whose Java process died (killed, out of
+    memory) or whose exchange failed is replaced, and the call tried once more."""
+    for attempt in (1, 2):
+        meteor = _meteor()
+        try:
+            if meteor.meteor_p.poll() is not None:
+                raise RuntimeError(f"its Java process ended (exit {meteor.meteor_p.returncode})")
+            return float(meteor.compute_score(gts, res)[0])
+        except Exception as error:
+            _discard_meteor(meteor)
+            if attempt == 2:
+                raise RuntimeError(f"METEOR failed twice ({type(error).__name__}: {error}); meteor=false "
+                                   "leaves it out") from error
+            log.warning("METEOR failed (%s: %s): starting a new one", type(error).__name__, error)
+        except BaseException:  # Ctrl+C mid-exchange: the process is out of step with its replies
+            _discard_meteor(meteor)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _discard_meteor(meteor: Any) -> None:
+    """Stop a METEOR whose call failed. pycocoevalcap takes its lock without try/finally, so a
+    failed call keeps it: the next call would wait forever, and so would `__del__` at exit."""
+    _meteor.cache_clear()
+    if meteor.lock.locked():
+        meteor.lock.release()
+    meteor.meteor_p.kill()
+    meteor.meteor_p.wait()
+    with contextlib.suppress(OSError):  # here, where a broken pipe is expected, not in `__del__`
+        meteor.meteor_p.stdin.close()
+
+
 @functools.cache
 def _warn_no_java() -> None:
     log.warning("java not found on PATH: METEOR is left out and captions are tokenized in Python; "
@@ -156,7 +190,7 @@ def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any
     each = {key: {"cider": float(value), "bleu_counts": bleu_counts(res[key][0], gts[key])}
             for key, value in zip(gts, cider_per_image, strict=True)} if per_image else {}
     if meteor and java_available():
-        scores["meteor"] = float(_meteor().compute_score(gts, res)[0])
+        scores["meteor"] = meteor_score(gts, res)
     elif meteor:
         _warn_no_java()
     ordered = {name: scores[name] for name in SCORE_NAMES if name in scores}
