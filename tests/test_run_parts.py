@@ -21,14 +21,16 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
+from captioner.data.vocabulary import Vocabulary
 from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
 from captioner.launch.unique_folders import claim_folder
 from captioner.model.compiled import COMPILE_SECONDS, SAVED_SECONDS_PER_STEP, compile_pays
+from captioner.model.tokens import SPECIAL_TOKENS
 from captioner.paths import default_features_path, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
-from captioner.runs.resume import check_resumable, resolve_checkpoint
+from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint
 from captioner.runs.run import run
 from captioner.settings import CnnSettings, read_settings
 from captioner.settings.reading import with_absolute_paths
@@ -348,6 +350,39 @@ def test_a_resume_that_changes_the_model_is_refused_naming_what_changed(trained_
     same = compose_config("dataset.num_images=70", "trainer.max_epochs=9")  # epochs may change
     check_resumable(checkpoint, settings_of(same))
     assert checkpoint.global_step > 0 and checkpoint.stage == "xe"
+
+
+def test_a_vocabulary_of_other_words_is_named_even_where_its_size_is_the_same():
+    ours = Vocabulary([*SPECIAL_TOKENS, "a", "dog", "grass"])
+    assert ours.difference(ours.words) is None
+    assert ours.difference([*SPECIAL_TOKENS, "a", "cat", "mat"]) == (
+        "7 words against this run's 7, the first difference at id 5: 'cat' against 'dog'")
+    assert ours.difference([*SPECIAL_TOKENS, "a"]) == (
+        "5 words against this run's 7, the first difference at id 5: nothing against 'dog'")
+
+
+def test_a_resume_or_self_critical_start_on_other_train_words_is_refused(trained_run, tmp_path):
+    """The same number of other words would load into the model without a complaint, every id
+    then meaning another word (say, text.max_words capping a changed train split)."""
+    last = trained_run / "checkpoints" / "last.ckpt"
+    checkpoint = read_checkpoint_record(last)
+    trained_with = Vocabulary(checkpoint.hyper_parameters["vocabulary"])
+    check_vocabulary(checkpoint, trained_with)
+    swapped = Vocabulary([*trained_with.words[:4], *reversed(trained_with.words[4:])])
+    with pytest.raises(ConfigError, match=rf"{last} was trained with another vocabulary .*first difference "
+                                          r"at id 4.*resume with those it trained with"):
+        check_vocabulary(checkpoint, swapped)
+    data_root = trained_run.parent / "data"
+    fewer_words = compose_config("dataset.num_images=70", "text.max_words=8", "scst.enabled=true",
+                                 f"scst.from_checkpoint={last}", data_root=data_root)
+    with pytest.raises(CheckpointError, match=r"trained with another vocabulary \(\d+ words against this "
+                                              r"run's 12"):
+        run(fewer_words, run_dir=tmp_path / "scst", base_dir=tmp_path)
+    resumed = compose_config("dataset.num_images=70", "text.max_words=8", f"ckpt_path={last}",
+                             data_root=data_root)
+    with pytest.raises(ConfigError, match=rf"{last} was trained with another vocabulary"):
+        run(resumed, run_dir=tmp_path / "resumed", base_dir=tmp_path)
+    assert not (tmp_path / "resumed" / "vocabulary.json").exists()  # found before it was written
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_newest_readable_one(trained_run, tmp_path, caplog):

@@ -53,6 +53,18 @@ class Vocabulary:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocabulary) and self.words == other.words
 
+    def difference(self, saved: Sequence[str]) -> str | None:
+        """How `saved` (a checkpoint's words) differs from this vocabulary; None: it does not. A
+        model's output ids mean its own words: the same count of other words would load silently."""
+        saved = list(saved)
+        if saved == self.words:
+            return None
+        first = next((i for i, (a, b) in enumerate(zip(saved, self.words, strict=False)) if a != b),
+                     min(len(saved), len(self.words)))
+        theirs, ours = (repr(w[first]) if first < len(w) else "nothing" for w in (saved, self.words))
+        return (f"{len(saved)} words against this run's {len(self.words)}, the first difference at id "
+                f"{first}: {theirs} against {ours}")
+
     def encode(self, caption: str, max_length: int) -> list[int]:
         """`<start>` w1 .. wk `<end>` with k <= max_length words; unknown words -> `<unk>`."""
         ids = [self.index.get(word, self.unk_id) for word in tokenize(caption)[:max_length]]

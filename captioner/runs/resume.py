@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from captioner.data.vocabulary import Vocabulary
 from captioner.errors import ConfigError
 from captioner.records.run_folder import RunFolder
 from captioner.settings import RunSettings
@@ -103,3 +104,14 @@ def check_resumable(checkpoint: CheckpointRecord, settings: RunSettings) -> None
     if changed:
         raise ConfigError(f"{checkpoint.path} cannot be resumed with {', '.join(changed)}: these settings "
                           "cannot change when resuming; drop them, or start a new run without ckpt_path")
+
+
+def check_vocabulary(checkpoint: CheckpointRecord, vocabulary: Vocabulary) -> None:
+    """A ConfigError when the train captions now give another vocabulary than the checkpoint's
+    model was trained with (its output ids would mean other words)."""
+    saved = checkpoint.hyper_parameters.get("vocabulary")
+    if saved is not None and (difference := vocabulary.difference(saved)):
+        raise ConfigError(f"{checkpoint.path} was trained with another vocabulary than this run's train "
+                          f"captions give ({difference}): the train split, its captions, "
+                          "text.max_words or text.min_word_count changed since; resume with those it "
+                          "trained with, or start a new run without ckpt_path")

@@ -29,7 +29,7 @@ from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.console_summary import print_summary
 from captioner.runs.provenance import CodeState, code_before_resume, code_state, provenance
-from captioner.runs.resume import check_resumable, resolve_checkpoint
+from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
 from captioner.trainer_setup.callbacks import run_callbacks
@@ -104,6 +104,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         train_captions = sum(len(r.captions) for r in records if r.split == "train")
         fast = fast_path(settings, gpus, train_captions)
         datamodule = _datamodule(settings, features_path, fast)
+        if resume is not None:
+            check_vocabulary(resume, datamodule.vocabulary)
         if rank_zero_only.rank == 0:
             datamodule.vocabulary.save(folder.vocabulary)
         module = _module(settings, datamodule, fast)

@@ -72,11 +72,17 @@ def _load_weights(module: CaptionModule, path: Path, option: str) -> None:
         raise CheckpointNotFoundError(f"{option}: no such checkpoint file ({path}); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"])
+        saved = (state.get("hyper_parameters") or {}).get("vocabulary")
+        difference = module.vocabulary.difference(saved) if saved is not None else None
+        if difference is None:
+            module.load_state_dict(state["state_dict"])
     except Exception as error:  # not a torch file (UnpicklingError, ...), no state_dict, other sizes
         raise CheckpointError(f"{option}={path}: not a checkpoint of this model (its vocabulary and sizes "
                               f"must match this run's config; {fix}): {type(error).__name__}: "
                               f"{str(error)[:300]}") from error
+    if difference is not None:  # the same count of other words would load without a complaint
+        raise CheckpointError(f"{option}={path}: its model was trained with another vocabulary "
+                              f"({difference}): another dataset, train split or text.* settings; {fix}")
 
 
 def fit_self_critical(scst: ScstSettings, module: CaptionModule, datamodule: CaptionDataModule,
