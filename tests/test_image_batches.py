@@ -97,6 +97,39 @@ def test_both_places_give_the_cnn_the_same_pixels(tmp_path, size):
     assert _grey_levels(device[:1], device[2:3]).item() > 50  # the pictures do differ
 
 
+def _sideways(upright: Image.Image, path: Path, **options) -> Path:
+    """`upright` stored as a phone stores a portrait: turned, with EXIF Orientation 6."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif, **options)
+    return path
+
+
+def test_a_photo_stored_sideways_reaches_the_cnn_upright_in_both_places(tmp_path):
+    upright = _photo((90, 60), seed=3)
+    upright.save(tmp_path / "upright.png")
+    sideways = _sideways(upright, tmp_path / "sideways.png")
+    pixels, errors = _batches([tmp_path / "upright.png", sideways], 48, "workers")
+    assert errors == ["", ""] and torch.equal(pixels[0], pixels[1])  # lossless: exactly upright
+    jpeg = _sideways(upright, tmp_path / "sideways.jpg", quality=95)
+    on_workers, _ = _batches([jpeg], 48, "workers")
+    on_device, _ = _batches([jpeg], 48, "device")
+    assert torch.equal(on_workers, on_device)  # the device path turns it upright too
+    assert _grey_levels(on_workers, pixels[:1]) < 12  # the upright picture, bar JPEG's loss
+    assert _grey_levels(on_workers, pixels[:1].transpose(2, 3)) > 60  # not the turned one
+
+
+def test_a_16_bit_greyscale_png_is_the_picture_not_white(tmp_path):
+    grey = np.asarray(_photo((64, 48), seed=4).convert("L"))
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # the same levels in 16 bits
+    with Image.open(tmp_path / "sixteen.png") as image:
+        assert image.mode == "I;16"
+    for place in ("workers", "device"):
+        pixels, errors = _batches([tmp_path / "eight.png", tmp_path / "sixteen.png"], 32, place)
+        assert errors == ["", ""] and torch.equal(pixels[0], pixels[1]), place  # was 99.96% white
+
+
 def test_the_resize_is_pils_bit_for_bit_shrinking_enlarging_and_both():
     rng = np.random.default_rng(0)
     for _ in range(40):

@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from captioner.compare.content_groups import ContentGroup
+from captioner.features.upright_rgb import upright_rgb
 from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.sweep_runs import RunResult
@@ -95,7 +96,7 @@ def _thumbnail(source: Path, target: Path) -> bool:
         return True
     try:
         with Image.open(source) as image:
-            image = image.convert("RGB")
+            image = upright_rgb(image)
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             target.parent.mkdir(parents=True, exist_ok=True)
             image.save(target, quality=85)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from captioner.errors import UserError
 from captioner.features.pil_resize import pil_bilinear_resize
+from captioner.features.upright_rgb import exif_orientation, upright_rgb
 from captioner.worker_processes import worker_context
 
 # torchvision >= 0.29 deprecates its image codecs in favour of TorchCodec; they still work (and
@@ -76,8 +77,8 @@ class ImageFiles(Dataset):
             return torch.zeros(3, self.size, self.size), f"{error}" or type(error).__name__
 
     def pixels(self, image: Image.Image) -> torch.Tensor:
-        """A decoded image as the CNN takes it: RGB, resized to `size`, normalised (3, size, size)."""
-        image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        """A decoded image as the CNN takes it: upright RGB, resized to `size`, normalised (3, size, size)."""
+        image = upright_rgb(image).resize((self.size, self.size), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
         return (pixels.float() / 255.0 - self.mean) / self.std
 
@@ -124,7 +125,7 @@ class ImageBytes(Dataset):
         try:
             data = path.read_bytes()
             with Image.open(io.BytesIO(data)) as image:  # the header only; PIL's bomb check
-                if image.format != "JPEG":
+                if image.format != "JPEG" or exif_orientation(image) != 1:  # rare: PIL turns it upright
                     return str(path), _rgb(image), ""
             problem = jpeg_problem(data)
         except UNREADABLE as error:
@@ -141,7 +142,7 @@ def _reason(error: Exception) -> str:
 
 
 def _rgb(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy())
+    return torch.from_numpy(np.asarray(upright_rgb(image), dtype=np.uint8).copy())
 
 
 class DeviceDecoder:

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from captioner.features.upright_rgb import upright_rgb  # noqa: E402
+
 
 def plot_attention(image_path: Path, words: Sequence[str], attention: np.ndarray,
                    grid: tuple[int, int], out_path: Path, columns: int = 5) -> Path:
@@ -25,7 +27,7 @@ def plot_attention(image_path: Path, words: Sequence[str], attention: np.ndarray
         raise ValueError(f"attention of shape {attention.shape} does not fit {len(words)} words "
                          f"on a {grid[0]}x{grid[1]} grid")
     with Image.open(image_path) as image:
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(upright_rgb(image))  # as the CNN saw it
     height, width = pixels.shape[:2]
     columns = max(1, min(columns, len(words)))
     rows = max(1, math.ceil(len(words) / columns))
