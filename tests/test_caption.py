@@ -18,7 +18,7 @@ from PIL import Image
 from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile
 from captioner.features.image_featurizer import CnnNotRebuildableError, ImageFeaturizer
-from captioner.inference.caption import image_files, main
+from captioner.inference.caption import figure_paths, image_files, main
 from captioner.training.checkpoint_loading import load_module
 from tests.conftest import compose_config, python, settings_of
 from tests.hostile_files import decompression_bomb_png
@@ -79,6 +79,22 @@ def test_missing_images_and_empty_folders_are_clear_errors(trained_run, tmp_path
     assert result.returncode == 2 and "nope.jpg: no such image file or folder" in result.stderr
     with pytest.raises(FileNotFoundError, match="no images"):
         image_files([tmp_path])
+
+
+def test_figures_of_images_that_share_a_name_do_not_overwrite_each_other(tmp_path):
+    images = [str(tmp_path / "a" / "dog.jpg"), str(tmp_path / "b" / "dog.jpg"), str(tmp_path / "dog.png"),
+              str(tmp_path / "cat.jpg")]
+    paths = figure_paths(tmp_path / "att.png", images, several=True)
+    assert [p.name for p in paths.values()] == ["att_dog-1.png", "att_dog-2.png", "att_dog-3.png",
+                                                "att_cat.png"]
+    # without a suffix the figure is the .png matplotlib writes, and the path printed is that file
+    assert figure_paths(tmp_path / "out", images[:1], several=False) == {images[0]: tmp_path / "out.png"}
+
+
+def test_a_folder_gives_every_image_format_pil_reads_by_its_usual_suffix(tmp_path):
+    for name in ("a.jpg", "b.jfif", "c.tif", "d.TIFF", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in image_files([tmp_path])] == ["a.jpg", "b.jfif", "c.tif", "d.TIFF"]
 
 
 def test_a_random_batchnorm_cnn_is_rebuilt_with_its_calibration_batches(tmp_path):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -24,7 +26,7 @@ from captioner.inference.attention_figure import plot_attention
 from captioner.inference.captioning import Captioner, CaptionResult
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 def image_files(inputs: list[Path]) -> list[Path]:
@@ -43,8 +45,22 @@ def image_files(inputs: list[Path]) -> list[Path]:
     return found
 
 
-def _figure_path(base: Path, image: Path, several: bool) -> Path:
-    return base.with_name(f"{base.stem}_{image.stem}{base.suffix or '.png'}") if several else base
+def figure_paths(base: Path, images: Sequence[str], several: bool) -> dict[str, Path]:
+    """Where each image's attention figure goes: `base` for one image, else `<base>_<image's stem>`,
+    numbered where images share a stem (a/dog.jpg, b/dog.jpg), so none overwrites another's;
+    `.png` where `base` has no suffix, which is the file matplotlib writes."""
+    suffix = base.suffix or ".png"
+    if not several:
+        return {image: base.with_suffix(suffix) for image in images}
+    stems = Counter(Path(image).stem for image in dict.fromkeys(images))
+    numbered: Counter[str] = Counter()
+    paths = {}
+    for image in dict.fromkeys(images):
+        stem = Path(image).stem
+        numbered[stem] += 1
+        number = f"-{numbered[stem]}" if stems[stem] > 1 else ""
+        paths[image] = base.with_name(f"{base.stem}_{stem}{number}{suffix}")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,8 +110,9 @@ def _draw_figures(results: list[CaptionResult], base: Path, grid: tuple[int, int
     """Write each result's attention figure (its path into `figures`); the errors, one line each."""
     grid = tuple(grid or (1, results[0].attention.shape[1]))
     problems = []
+    paths = figure_paths(base, [result.image for result in results], several)
     for result in results:
-        figure = _figure_path(base, Path(result.image), several)
+        figure = paths[result.image]
         try:
             figures[result.image] = str(plot_attention(Path(result.image), result.words, result.attention,
                                                        grid, figure))
