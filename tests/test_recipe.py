@@ -75,6 +75,20 @@ def test_schedule_choices_and_an_open_ended_cosine():
         with_lr_schedule(optimizer, {"name": "linear"}, lambda: 100)
 
 
+@pytest.mark.parametrize(("patience", "cut_at"), [(0, 1), (1, 2)])
+def test_plateau_cuts_the_lr_once_more_than_patience_validations_bring_nothing(patience, cut_at):
+    """What the config's comments say: PyTorch's count (patience 0 cuts at the first validation
+    without a better CIDEr-D), which the committed plateau runs trained with."""
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    plateau = with_lr_schedule(optimizer, {"name": "plateau", "plateau_patience": patience},
+                               lambda: 100)["lr_scheduler"]["scheduler"]
+    lrs = []
+    for cider in (0.50, 0.49, 0.48):  # the best, then validations that bring nothing better
+        plateau.step(cider)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs.index(5e-4) == cut_at
+
+
 def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_path):
     from captioner.runs.run import run
 

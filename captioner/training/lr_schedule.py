@@ -3,8 +3,9 @@
 - `constant`: `model.lr` throughout (after `warmup_steps`, if any);
 - `cosine`: linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio` x lr at the
   last training step (per step, so it follows `trainer.max_epochs` and `limit_train_batches`);
-- `plateau`: ReduceLROnPlateau on val/cider: x `plateau_factor` after `plateau_patience`
-  validations without a better CIDEr-D.
+- `plateau`: ReduceLROnPlateau on val/cider: x `plateau_factor` at the validation that makes
+  more than `plateau_patience` in a row without a better CIDEr-D (0: at the first such one;
+  PyTorch's own count, which the committed runs trained with).
 """
 
 from __future__ import annotations
