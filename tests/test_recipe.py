@@ -9,7 +9,12 @@ import torch
 from captioner.errors import ConfigError
 from captioner.model import CaptionDecoder
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
-from captioner.training.lr_schedule import warmup_cosine, with_lr_schedule
+from captioner.training.lr_schedule import (
+    earlier_plateau_state,
+    plateau_scheduler,
+    warmup_cosine,
+    with_lr_schedule,
+)
 from tests.conftest import compose_config
 
 
@@ -67,8 +72,9 @@ def test_warm_up_then_cosine_decay_to_the_floor():
 def test_schedule_choices_and_an_open_ended_cosine():
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
     assert with_lr_schedule(optimizer, {"name": "constant"}, lambda: 100) is optimizer
-    plateau = with_lr_schedule(optimizer, {"name": "plateau"}, lambda: 100)["lr_scheduler"]
-    assert plateau["monitor"] == "val/cider"
+    assert with_lr_schedule(optimizer, {"name": "plateau"}, lambda: 100) is optimizer  # the module steps it
+    assert plateau_scheduler(optimizer, {"name": "plateau"}).mode == "max"
+    assert plateau_scheduler(optimizer, {"name": "cosine"}) is None
     with pytest.raises(ConfigError, match="cosine needs a finite trainer.max_epochs"):
         with_lr_schedule(optimizer, {"name": "cosine"}, lambda: math.inf)
     with pytest.raises(ConfigError, match="model.lr_schedule.name='linear'"):
@@ -80,8 +86,7 @@ def test_plateau_cuts_the_lr_once_more_than_patience_validations_bring_nothing(p
     """What the config's comments say: PyTorch's count (patience 0 cuts at the first validation
     without a better CIDEr-D), which the committed plateau runs trained with."""
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    plateau = with_lr_schedule(optimizer, {"name": "plateau", "plateau_patience": patience},
-                               lambda: 100)["lr_scheduler"]["scheduler"]
+    plateau = plateau_scheduler(optimizer, {"name": "plateau", "plateau_patience": patience})
     lrs = []
     for cider in (0.50, 0.49, 0.48):  # the best, then validations that bring nothing better
         plateau.step(cider)
@@ -116,3 +121,36 @@ def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_pa
     rates = [float(row["lr-Adam"]) for row in rows if row.get("lr-Adam")]
     assert rates[0] == pytest.approx(1e-9 * warmup_cosine(0, 2, total, 0.1), rel=1e-6)
     assert max(rates) == pytest.approx(1e-9, rel=1e-6)
+
+
+def test_the_epoch_end_checkpoint_holds_the_plateau_step_of_its_validation_and_a_resume_goes_on(tmp_path):
+    """Lightning stepped the plateau after the epoch-end checkpoint was written, so a resume from
+    it (after a kill -9) cut the lr an epoch late; the module now steps it as the validation ends."""
+    from captioner.runs.run import run
+
+    # lr so small that nothing is learnt: every validation after the first brings nothing better,
+    # so patience 0 halves the lr at each of them (above ReduceLROnPlateau's eps of 1e-8 for a cut)
+    plateau = ["model.lr=1e-7", "model.lr_schedule.name=plateau", "model.lr_schedule.plateau_patience=0",
+               "early_stopping.patience=10"]
+    run(compose_config(*plateau, "trainer.max_epochs=3", data_root=tmp_path / "data"),
+        run_dir=tmp_path / "run", base_dir=tmp_path)
+    path = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    last = torch.load(path, weights_only=True)
+    assert last["epoch"] == 2 and last["plateau"]["last_epoch"] == 3  # all three validations
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.25e-7)
+    run(compose_config(*plateau, "trainer.max_epochs=4", f"ckpt_path={path}", data_root=tmp_path / "data"),
+        run_dir=tmp_path / "resumed", base_dir=tmp_path)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["plateau"]["last_epoch"] == 4 and resumed["plateau"]["best"] == last["plateau"]["best"]
+    assert resumed["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.125e-7)
+
+
+def test_a_checkpoint_from_before_the_module_stepped_the_plateau_keeps_its_state():
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))]), mode="max")
+    plateau.step(0.4)
+    state = plateau.state_dict()
+    assert earlier_plateau_state({"lr_schedulers": [state]}) == state  # Lightning's, in older files
+    assert earlier_plateau_state({"plateau": state, "lr_schedulers": []}) == state
+    cosine = {"last_epoch": 5, "_step_count": 6, "base_lrs": [1e-3]}
+    assert earlier_plateau_state({"lr_schedulers": [cosine]}) is None

@@ -23,7 +23,7 @@ from captioner.scoring.coco_metrics import CaptionScores
 from captioner.training.adam_implementation import adam_implementation, adam_options
 from captioner.training.lightning_seams import has_trainer
 from captioner.training.loss_guard import NonFiniteLossGuard
-from captioner.training.lr_schedule import with_lr_schedule
+from captioner.training.lr_schedule import earlier_plateau_state, plateau_scheduler, with_lr_schedule
 from captioner.training.self_critical import SelfCritical
 
 # CaptionScores scores each image once, so the images a DistributedSampler repeats to even out the
@@ -85,6 +85,8 @@ class CaptionModule(pl.LightningModule):
         self.self_critical: SelfCritical | None = None
         self._compiled: CompiledForward | None = None  # model.compile (captioner/model/compiled.py)
         self.loss_guard = NonFiniteLossGuard()
+        self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None  # lr_schedule.name=plateau
+        self._plateau_state: dict[str, Any] | None = None  # a resumed checkpoint's, for the plateau
 
     def forward(self, features: torch.Tensor,
                 options: DecodeOptions | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,6 +211,10 @@ class CaptionModule(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
+        if self.plateau is not None and not self.trainer.sanity_checking:
+            # Here, before the epoch-end checkpoint (Lightning stepped it after: a resume missed the
+            # step). float32, as Lightning handed it the logged value.
+            self.plateau.step(float(torch.tensor(self.last_scores["val"]["cider"], dtype=torch.float32)))
 
     def on_test_epoch_start(self) -> None:
         self.test_decode_s = 0.0
@@ -231,12 +237,25 @@ class CaptionModule(pl.LightningModule):
             groups.append({"params": top, "lr": lr * self.hparams.get("top_lr_multiplier", 0.1)})
         optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=self.hparams.weight_decay,
                                      **adam_options(implementation))
+        self.plateau = None
         if self.self_critical is not None:  # the self-critical stage keeps its own constant lr
             return optimizer
+        self.plateau = plateau_scheduler(optimizer, self.hparams.get("lr_schedule"))
+        if self.plateau is not None and self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
         return with_lr_schedule(optimizer, self.hparams.get("lr_schedule"),
                                 lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.loss_guard.check("before writing a checkpoint")  # none holds weights trained past it
+        if self.plateau is not None:
+            checkpoint["plateau"] = self.plateau.state_dict()
         # Which stage wrote it: resuming picks the stage up again (captioner/training/self_critical_stage.py).
         checkpoint["training_stage"] = "scst" if self.self_critical is not None else "xe"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Usually before configure_optimizers makes the plateau (which then takes it), after it
+        # for strategies that restore after their setup.
+        self._plateau_state = earlier_plateau_state(checkpoint)
+        if self.plateau is not None and self._plateau_state is not None:
+            self.plateau.load_state_dict(self._plateau_state)
