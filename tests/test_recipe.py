@@ -123,6 +123,7 @@ def test_a_run_with_the_whole_recipe_stops_early_and_follows_its_schedule(tmp_pa
     assert max(rates) == pytest.approx(1e-9, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_epoch_end_checkpoint_holds_the_plateau_step_of_its_validation_and_a_resume_goes_on(tmp_path):
     """Lightning stepped the plateau after the epoch-end checkpoint was written, so a resume from
     it (after a kill -9) cut the lr an epoch late; the module now steps it as the validation ends."""

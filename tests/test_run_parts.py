@@ -361,6 +361,7 @@ def test_a_vocabulary_of_other_words_is_named_even_where_its_size_is_the_same():
         "5 words against this run's 7, the first difference at id 5: nothing against 'dog'")
 
 
+@pytest.mark.slow
 def test_a_resume_or_self_critical_start_on_other_train_words_is_refused(trained_run, tmp_path):
     """The same number of other words would load into the model without a complaint, every id
     then meaning another word (say, text.max_words capping a changed train split)."""
