@@ -10,15 +10,16 @@ Two things PIL's `convert("RGB")` gets wrong on its own:
 from __future__ import annotations
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import Image, ImageOps
 
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ORIENTATION = 0x0112  # the EXIF tag (PIL's ExifTags.Base.Orientation, which older Pillows lack)
 
 
 def exif_orientation(image: Image.Image) -> int:
     """The EXIF Orientation tag (1: upright, as stored; also where there is none)."""
     try:
-        return int(image.getexif().get(ExifTags.Base.Orientation, 1))
+        return int(image.getexif().get(_ORIENTATION, 1))
     except (ValueError, TypeError, OSError, SyntaxError):  # a damaged EXIF block: taken as upright
         return 1
 

@@ -60,10 +60,9 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
     """The best caption of each image under a beam of `beam_size`, all images at once.
 
     Same output as `greedy_decode` (which `beam_size=1` is, without a length penalty or trigram
-    blocking). Each step
-    keeps `beam_size` unfinished beams per image; a beam that emits `<end>` leaves the beam for
-    the image's pool of finished captions, so short captions do not crowd out longer ones still
-    being written. Finished captions are ranked by log-probability / ((5 + length) / 6) **
+    blocking). Each step keeps `beam_size` unfinished beams per image; a beam that emits `<end>`
+    leaves the beam for the image's pool of finished captions, so short captions do not crowd out
+    longer ones still being written. Finished captions are ranked by log-probability / ((5 + length) / 6) **
     length_penalty (GNMT; length counts `<end>`). Beams still open after `max_length + 1` tokens
     are finished there, so every image gets a caption. An image stops once no open beam can
     beat its worst pooled caption.
