@@ -93,7 +93,7 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
     strict = bool(dataset.strict)
     # A complete matching file is only read: no lock, so a read-only data_root (a shared store)
     # works. Complete files appear by an atomic rename, so none is ever seen half-written.
-    if path.exists() and not _differences(path, identity, strict) and not (verify and _damage(path)):
+    if path.exists() and _unusable(path, identity, strict, verify) == ([], None):
         log.info("reusing features %s", path)
         return path
     if not explicit and not path.exists():
@@ -104,8 +104,7 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
     # Runs of a sweep that need the same file wait here while the first one extracts it.
     with _exclusive(path):
         if path.exists():
-            differences = _differences(path, identity, strict)
-            damage = _damage(path) if verify and not differences else None
+            differences, damage = _unusable(path, identity, strict, verify)
             if not differences and damage is None:
                 log.info("reusing features %s", path)
                 return path
@@ -118,9 +117,9 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
             differences = differences or [damage]
             log.warning("features %s are stale or damaged (%s): re-extracting", path, "; ".join(differences))
         log.info("extracting features %s (%d images, %s)", path, len(records), cnn.name)
-        extract_identity = {k: v for k, v in identity.items() if k not in ("schema_version", "records")}
-        return extract_features(records, path, cnn, extract_identity, batch_size=cnn.batch_size,
-                                num_workers=cnn.num_workers, strict=dataset.strict, device=device)
+        return extract_features(records, path, cnn, config_identity(dataset.name, cnn),
+                                batch_size=cnn.batch_size, num_workers=cnn.num_workers,
+                                strict=dataset.strict, device=device)
 
 
 def _earlier_name(data_root: Path, dataset: str, cnn: CnnSettings, identity: dict[str, Any],
@@ -130,14 +129,21 @@ def _earlier_name(data_root: Path, dataset: str, cnn: CnnSettings, identity: dic
     earlier = default_features_path(data_root, dataset, cnn.name, cnn.trainable_blocks)
     if not earlier.exists():
         return None
-    differences = _differences(earlier, identity, strict)
-    damage = _damage(earlier) if verify and not differences else None
+    differences, damage = _unusable(earlier, identity, strict, verify)
     if not differences and damage is None:
         log.info("reusing features %s (named before file names carried their config's key)", earlier)
         return earlier
     log.warning("%s is not this config's (%s): it gets a file of its own. Delete the old one once no "
                 "config needs it.", earlier, "; ".join(differences or [str(damage)])[:300])
     return None
+
+
+def _unusable(path: Path, identity: dict[str, Any], strict: bool,
+              verify: bool) -> tuple[list[str], str | None]:
+    """Why the file at `path` cannot serve `identity`: how it was made for another config, and
+    (`verify`, only where it was made for this one) the damage a whole read finds; ([], None): it can."""
+    differences = _differences(path, identity, strict)
+    return differences, (_damage(path) if verify and not differences else None)
 
 
 def _differences(path: Path, expected: dict[str, Any], strict: bool = False) -> list[str]:

@@ -52,10 +52,11 @@ def figure_paths(base: Path, images: Sequence[str], several: bool) -> dict[str, 
     suffix = base.suffix or ".png"
     if not several:
         return {image: base.with_suffix(suffix) for image in images}
-    stems = Counter(Path(image).stem for image in dict.fromkeys(images))
+    unique = list(dict.fromkeys(images))
+    stems = Counter(Path(image).stem for image in unique)
     numbered: Counter[str] = Counter()
     paths = {}
-    for image in dict.fromkeys(images):
+    for image in unique:
         stem = Path(image).stem
         numbered[stem] += 1
         number = f"-{numbered[stem]}" if stems[stem] > 1 else ""

@@ -116,22 +116,26 @@ def _meteor() -> Any:
 def meteor_score(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float:
     """Corpus METEOR from the process's METEOR; one whose Java process died (killed, out of
     memory) or whose exchange failed is replaced, and the call tried once more."""
-    for attempt in (1, 2):
-        meteor = _meteor()
-        try:
-            if meteor.meteor_p.poll() is not None:
-                raise RuntimeError(f"its Java process ended (exit {meteor.meteor_p.returncode})")
-            return float(meteor.compute_score(gts, res)[0])
-        except Exception as error:
-            _discard_meteor(meteor)
-            if attempt == 2:
-                raise RuntimeError(f"METEOR failed twice ({type(error).__name__}: {error}); meteor=false "
-                                   "leaves it out") from error
-            log.warning("METEOR failed (%s: %s): starting a new one", type(error).__name__, error)
-        except BaseException:  # Ctrl+C mid-exchange: the process is out of step with its replies
-            _discard_meteor(meteor)
-            raise
-    raise AssertionError("unreachable")
+    try:
+        return _meteor_once(gts, res)
+    except Exception as error:
+        log.warning("METEOR failed (%s: %s): starting a new one", type(error).__name__, error)
+    try:
+        return _meteor_once(gts, res)
+    except Exception as error:
+        raise RuntimeError(f"METEOR failed twice ({type(error).__name__}: {error}); meteor=false "
+                           "leaves it out") from error
+
+
+def _meteor_once(gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> float:
+    meteor = _meteor()
+    try:
+        if meteor.meteor_p.poll() is not None:
+            raise RuntimeError(f"its Java process ended (exit {meteor.meteor_p.returncode})")
+        return float(meteor.compute_score(gts, res)[0])
+    except BaseException:  # Ctrl+C too: the process is then out of step with its replies
+        _discard_meteor(meteor)
+        raise
 
 
 def _discard_meteor(meteor: Any) -> None:
