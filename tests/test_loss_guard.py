@@ -4,6 +4,9 @@ step are kept on the device, and `check` raises only when one was seen."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import socket
+from typing import Any
 
 import pytest
 import torch
@@ -35,3 +38,46 @@ def test_checked_every_step_the_bad_loss_stops_at_once():
     guard = NonFiniteLossGuard()
     with pytest.raises(NonFiniteLossError, match=r"the training loss is nan at step 1 \(epoch 0, batch 1\)"):
         _observe(guard, [3.0, math.nan, 1.0], every_step=True)
+
+
+def _check_on_two_ranks(rank: int, address: str, found: Any) -> None:
+    """One DDP rank (gloo): finite losses everywhere pass; then an inf on rank 1 only stops both."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+
+    def across_ranks(flag: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag
+
+    guard = NonFiniteLossGuard()
+    try:
+        guard.check("before anything was observed", across_ranks)
+        _observe(guard, [3.0, 2.0])
+        guard.check("at the end of epoch 0", across_ranks)
+        _observe(guard, [3.0, 2.0, math.inf, 1.0, math.nan] if rank == 1 else [3.0, 2.0, 1.0, 1.0, 1.0])
+        guard.check("before writing a checkpoint", across_ranks)
+        found.put((rank, None))
+    except NonFiniteLossError as error:
+        found.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_one_ranks_bad_loss_stops_every_rank_at_the_same_check():
+    # Rank 0 saw only finite losses; alone it would have written weights the gradients' all-reduce
+    # had already made NaN, or waited for rank 1 in the next collective.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    context = multiprocessing.get_context("spawn")
+    found = context.Queue()
+    ranks = [context.Process(target=_check_on_two_ranks, args=(rank, address, found)) for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    messages = dict(found.get(timeout=120) for _ in ranks)
+    for process in ranks:
+        process.join(timeout=30)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    assert "the training loss is inf at step 2 (found before writing a checkpoint)" in messages[1]
+    assert "the training loss is not finite at step 2 (on another rank, found before writing" in messages[0]

@@ -48,7 +48,8 @@ ATTENTION_EXAMPLES = 8  # test images whose attention maps are kept for figures
 
 
 class CaptionModule(pl.LightningModule):
-    # None: read every step's loss on a CPU, defer the read on a GPU (training/loss_guard.py).
+    # None: read every step's loss on one CPU, defer the read on a GPU and under DDP
+    # (training/loss_guard.py).
     check_loss_every_step: bool | None = None
 
     def __init__(self, vocabulary: list[str], feature_dim: int, rnn: str = "gru",
@@ -115,13 +116,22 @@ class CaptionModule(pl.LightningModule):
                 else self._cross_entropy_step(batch, batch_idx))
         # A NaN/inf loss fails the run rather than finishing as a NaN model: on a CPU at once, on
         # a GPU at the epoch's end or the next checkpoint, whichever comes first (loss_guard.py).
-        self.loss_guard.observe(loss, self.global_step, self.current_epoch, batch_idx,
-                                every_step=self.check_loss_every_step
-                                if self.check_loss_every_step is not None else self.device.type != "cuda")
+        every_step = self.check_loss_every_step
+        if every_step is None:
+            every_step = self.device.type != "cuda" and self.trainer.world_size == 1
+        self.loss_guard.observe(loss, self.global_step, self.current_epoch, batch_idx, every_step)
         return loss
 
+    def _check_loss(self, where: str) -> None:
+        """The loss guard's check; under DDP every rank stops when any rank's loss went bad."""
+        across_ranks = None
+        if has_trainer(self) and self.trainer.world_size > 1:
+            def across_ranks(flag: torch.Tensor) -> torch.Tensor:
+                return self.trainer.strategy.reduce(flag.to(self.device), reduce_op="max")
+        self.loss_guard.check(where, across_ranks)
+
     def on_train_epoch_end(self) -> None:
-        self.loss_guard.check(f"at the end of epoch {self.current_epoch}")
+        self._check_loss(f"at the end of epoch {self.current_epoch}")
 
     def _cross_entropy_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         tokens = batch["tokens"]
@@ -247,7 +257,7 @@ class CaptionModule(pl.LightningModule):
                                 lambda: self.trainer.estimated_stepping_batches)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.loss_guard.check("before writing a checkpoint")  # none holds weights trained past it
+        self._check_loss("before writing a checkpoint")  # none holds weights trained past it
         if self.plateau is not None:
             checkpoint["plateau"] = self.plateau.state_dict()
         # Which stage wrote it: resuming picks the stage up again (captioner/training/self_critical_stage.py).
