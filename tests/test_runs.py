@@ -164,6 +164,40 @@ def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path,
 
 
 @pytest.mark.slow
+def test_a_signal_at_an_epochs_last_batch_stops_after_its_validation_and_skips_no_epoch(tmp_path,
+                                                                                      shared_data_root):
+    """One batch an epoch: the signal lands at an epoch's last batch or in its validation. A
+    checkpoint written at that batch counted the epoch as done, and the resume skipped its validation
+    (its place in the history, the best checkpoint, early stopping's and the plateau's step)."""
+    overrides = [*SMALL_BATCHES, "trainer.max_epochs=50", "+trainer.limit_train_batches=1",
+                 "checkpoint.every_minutes=null"]
+    process = start_train(tmp_path, *overrides, data_root=shared_data_root)
+
+    def first_checkpoint() -> Path | None:
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        return next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None)
+
+    first = wait_for(first_checkpoint)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    run_dir = first.parent.parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and metrics["checkpoint"] == str(first)
+    saved = torch.load(first, map_location="cpu", weights_only=True)
+    epochs = [e["epoch"] for e in next(v for k, v in saved["callbacks"].items()
+                                       if k.startswith("ValidationHistory"))["epochs"]]
+    assert epochs == list(range(len(epochs))) and len(epochs) >= 1  # the last epoch saved was validated
+
+    resumed = [o for o in overrides if not o.startswith("trainer.max_epochs")]
+    train(tmp_path, *resumed, f"trainer.max_epochs={len(epochs) + 1}", f"hydra.run.dir={run_dir}",
+          "ckpt_path=last", data_root=shared_data_root)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert [e["epoch"] for e in metrics["history"]] == list(range(len(epochs) + 1))
+
+
+@pytest.mark.slow
 def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path, shared_data_root):
     """The ranks agree on stopping about once a second, not every batch: the signal rank 0 got
     reaches rank 1 at the next agreement, both save (rank 0 writes) and stop."""

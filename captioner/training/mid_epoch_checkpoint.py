@@ -8,6 +8,12 @@ Under DDP every rank must save (rank 0 writes) and stop at the same batch, so th
 all-reduce, which waits for the GPU: once every ~`AGREE_EVERY_S` of training rather than every
 batch (issue #25: no host sync per step), and at an epoch's last batch. A signal then stops the
 run within about that long.
+
+A signal at an epoch's last batch waits for that epoch's validation and its epoch-end checkpoint:
+a checkpoint written at the last batch counts the epoch as done, and the resume would skip its
+validation, and with it that epoch's best checkpoint, early stopping's and the plateau's step. The
+run then stops before the next epoch; so does one that got a signal during a validation, before
+training another batch, or, after the last epoch, before any test.
 """
 
 from __future__ import annotations
@@ -37,6 +43,12 @@ def batches_until_next_agreement(seconds_per_batch: float | None, every_s: float
     return max(1, min(MOST_BATCHES_BETWEEN, int(every_s / seconds_per_batch)))
 
 
+def _validates_at_epoch_end(trainer: pl.Trainer) -> bool:
+    """Whether validation, and the checkpoint after it, follow this epoch's last batch."""
+    every = trainer.check_val_every_n_epoch
+    return trainer.enable_validation and every is not None and (trainer.current_epoch + 1) % every == 0
+
+
 class MidEpochCheckpoint(Callback):
     def __init__(self, path: Path, every_minutes: float | None, signals: PreemptionSignals | None = None):
         self.path = Path(path)
@@ -45,14 +57,30 @@ class MidEpochCheckpoint(Callback):
         self._last_save = time.monotonic()
         self._next_agreement = 0  # DDP: the batch (of this epoch) at which the ranks next agree
         self._agreed_at: tuple[int, float] | None = None  # (batch, time) of the last agreement
+        self._stop_after_epoch = 0  # a signal at the last batch: stop once the epoch's checkpoint is written
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
+        self._stop_on_signal(trainer, pl_module)  # one that came at the last batch or in validation
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
+        self._stop_after_epoch = 0
         if self.signals is not None:
             self.signals.install()  # after Lightning's own SIGTERM handler: ours decides
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_on_signal(trainer, pl_module)  # after the last epoch's checkpoint, before any test
+
+    def _stop_on_signal(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Between epochs: stop on a signal that came at the last batch or during validation, with
+        the epoch-end checkpoint to resume from. Under DDP every rank stops (one agreement)."""
+        signum = self._stop_after_epoch or (self.signals.received if self.signals is not None else None) or 0
+        if trainer.world_size > 1:
+            signum = int(trainer.strategy.reduce(torch.tensor(float(signum), device=pl_module.device),
+                                                 reduce_op="max"))
+        if signum:
+            raise Preempted(signum, str(self.path) if self.path.is_file() else None)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()  # ModelCheckpoint writes last.ckpt after validation
@@ -64,11 +92,16 @@ class MidEpochCheckpoint(Callback):
         due = due and batch_idx + 1 < trainer.num_training_batches
         signum = (self.signals.received if self.signals is not None else None) or 0
         if trainer.world_size > 1:  # every rank saves (rank 0 writes) and stops together
-            last = batch_idx + 1 == trainer.num_training_batches  # so no signal waits out a validation
+            # and at the last batch: whether to save now or stop after the epoch is decided alike
+            last = batch_idx + 1 == trainer.num_training_batches
             if batch_idx < self._next_agreement and not last:
                 return
             due, signum = self._agree(trainer, pl_module, batch_idx, due, signum)
         if not (due or signum):
+            return
+        if signum and batch_idx + 1 == trainer.num_training_batches and _validates_at_epoch_end(trainer):
+            self._stop_after_epoch = signum  # after the validation and the epoch's own checkpoint
+            log.warning("stopping after this epoch's validation and its checkpoint")
             return
         trainer.save_checkpoint(self.path)
         self._last_save = time.monotonic()
