@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from captioner.data.vocabulary import Vocabulary, tokenize
 from captioner.errors import ConfigError, UserError
+from captioner.features.feature_file import FeatureFile
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
 from captioner.model.decoding import DecodeOptions
 from captioner.model.losses import mean_of_others, self_critical_loss
@@ -186,6 +188,18 @@ def test_stage_from_an_xe_checkpoint_starts_from_its_weights_and_resumes(trained
                   run_dir=tmp_path / "resumed", base_dir=tmp_path)
     assert _history(tmp_path / "resumed") == [(0, "scst"), (1, "scst")]
     assert summary.resumed_from == str(last) and summary.stages == {"scst": 2}
+
+
+def test_the_cross_entropy_fits_step_limits_do_not_cut_the_stage_short(trained_run, tmp_path):
+    best = json.loads((trained_run / "metrics.json").read_text())
+    stage = ["dataset.num_images=70", "scst.enabled=true", "scst.epochs=1", "scst.batch_size=16",
+             f"scst.from_checkpoint={best['checkpoint']}", "+trainer.max_steps=1", "+trainer.min_epochs=2"]
+    summary = run(compose_config(*stage, data_root=trained_run.parent / "data"), run_dir=tmp_path / "run",
+                  base_dir=tmp_path)
+    assert summary.stages == {"scst": 1}
+    record = read_checkpoint_record(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    train_images = len(FeatureFile(summary.features).splits["train"])
+    assert record.stage == "scst" and record.global_step == math.ceil(train_images / 16) > 1  # a whole epoch
 
 
 def test_missing_xe_checkpoint_is_named(tmp_path, shared_data_root):

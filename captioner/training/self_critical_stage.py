@@ -105,7 +105,9 @@ def fit_self_critical(scst: ScstSettings, module: CaptionModule, datamodule: Cap
     module.self_critical = SelfCritical(
         CiderReward(datamodule.references("train"), datamodule.vocabulary), lr=scst.lr,
         samples=scst.samples, baseline=scst.baseline, temperature=scst.temperature)
-    trainer = make_trainer(max_epochs=scst.epochs)
+    # scst.epochs is this stage's length: the trainer.* limits on the cross-entropy fit's steps and
+    # epochs (max_steps, min_steps, min_epochs) are not this stage's; the wall-clock max_time is the run's.
+    trainer = make_trainer(max_epochs=scst.epochs, max_steps=-1, min_steps=None, min_epochs=None)
     if resumed is None:  # the loggers' step goes on from the cross-entropy stage's (a resume restores it)
         set_batches_that_stepped(trainer, batches_that_stepped(cross_entropy))
     for callback in trainer.callbacks:
