@@ -3,6 +3,7 @@ written whole."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,4 +30,23 @@ def write_atomically(path: Path, text: str) -> None:
     path = Path(path)
     staging = path.with_name(f".{path.name}.partial")
     staging.write_text(text)
+    replace_durably(staging, path)
+
+
+def sync_to_disk(path: Path) -> None:
+    """Wait until the file (or folder) `path` is on the disk, not only in the page cache."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def replace_durably(staging: Path, path: Path) -> None:
+    """`os.replace(staging, path)`, made to last a crash or a power cut, not only a killed process:
+    the staging file's data reach the disk before the rename, and the rename before this returns.
+    Without the first, a file system may commit the rename first and leave `path` empty."""
+    sync_to_disk(staging)
     os.replace(staging, path)
+    with contextlib.suppress(OSError):  # some file systems refuse to sync a folder; the file is on disk
+        sync_to_disk(Path(path).parent)

@@ -183,3 +183,21 @@ def start_train(cwd: Path, *arguments: str, data_root: Path, quiet: bool = False
 def run_folders(root: Path) -> list[Path]:
     """Run folders under `root`/outputs that wrote metrics.json."""
     return sorted(p.parent for p in (root / "outputs").glob("**/metrics.json"))
+
+
+def record_syncs(monkeypatch, events: list, note=lambda: None) -> None:
+    """os.fsync and os.replace as they happen, by path (and what `note()` says at each fsync)."""
+    fsync, replace = os.fsync, os.replace
+
+    def recorded_fsync(descriptor: int) -> None:
+        noted = note()
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}"),
+                       *(() if noted is None else (noted,))))
+        fsync(descriptor)
+
+    def recorded_replace(source, target) -> None:
+        events.append(("replace", str(source), str(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", recorded_fsync)
+    monkeypatch.setattr(os, "replace", recorded_replace)

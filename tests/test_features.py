@@ -22,7 +22,7 @@ from captioner.features.feature_file import (
 from captioner.features.image_batches import ImageReadError
 from captioner.runs.run import run
 from captioner.sources import ImageRecord, load_records
-from tests.conftest import TINY, command, compose_config, features_file_of, python, settings_of
+from tests.conftest import TINY, command, compose_config, features_file_of, python, record_syncs, settings_of
 from tests.hostile_files import decompression_bomb_png
 
 
@@ -92,6 +92,25 @@ def test_extraction_resumes_where_it_stopped(tmp_path):
     other = FeatureFileWriter(tmp_path / "g.h5", records, 4, 6, {"cnn": "other"})
     assert other.images_done == 0
     other.close()
+
+
+def test_each_batch_is_on_the_disk_before_the_count_that_vouches_for_it(tmp_path, monkeypatch):
+    # The chunks exist from the start as zeros with valid checksums: after a crash, a count that
+    # got to the disk before its features would serve zeros as features, silently.
+    from captioner.features.feature_file import _HDF5FeatureWriter
+
+    records = _records(7)
+    writer = _HDF5FeatureWriter(tmp_path / "f.h5", records, 4, 6, {"cnn": "test"})
+    events: list = []
+    record_syncs(monkeypatch, events, note=lambda: int(writer.file.attrs["images_done"])
+                  if writer.file.id.valid else None)
+    features = np.ones((7, 4, 6), np.float32)
+    for start in (0, 3, 6):
+        writer.write(start, features[start:start + 3])
+    path = writer.finish({})
+    partial = str(partial_path(tmp_path / "f.h5"))
+    assert events == [("fsync", partial, 0), ("fsync", partial, 3), ("fsync", partial, 6),
+                      ("fsync", partial), ("replace", partial, str(path)), ("fsync", str(tmp_path))]
 
 
 def test_values_that_overflow_float16_are_refused(tmp_path):

@@ -42,7 +42,7 @@ from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
 from captioner.training.resumable_state import RandomState
 from captioner.training.self_critical_stage import stage_summary
-from tests.conftest import CONF, compose_config, features_file_of, settings_of
+from tests.conftest import CONF, compose_config, features_file_of, record_syncs, settings_of
 
 # --- config checks and paths ---
 
@@ -143,6 +143,19 @@ def test_write_atomically_never_leaves_half_a_file(tmp_path, monkeypatch):
         write_atomically(target, "new")
     assert target.read_text() == "old"
 
+
+
+def test_a_file_written_whole_is_on_the_disk_before_its_rename_and_the_rename_before_return(tmp_path,
+                                                                                          monkeypatch):
+    # A crash or power cut, not only a killed process: some file systems commit a rename before
+    # the data, and the file is then empty after the reboot.
+    events: list = []
+    record_syncs(monkeypatch, events)
+    target = tmp_path / "metrics.json"
+    write_atomically(target, "new")
+    staging = str(tmp_path / ".metrics.json.partial")
+    assert events == [("fsync", staging), ("replace", staging, str(target)), ("fsync", str(tmp_path))]
+    assert target.read_text() == "new"
 
 # --- resume ---
 

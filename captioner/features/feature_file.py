@@ -36,6 +36,7 @@ import numpy as np
 
 from captioner.errors import UserError
 from captioner.features.writer_process import WriterProcess, WriterProcessError
+from captioner.paths import replace_durably
 from captioner.sources import SPLITS, ImageRecord
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,10 @@ class _HDF5FeatureWriter:
         half = features.astype(np.float16)
         try:
             self.features[start:start + len(features)] = half
-            self.file.flush()  # the features reach the disk before the count that vouches for them
+            # The features reach the disk before the count that vouches for them; after a crash
+            # the count may lag, never lead (the chunks were written early, as zeros with valid checksums).
+            self.file.flush()
+            os.fsync(self.file.id.get_vfd_handle())
             self.file.attrs["images_done"] = start + len(features)
             self.file.flush()
         except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
@@ -285,7 +289,7 @@ class _HDF5FeatureWriter:
             self.file.close()
         except (OSError, RuntimeError) as error:  # h5py raises either for a refused write
             raise self._write_error(error, self._free_bytes()) from error
-        os.replace(self.partial, self.path)
+        replace_durably(self.partial, self.path)
         return self.path
 
     def close(self) -> None:

@@ -1,12 +1,13 @@
-"""Checkpoint files written atomically: a kill mid-save leaves the previous file intact."""
+"""Checkpoint files written atomically: a kill mid-save, or a crash, leaves the previous file intact."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
+
+from captioner.paths import replace_durably
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -16,4 +17,4 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(f".{path.name}.partial")
         super().save_checkpoint(checkpoint, staging, storage_options)
-        os.replace(staging, path)
+        replace_durably(staging, path)
