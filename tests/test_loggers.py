@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 
 import pytest
@@ -49,8 +50,11 @@ def test_a_resumed_run_goes_on_in_its_wandb_run_and_its_tensorboard_stream(tmp_p
     epoch_one = run_dir / "checkpoints" / "after-epoch-1.ckpt"
     shutil.copy(run_dir / "checkpoints" / "last.ckpt", epoch_one)
     second = train("trainer.max_epochs=2", "ckpt_path=last")
-    # as after a kill: last.ckpt is older than the logs (a mid-epoch save), and the run goes on from it
+    # as after a kill: last.ckpt is older than the logs (a mid-epoch save), metrics.json still says
+    # running (a completed run with these settings is kept as it is), and the run goes on from it
     shutil.copy(epoch_one, run_dir / "checkpoints" / "last.ckpt")
+    killed = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**killed, "status": "running"}))
     third = train("trainer.max_epochs=2", "ckpt_path=last")
     assert first.wandb_run_id and first.wandb_run_id == second.wandb_run_id == third.wandb_run_id
     offline = sorted(run_dir.glob("wandb/offline-run-*"))

@@ -185,6 +185,22 @@ def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp
     assert resolve_checkpoint(str(older.last_checkpoint), here, [], tmp_path).path == older.last_checkpoint
     with pytest.raises(CheckpointNotFoundError, match="no such checkpoint file"):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), here, [], tmp_path)
+    # one run of a resumed sweep that never began: it starts fresh instead of failing
+    assert resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path, in_sweep=True) is None
+
+
+def test_a_completed_run_resumed_with_the_same_settings_is_kept_and_with_more_epochs_trains_on(tiny_cfg,
+                                                                                            tmp_path):
+    run(tiny_cfg, tmp_path / "run")
+    finished = (tmp_path / "run" / "metrics.json").read_bytes()
+    with open_dict(tiny_cfg):
+        tiny_cfg.ckpt_path = "last"
+    kept = run(tiny_cfg, tmp_path / "run")
+    assert (tmp_path / "run" / "metrics.json").read_bytes() == finished  # not trained or tested again
+    assert kept.status == "completed" and kept.resumed_from is None
+    tiny_cfg.trainer.max_epochs += 1
+    longer = run(tiny_cfg, tmp_path / "run")
+    assert longer.epochs == tiny_cfg.trainer.max_epochs and longer.resumed_from is not None
 
 
 # --- the fast path, folders, weights ---
@@ -258,6 +274,48 @@ def test_preemption_signals_are_recorded_and_the_old_handlers_restored():
     assert signal.getsignal(signal.SIGUSR1) == before
     preempted = Preempted(signal.SIGTERM, "last.ckpt")
     assert preempted.code == 128 + signal.SIGTERM and "SIGTERM" in str(preempted)
+
+
+def _signal_self_before(monkeypatch, owner, name: str, signum: int = signal.SIGTERM) -> None:
+    """`owner.name` sends this process `signum`, then does what it did."""
+    original = getattr(owner, name)
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, signalled)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_the_test_stops_the_run_as_preempted_with_the_last_checkpoint(tiny_cfg, tmp_path,
+                                                                                     monkeypatch, signum):
+    # After a fit, Lightning put back the handlers it had found, then the old code put back the one
+    # Lightning had installed for that fit: a SIGTERM in the test ended as "failed" with exit 0.
+    from captioner.training.module import CaptionModule
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
+    _signal_self_before(monkeypatch, CaptionModule, "on_test_epoch_start", signum)
+    with pytest.raises(Preempted) as stopped:
+        run(tiny_cfg, tmp_path / "run")
+    assert stopped.value.code == 128 + signum
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and signal.Signals(signum).name in metrics["error"]
+    assert metrics["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert {s: signal.getsignal(s) for s in before} == before  # the run's handlers are gone with it
+
+
+def test_a_signal_while_the_outputs_are_written_completes_the_run_then_stops(tiny_cfg, tmp_path,
+                                                                          monkeypatch):
+    # a sweep must not go on to its next run on a machine that is being taken away
+    import captioner.runs.run as run_module
+
+    _signal_self_before(monkeypatch, run_module, "write_run_outputs")
+    with pytest.raises(Preempted) as stopped:
+        run(tiny_cfg, tmp_path / "run")
+    assert stopped.value.code == 128 + signal.SIGTERM
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and (tmp_path / "run" / "captions.json").is_file()
 
 
 def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():

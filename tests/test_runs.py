@@ -21,6 +21,7 @@ from tests.conftest import (
     start_train,
     train,
     train_command,
+    wait_for,
 )
 
 # 48 train scenes x 5 captions in batches of 8: 30 batches an epoch, a checkpoint after each one
@@ -32,16 +33,6 @@ def batches_done(checkpoint: Path) -> tuple[int, int]:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     (order,) = state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     return order["epoch"], order["batches_done"]
-
-
-def wait_for(condition, timeout: float = 300, every: float = 0.02):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
 
 
 def mid_epoch_checkpoint(run_root: Path, process: subprocess.Popen) -> Path | None:

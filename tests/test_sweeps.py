@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,17 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, REPO, TINY_COMMAND, command, python, start_train, train, train_command
+from tests.conftest import (
+    CONF,
+    REPO,
+    TINY_COMMAND,
+    command,
+    python,
+    start_train,
+    train,
+    train_command,
+    wait_for,
+)
 
 SWEEPS = REPO / "sweeps"
 # TINY without its cnn choice, which the smoke sweep varies itself, and with DataLoader workers
@@ -72,6 +83,33 @@ def test_a_failing_run_does_not_sink_the_sweep(tmp_path, shared_data_root):
     assert "| 1 | model.dropout=2.0 | failed: ConfigError: model.dropout=2.0" in report
     assert "| 0 | model.dropout=0.1 | completed |" in report
     assert "1 of 2 runs did not complete" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_goes_on_with_the_same_command_and_keeps_its_finished_runs(tmp_path,
+                                                                                   shared_data_root):
+    """Stopped in its second run, the sweep goes on in its folder: the first run is kept as it was,
+    the second goes on (or starts again, if it had no checkpoint yet), the third starts. Before,
+    `ckpt_path=last` failed every run that had not begun and trained the finished ones again."""
+    sweep_arguments = ["-m", "seed=1,2,3", "trainer.max_epochs=2"]
+    process = start_train(tmp_path, *sweep_arguments, data_root=shared_data_root, quiet=True)
+    try:
+        wait_for(lambda: next((tmp_path / "outputs" / "multirun").glob("*/1/metrics.json"), None))
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    first = (sweep / "0" / "metrics.json").read_bytes()
+    assert json.loads(first)["status"] == "completed"
+    assert not (sweep / "2").exists()
+
+    train(tmp_path, *sweep_arguments, "ckpt_path=last", f"hydra.sweep.dir={sweep}",
+          data_root=shared_data_root)
+    assert (sweep / "0" / "metrics.json").read_bytes() == first  # not trained or tested again
+    seeds = [finite_scores(sweep / job)["config"]["seed"] for job in ("0", "1", "2")]
+    assert seeds == [1, 2, 3]
+    assert (sweep / "report.md").read_text().count("| completed |") == 3
 
 
 @pytest.mark.slow

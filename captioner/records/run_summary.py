@@ -26,6 +26,7 @@ class RunSummary:
     pid: int | None = None
     host: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # dataset, cnn, rnn, weights, seed, model...
+    settings_key: str | None = None  # a hash of the whole config but ckpt_path (runs/run.py)
     provenance: dict[str, Any] = field(default_factory=dict)  # git commit, library versions, device
     features: str | None = None  # the features file trained on (known before training starts)
     test: dict[str, float] = field(default_factory=dict)  # bleu1..4, meteor, rouge_l, cider

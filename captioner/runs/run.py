@@ -3,8 +3,11 @@ run folder. The config is read once, into typed settings (captioner/settings/); 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -15,8 +18,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from captioner.data.datamodule import CaptionDataModule
 from captioner.features.backbones import build_backbone, split_backbone, weights_source
@@ -52,12 +56,12 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
-        base_dir: Path | None = None, group: str | None = None) -> RunSummary:
+        base_dir: Path | None = None, group: str | None = None, in_sweep: bool = False) -> RunSummary:
     """Train and test one configuration; everything it writes goes under `run_dir`.
 
     `overrides` are the command line's (to find a run to resume), `base_dir` is where relative
     paths in the config start (the directory the user launched from), `group` names the sweep
-    this run belongs to (W&B groups its runs).
+    this run belongs to (W&B groups its runs), `in_sweep`: one run of a multirun.
     """
     folder, base_dir = RunFolder(run_dir), Path(base_dir or os.getcwd())
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -67,14 +71,19 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     loggers: list = []
     began = time.perf_counter()
     held = ExitStack()
-    signals = PreemptionSignals()  # installed while training runs (MidEpochCheckpoint)
+    signals = PreemptionSignals()  # ours from the start of training to the run's end (MidEpochCheckpoint)
     code = code_state()  # now: the tree may change while a long run trains
     try:
         # Up front, before anything is written: a typo must not cost an extraction and a fit, and a
         # resume that cannot go on must not touch the run it would resume.
         settings = read_settings(cfg, base_dir)
         summary.config = _config_summary(settings)
-        resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir)
+        summary.settings_key = settings_key(cfg)
+        if settings.ckpt_path == "last" and (done := _completed_as_asked(folder, summary.settings_key)):
+            log.warning("%s: this run completed with these settings; kept as it is", folder.path)
+            folder.drop_config_backup()
+            return done
+        resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep)
         if resume is not None:
             check_resumable(resume, settings)
         # read before this run's summary replaces it, and kept if this run fails before its loggers exist
@@ -139,7 +148,6 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             callbacks.start_self_critical(settings.scst.patience)
             trainer = fit_self_critical(settings.scst, module, datamodule, make_trainer, resume,
                                         cross_entropy=trainer)
-        signals.restore()
         if signals.received:  # a signal in the last validation: last.ckpt is complete, the test is not run
             raise Preempted(signals.received, str(folder.last_checkpoint))
         train_time = time.perf_counter() - fit_began
@@ -168,17 +176,20 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             log_examples(loggers, examples)
             _write_metrics(folder, summary)
             print_summary(summary, examples)
-        return summary
     except BaseException as error:
         if earlier_run and not started:
             folder.restore_config_backup()  # Hydra's .hydra/ of the run as it was
         else:
-            _record_failure(folder, summary, error, signals, began)
+            _record_failure(folder, summary, error, signals, began, in_sweep)
         raise
     finally:
         signals.restore()
         finish_loggers(loggers, failed=summary.status != "completed")
         held.close()
+    if signals.received:  # while it wrote its outputs: the run is complete, a sweep stops here
+        log.warning("the run completed; stopping on %s", signal.Signals(signals.received).name)
+        raise Preempted(signals.received)
+    return summary
 
 
 def _datamodule(settings: RunSettings, features_path: Path, fast: FastPath) -> CaptionDataModule:
@@ -208,16 +219,19 @@ def _module(settings: RunSettings, datamodule: CaptionDataModule, fast: FastPath
 
 
 def _record_failure(folder: RunFolder, summary: RunSummary, error: BaseException,
-                    signals: PreemptionSignals, began: float) -> None:
+                    signals: PreemptionSignals, began: float, in_sweep: bool) -> None:
     """metrics.json says how the run ended: preempted (and how to resume) or failed (and why).
 
     A preemption is re-raised as `Preempted` (a SystemExit with code 128 + the signal)."""
     last = folder.last_checkpoint
-    if signals.received and not isinstance(error, Preempted):  # e.g. Lightning's SIGTERMException
-        error = Preempted(signals.received, str(last) if last.is_file() else None)
+    if isinstance(error, SIGTERMException) or (signals.received and not isinstance(error, Preempted)):
+        # Lightning's handler alone, where it is in charge (before training starts)
+        error = Preempted(signals.received or signal.SIGTERM, str(last) if last.is_file() else None)
     if isinstance(error, Preempted):
         summary.status, summary.error, summary.checkpoint = "preempted", str(error), error.checkpoint
-        summary.resume = ("the same command with ckpt_path=last (and hydra.run.dir=<this folder> "
+        summary.resume = ("the same command with ckpt_path=last and hydra.sweep.dir=<this sweep's folder> "
+                          "(its completed runs are kept, the others go on or start)" if in_sweep else
+                          "the same command with ckpt_path=last (and hydra.run.dir=<this folder> "
                           "to go on in this folder)")
     else:
         summary.status, summary.error = "failed", f"{type(error).__name__}: {error}"
@@ -282,6 +296,24 @@ def _keep_earlier_code(folder: RunFolder, earlier: tuple[RunFolder, RunSummary] 
 
 def _as_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def settings_key(cfg: DictConfig) -> str:
+    """A hash of the whole config but `ckpt_path`: two runs with equal keys were asked the same."""
+    values = OmegaConf.to_container(cfg, resolve=False)
+    values.pop("ckpt_path", None)
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _completed_as_asked(folder: RunFolder, key: str) -> RunSummary | None:
+    """This folder's run, when it completed with the settings `key` names: `ckpt_path=last` then
+    has nothing to do (a resumed sweep keeps its finished runs; a later epoch limit trains on)."""
+    try:
+        earlier = folder.summary()
+    except ValueError:  # a half-written metrics.json
+        return None
+    done = earlier is not None and earlier.status == "completed" and earlier.settings_key == key
+    return earlier if done else None
 
 
 def _config_summary(settings: RunSettings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ training another batch, or, after the last epoch, before any test.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,17 @@ class MidEpochCheckpoint(Callback):
         self._next_agreement = batch_idx + int(-decision[2])
         return bool(decision[0]), int(decision[1])
 
+    def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                          batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # SIGTERM reaches Lightning's own handler too, which stops the test on every rank; SIGINT
+        # and SIGUSR1 only ours (one process: under DDP the run stops after the test instead).
+        received = self.signals.received if self.signals is not None else None
+        if received and trainer.world_size == 1:
+            raise Preempted(received, str(self.path) if self.path.is_file() else None)
+
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning has just put back the handlers it found when the fit began: SIGTERM and SIGINT
+        # are ours again for the test and the outputs (SIGUSR1 is left to the next fit's SLURM
+        # requeue handler, which the next on_train_start chains); the run restores them at its end.
         if self.signals is not None and stage == "fit":
-            self.signals.restore()
+            self.signals.install((signal.SIGTERM, signal.SIGINT))

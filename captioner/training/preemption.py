@@ -8,8 +8,10 @@ end of the batch in progress and raises `Preempted`, whose exit code is 128 + th
 Lightning installs its own SIGTERM handler when fit starts (it raises mid-validation and saves
 nothing outside SLURM), so `PreemptionSignals.install()` is called again from the callback once
 training has started and takes over; whatever handled SIGUSR1 before (Lightning's SLURM
-auto-requeue: `hpc_ckpt_*.ckpt` and `scontrol requeue`) is still called. Every handler is put back
-when training ends.
+auto-requeue: `hpc_ckpt_*.ckpt` and `scontrol requeue`) is still called. When a fit ends,
+Lightning puts back the handlers it found, and the callback takes SIGTERM and SIGINT over again:
+a signal during the test or while the run writes its outputs still stops the run (and a sweep)
+as a preemption. `restore()`, at the end of the run, puts back the handlers the run began with.
 """
 
 from __future__ import annotations
@@ -45,37 +47,38 @@ class Preempted(SystemExit):
 
 
 class PreemptionSignals:
-    """Records the first preemption signal instead of dying; `restore()` puts the old handlers back."""
+    """Records the first preemption signal instead of dying; `restore()` puts back the handlers
+    there were when it was made (in the main thread)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._previous: dict[int, Any] = {}  # what restore() puts back
+        main = threading.current_thread() is threading.main_thread()
+        # what restore() puts back: the handlers before the run, never one a Trainer installed since
+        self._original: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
         self._chained: dict[int, Any] = {}  # what was there when we took over (called for SIGUSR1)
 
-    def install(self) -> None:
+    def install(self, signals: tuple[int, ...] = SIGNALS) -> None:
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach the main thread only
-        for signum in SIGNALS:
+        for signum in signals:
             current = signal.getsignal(signum)
-            if current is not self._handle:
-                self._previous.setdefault(signum, current)
+            if current != self._handle:  # == : each access to a bound method makes a new object
                 self._chained[signum] = current
                 signal.signal(signum, self._handle)
 
     def restore(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum, handler in self._previous.items():
+        for signum, handler in self._original.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
         self._chained.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: the user does not want to wait
         if self.received is None:
-            log.warning("received %s: saving a checkpoint at the end of this batch, then stopping",
-                        signal.Signals(signum).name)
+            log.warning("received %s: stopping at the end of this batch (in training, after saving a "
+                        "checkpoint)", signal.Signals(signum).name)
         self.received = signum
         chained = self._chained.get(signum)
         if signum == signal.SIGUSR1 and callable(chained):
