@@ -75,6 +75,45 @@ def test_the_report_says_which_code_trained_the_runs_and_which_had_uncommitted_c
             "changes on top (their `code.diff`, where kept, holds them): 1.") in report
 
 
+@pytest.mark.parametrize("damage", [
+    {"test": {"cider": None}}, {"test": []}, {"test": {"cider": "high"}},
+    {"history": [{"cider": 0.5}], "epochs": "two"}])
+def test_a_damaged_run_is_reported_missing_with_its_file_named_and_the_others_stand(sweep, damage):
+    make_run(sweep, 4, ["data_root=/d", "cnn=vgg16", "rnn=gru", "seed=1"], {**completed(1.0, 0.2), **damage})
+    (sweep / "5" / ".hydra").mkdir(parents=True)
+    (sweep / "5" / ".hydra" / "overrides.yaml").write_text("[cnn=vgg16, {unclosed")
+    runs = collect_runs(sweep)
+    statuses = {r.path.name: (r.status, r.error) for r in runs}
+    if "history" in damage:  # an entry without its epoch is left out; the rest of the run stands
+        assert statuses["4"][0] == "completed" and runs[4].history == []
+    else:
+        assert statuses["4"][0] == "missing" and str(sweep / "4" / "metrics.json") in statuses["4"][1]
+    assert statuses["5"][0] == "missing" and "overrides.yaml" in statuses["5"][1]
+    report = write_report(sweep, runs).read_text()
+    assert "| 0 | " in report and "| 5 | " in report
+
+
+def test_a_sweep_whose_report_cannot_be_written_exits_1_not_0(sweep, monkeypatch):
+    # Hydra turns an exception in on_multirun_end into a warning, and the sweep exited 0.
+    from omegaconf import OmegaConf
+
+    import captioner.compare.sweep_end as sweep_end
+
+    def refused(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweep_end, "write_report", refused)
+    config = OmegaConf.create({"hydra": {"job": {"name": "train"}, "sweep": {"dir": str(sweep)}},
+                               "sweep_name": "multirun", "logger": {}})
+    for runs in (sweep, None):  # with a failed run in the sweep, and with every run completed
+        if runs is None:
+            for job in ("3", "10"):
+                (sweep / job / ".hydra" / "overrides.yaml").unlink()
+        with pytest.raises(SystemExit) as stopped:
+            sweep_end.ReportAtSweepEnd().on_multirun_end(config)
+        assert stopped.value.code == 1
+
+
 def test_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path)])

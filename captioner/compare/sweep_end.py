@@ -14,8 +14,9 @@ from captioner.compare.content_groups import load_groups
 from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
-from captioner.records.sweep_runs import collect_runs, sweep_group
+from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
+from captioner.trainer_setup.loggers import wandb_offline
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,22 @@ class ReportAtSweepEnd(Callback):
         except FileNotFoundError as error:  # e.g. a launcher that wrote elsewhere
             log.warning("no sweep report: %s", error)
             return
+        failed = [run for run in runs if run.status != "completed"]
+        # Hydra turns an exception raised here into a warning and exits 0: a report that could
+        # not be written is logged, and the exit status still says what became of the runs.
+        try:
+            self._report(config, sweep_dir, runs)
+        except Exception as error:
+            log.error("the sweep's report was not written: %s: %s", type(error).__name__, error)
+            raise SystemExit(1) from None
+        if failed:
+            log.error("%d of %d runs did not complete: %s", len(failed), len(runs),
+                      ", ".join(str(run.path) for run in failed))
+            # The others finished and are in the report; the exit status still says not all did.
+            raise SystemExit(1)
+
+    @staticmethod
+    def _report(config: DictConfig, sweep_dir: Path, runs: list[RunResult]) -> None:
         # Built once: the page's image browser and, with W&B, the comparison table show the same data.
         browser = browser_data(runs, swept_factors(runs), load_groups(), sweep_dir)
         report = write_report(sweep_dir, runs, browser=browser)
@@ -45,12 +62,6 @@ class ReportAtSweepEnd(Callback):
             if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
                 group = wandb.get("group") or sweep_group(config.sweep_name, sweep_dir)
                 log_comparison_table(sweep_dir, browser, group, wandb.get("project") or "captioner",
-                                     wandb.get("entity"))
+                                     wandb.get("entity"), offline=wandb_offline(wandb.get("offline")))
         except Exception as error:  # W&B down or misconfigured: the report on disk stands
             log.warning("the W&B comparison table was not logged: %s", error)
-        failed = [run for run in runs if run.status != "completed"]
-        if failed:
-            log.error("%d of %d runs did not complete: %s", len(failed), len(runs),
-                      ", ".join(str(run.path) for run in failed))
-            # The others finished and are in the report; the exit status still says not all did.
-            raise SystemExit(1)

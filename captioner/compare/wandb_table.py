@@ -1,6 +1,6 @@
 """The report's per-image comparison as a W&B table, in the sweep's W&B group (runs logged with
 `logger=wandb`): one row per test image, its photo and references, every run's caption and
-CIDEr-D, and how much the runs disagree. Offline unless WANDB_MODE says otherwise."""
+CIDEr-D, and how much the runs disagree. Online or offline as the sweep's runs went."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from typing import Any
 
 
 def log_comparison_table(sweep_dir: Path, data: dict[str, Any], group: str, project: str = "captioner",
-                         entity: str | None = None) -> Any:
-    """A W&B run `<group>-comparison` holding the table; returns the finished run."""
+                         entity: str | None = None, offline: bool = True) -> Any:
+    """A W&B run `<group>-comparison` holding the table, online or offline as the sweep's runs
+    went (`offline`; in `<sweep_dir>/wandb/`); returns the finished run."""
     import wandb
 
-    mode = os.environ.get("WANDB_MODE", "offline")
+    disabled = os.environ.get("WANDB_MODE") == "disabled"
     run = wandb.init(project=project, entity=entity, group=group, name=f"{group}-comparison",
-                     job_type="comparison", dir=str(sweep_dir), mode="offline" if mode == "dryrun" else mode,
+                     job_type="comparison", dir=str(sweep_dir),
+                     mode="disabled" if disabled else "offline" if offline else "online",
                      reinit="finish_previous")
     labels = data["runs"]
     columns = ["image_id", "photo", "references", "groups", "disagreement",

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from captioner.records.caption_entry import per_image_scores, read_caption_entries
 from captioner.records.per_image_scores import RunScores
 from captioner.records.run_folder import RunFolder
@@ -73,29 +75,45 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
         raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
     runs = []
     for folder in sorted(RunFolder.all_under(sweep_dir), key=lambda f: _run_order(f.path)):
-        overrides = _parse_overrides(folder.overrides())
         try:
-            summary = RunSummary.read(folder.metrics)
-        except ValueError as error:  # half a JSON file: the run is still writing it, or was killed
-            runs.append(RunResult(folder.path, overrides, "missing", error=str(error)))
+            overrides = _parse_overrides(folder.overrides())
+        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as error:
+            runs.append(RunResult(folder.path, {}, "missing", error=f"{folder.overrides_file}: {error}"))
             continue
-        if summary is None:
-            runs.append(RunResult(folder.path, overrides, "missing"))
-            continue
-        status, error = _status(summary)
-        run = RunResult(
-            folder.path, overrides, status, error=error,
-            test={k: float(v) for k, v in summary.test.items()}, epochs=summary.epochs,
-            train_time_s=summary.train_time_s, history=summary.history,
-            captions_per_s=summary.test_captions_per_s,
-            commit=summary.provenance.get("git_commit"),
-            uncommitted_changes=summary.uncommitted_changes)
-        if status == "completed":
-            _read_captions(folder, run)
-        runs.append(run)
+        try:
+            runs.append(_read_run(folder, overrides))
+        except (TypeError, ValueError, AttributeError, KeyError) as error:  # a metrics.json of another shape
+            what = f"not a run's summary ({type(error).__name__}: {error})"
+            runs.append(RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {what}"))
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
     return runs
+
+
+def _read_run(folder: RunFolder, overrides: dict[str, str]) -> RunResult:
+    try:
+        summary = RunSummary.read(folder.metrics)
+    except ValueError as error:  # half a JSON file: the run is still writing it, or was killed
+        return RunResult(folder.path, overrides, "missing", error=str(error))
+    if summary is None:
+        return RunResult(folder.path, overrides, "missing")
+    status, error = _status(summary)
+    run = RunResult(
+        folder.path, overrides, status, error=error,
+        test={k: float(v) for k, v in summary.test.items()}, epochs=_number(summary.epochs, int),
+        train_time_s=_number(summary.train_time_s),
+        history=[e for e in summary.history if isinstance(e, dict) and isinstance(e.get("epoch"), int)],
+        captions_per_s=_number(summary.test_captions_per_s),
+        commit=summary.provenance.get("git_commit"),
+        uncommitted_changes=summary.uncommitted_changes)
+    if status == "completed":
+        _read_captions(folder, run)
+    return run
+
+
+def _number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> Any:
+    """`value` where it is a number of that kind (not a bool), else None: a damaged summary's."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
 
 def _read_captions(folder: RunFolder, run: RunResult) -> None:

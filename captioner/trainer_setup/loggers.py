@@ -15,6 +15,16 @@ from captioner.records.run_summary import RunSummary
 from captioner.settings import LoggerSettings
 
 
+def wandb_offline(asked: bool | None) -> bool:
+    """Whether W&B writes offline: as `logger.wandb.offline` says; null: offline unless WANDB_MODE
+    says otherwise, or a `wandb agent` started the run (its sweep lives on the server). `wandb sync`
+    uploads offline runs later."""
+    if asked is not None:
+        return bool(asked)
+    default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+    return os.environ.get("WANDB_MODE", default) in ("offline", "disabled", "dryrun")
+
+
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
                   config: Mapping[str, Any], group: str | None = None,
                   resume_step: int | None = None, wandb_run_id: str | None = None) -> list[Logger]:
@@ -30,12 +40,7 @@ def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[
     for logger_settings in settings:
         entry = dict(logger_settings.options)
         if logger_settings.kind == "wandb":
-            # Offline unless the user asks otherwise through WANDB_MODE, or a `wandb agent` started
-            # this run (its sweep lives on the server); `wandb sync` uploads offline runs later.
-            offline = entry.get("offline")
-            if offline is None:
-                default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
-                offline = os.environ.get("WANDB_MODE", default) in ("offline", "disabled", "dryrun")
+            offline = wandb_offline(entry.get("offline"))
             resumed = {"id": wandb_run_id, "resume": "allow"} if wandb_run_id else {}
             logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
                                  tags=[*tags, *(entry.get("tags") or [])],
