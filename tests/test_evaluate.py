@@ -13,7 +13,7 @@ import torch
 
 from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile
-from captioner.inference.evaluate import evaluate
+from captioner.inference.evaluate import OutputFolderError, evaluate
 from captioner.training.checkpoint_loading import CheckpointError, load_module
 from tests.conftest import compose_config, python, settings_of
 from tests.test_metrics import _pycocoevalcap_directly
@@ -29,6 +29,29 @@ def test_scores_equal_pycocoevalcap_on_the_results_file(trained_run, tmp_path):
     expected = _pycocoevalcap_directly({r["image_id"]: r["caption"] for r in results}, references)
     assert json.loads((tmp_path / "scores.json").read_text())["scores"] == pytest.approx(expected, abs=1e-9)
     assert summary["decode"]["strategy"] == "beam" and summary["split"] == "val"
+
+
+def test_each_decoding_setting_keeps_its_own_folder_and_a_bad_output_is_refused_up_front(trained_run,
+                                                                                         tmp_path):
+    # Before, every beam search of a split wrote <run>/evaluations/test-beam: the second replaced the first.
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "last.ckpt", run / "checkpoints")
+    shutil.copy(trained_run / "metrics.json", run)  # which features the run trained on
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    for beam in (2, 3):
+        evaluate(checkpoint, split="val", decode={"strategy": "beam", "beam_size": beam}, accelerator="cpu",
+                 meteor=False)
+    evaluate(checkpoint, split="val", accelerator="cpu", meteor=False)
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["val-beam2-lp0", "val-beam3-lp0",
+                                                                       "val-greedy"]
+    kept = json.loads((run / "evaluations" / "val-beam2-lp0" / "scores.json").read_text())
+    assert kept["decode"]["beam_size"] == 2
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(OutputFolderError, match=f"--output {blocked}: cannot make the folder"):
+        evaluate(checkpoint, split="val", output=blocked, accelerator="cpu", meteor=False)
 
 
 def test_without_java_the_evaluation_finishes_with_one_warning(trained_run, tmp_path):

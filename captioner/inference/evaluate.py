@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
                               + "; ".join(differences))
     module.test_decoding = options = module.test_decoding.with_changes(**(decode or {}))
     module.hparams.spice, module.hparams.meteor = spice, meteor
+    # Before the decoding: a bad --output must not cost it (every rank: none writes before rank 0 checks).
+    output = _writable_folder(Path(output) if output else folder.evaluation(split, options.label(),
+                                                                            features if given else None))
 
     datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
                                    max_caption_length=module.hparams.max_caption_length,
@@ -90,14 +94,27 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     summary = {"checkpoint": str(checkpoint), "features": str(features), "split": split,
                "decode": options.as_dict(), "images": len(captions), "scores": scores}
     if trainer.is_global_zero:
-        output = Path(output) if output else folder.evaluation(split, options.strategy)
-        output.mkdir(parents=True, exist_ok=True)
         results = [{"image_id": results_image_id(image_ids[index]), "caption": captions[index]}
                    for index in sorted(captions)]
         write_atomically(output / "results.json", json.dumps(results, indent=1))
         write_atomically(output / "scores.json", json.dumps(summary, indent=1))
         summary["output"] = str(output)
     return summary
+
+
+class OutputFolderError(UserError, OSError):
+    """The folder for the evaluation's files cannot be made or written."""
+
+
+def _writable_folder(output: Path) -> Path:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputFolderError(f"--output {output}: cannot make the folder ({error.strerror or error}); "
+                                "pass another folder") from None
+    if not os.access(output, os.W_OK):
+        raise OutputFolderError(f"--output {output}: the folder is not writable; pass another folder")
+    return output
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="test", help="any split of the features file (default: test)")
     add_decode_arguments(parser)
     parser.add_argument("--output", type=Path, help="folder for scores.json and results.json "
-                        "(default: <run>/evaluations/<split>-<decode>)")
+                        "(default: <run>/evaluations/<split>-<decoding and its settings>[-<features>])")
     parser.add_argument("--devices", default="1", help="number of devices; >1 runs Lightning DDP")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
     parser.add_argument("--batch-size", type=int, default=256)

@@ -42,6 +42,14 @@ class DecodeOptions:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def label(self) -> str:
+        """The settings in a few characters, for a folder name: greedy, beam3-lp1-trigram, ..."""
+        parts = [self.strategy]
+        if self.strategy == "beam":
+            parts = [f"beam{self.beam_size}", f"lp{self.length_penalty:g}"]
+            parts += ["trigram"] if self.block_trigram_repeats else []
+        return "-".join(parts + (["unk"] if self.allow_unk else []))
+
     def banned_ids(self) -> tuple[int, ...]:
         """Token ids decoding never writes besides <pad> and <start>: <unk> unless allowed."""
         return () if self.allow_unk else (UNK_ID,)

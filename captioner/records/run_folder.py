@@ -104,8 +104,13 @@ class RunFolder:
         """`.hydra/` as it was before this command: Hydra rewrites it before a resume can be checked."""
         return self.path / ".hydra.before-resume"
 
-    def evaluation(self, split: str, strategy: str) -> Path:
-        return self.path / "evaluations" / f"{split}-{strategy}"
+    def evaluation(self, split: str, decoding: str, features: Path | None = None) -> Path:
+        """Where `captioner.evaluate` writes one evaluation: a folder per split, decoding (its
+        label: strategy and settings) and, when they are not the run's own, features file."""
+        own = self.features_file()
+        other = features is not None and (own is None or Path(features).resolve() != own.resolve())
+        name = f"{split}-{decoding}" + (f"-{Path(features).stem}" if other else "")
+        return self.path / "evaluations" / name
 
     # --- reading and writing ---
 
