@@ -82,9 +82,14 @@ def test_a_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code-ran"
     hostile = tmp_path / "hostile.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {"payload": _Payload(marker)}}, hostile)
-    with pytest.raises(CheckpointError, match="hostile.ckpt: not a captioner checkpoint"):
+    with pytest.raises(CheckpointError, match="hostile.ckpt: not a captioner checkpoint") as refused:
         load_module(hostile)
     assert not marker.exists()
+    # torch's own message advises weights_only=False, which would run the code: not passed on
+    message = str(refused.value)
+    assert "weights_only" not in message and "no code from a checkpoint is run" in message
+    with pytest.raises(CheckpointError, match=f"{tmp_path} is a folder; pass the path of a .ckpt file"):
+        load_module(tmp_path)
 
 
 def test_a_checkpoint_is_weights_and_json_metadata(trained_run):

@@ -120,6 +120,18 @@ def test_a_folder_without_runs_is_a_clear_error(tmp_path, capsys):
     assert "no runs found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--resamples", "0", "--resamples must be at least 100, got 0"),
+    ("--resamples", "-3", "--resamples must be at least 100"),
+    ("--html-images", "0", "--html-images must be at least 1")])
+def test_report_options_that_would_mislead_are_refused(sweep, capsys, option, value, message):
+    # 0 resamples gave zero-width intervals: every difference looked real
+    with pytest.raises(SystemExit) as stopped:
+        main([str(sweep), option, value])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (sweep / "report.md").exists()
+
+
 def test_runs_in_progress_preempted_and_killed_are_told_apart(tmp_path):
     import os
     import socket

@@ -250,6 +250,9 @@ def print_report(runs: list[RunResult], console: Console | None = None) -> None:
     console.print(table)
 
 
+MIN_RESAMPLES = 100
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m captioner.report", description=__doc__.split("\n")[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun folder, e.g. outputs/multirun/<date>_<time>")
@@ -262,13 +265,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="report.html's browser: at most this many test images, those where the runs "
                              "disagree most (default: all)")
     args = parser.parse_args(argv)
+    # Fewer resamples give intervals too coarse to judge by (0: zero-width, every difference "real").
+    if args.resamples < MIN_RESAMPLES:
+        parser.error(f"--resamples must be at least {MIN_RESAMPLES}, got {args.resamples}")
+    if args.html_images is not None and args.html_images < 1:
+        parser.error(f"--html-images must be at least 1 (or left out: all images), got {args.html_images}")
     try:
         runs = collect_runs(args.sweep_dir)
         groups = load_groups(args.groups)
         rule = load_rule(args.claims)
     except (FileNotFoundError, ValueError) as error:
         exit_for_user_error(error, parser.prog)
-    report = write_report(args.sweep_dir, runs, groups, args.resamples, args.html_images, rule=rule)
+    try:
+        report = write_report(args.sweep_dir, runs, groups, args.resamples, args.html_images, rule=rule)
+    except OSError as error:  # an unwritable folder, a full disk
+        exit_for_user_error(OSError(f"{error.filename or args.sweep_dir}: the report cannot be written "
+                                    f"({error.strerror or error})"), parser.prog)
     print_report(runs)
     print(f"wrote {report} and {report.with_suffix('.html')}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 from torch import nn
@@ -22,12 +23,19 @@ def load_module(checkpoint: Path, top: nn.Module | None = None) -> CaptionModule
     """The model in `checkpoint`, loaded without executing pickled code (`weights_only=True`).
     `top`: the architecture of its trainable CNN top, if it has one (its weights come from the file)."""
     checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        raise CheckpointNotFoundError(f"{checkpoint} is a folder; pass the path of a .ckpt file in it")
     if not checkpoint.is_file():
         raise CheckpointNotFoundError(f"{checkpoint}: no such checkpoint file; pass the path of a .ckpt "
                                       "file from a run's checkpoints/ folder")
     try:
         return CaptionModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True,
                                                   **({"top": top} if top is not None else {}))
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
+    except pickle.UnpicklingError as error:
+        # Not torch's text: it suggests weights_only=False, which would run the file's code.
+        raise CheckpointError(f"{checkpoint}: not a captioner checkpoint: it holds objects other than "
+                              "tensors and plain data, which are not loaded (no code from a checkpoint "
+                              "is run); a checkpoint of this project holds only those") from error
+    except Exception as error:  # torch raises RuntimeError, KeyError, ... for other files
         raise CheckpointError(f"{checkpoint}: not a captioner checkpoint "
                               f"({type(error).__name__}: {str(error)[:300]})") from error
