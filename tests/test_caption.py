@@ -81,6 +81,25 @@ def test_missing_images_and_empty_folders_are_clear_errors(trained_run, tmp_path
         image_files([tmp_path])
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--device", "cuda:99"], "device 'cuda:99': this machine has"),
+    (["--device", "toaster"], "device 'toaster': not a device name torch knows"),
+    (["--attention", "out.txt"], "--attention out.txt: matplotlib cannot write .txt figures"),
+    (["--attention", "."], "--attention .: a folder; give a file name")])
+def test_a_bad_device_or_figure_path_is_one_line_before_any_captioning(trained_run, tmp_path, capsys,
+                                                                      monkeypatch, arguments, message):
+    # were a raw traceback (devices), or found only after every caption (figures)
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (80, 80), (200, 40, 40)).save(photo)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main([str(trained_run / "checkpoints" / "last.ckpt"), str(photo), *arguments])
+    captured = capsys.readouterr()
+    assert stopped.value.code == 2 and not captured.out
+    (line,) = captured.err.splitlines()
+    assert line.startswith("python -m captioner.caption: error: ") and message in line
+
+
 def test_figures_of_images_that_share_a_name_do_not_overwrite_each_other(tmp_path):
     images = [str(tmp_path / "a" / "dog.jpg"), str(tmp_path / "b" / "dog.jpg"), str(tmp_path / "dog.png"),
               str(tmp_path / "cat.jpg")]

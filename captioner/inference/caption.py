@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from matplotlib.backend_bases import FigureCanvasBase
 
-from captioner.errors import UserError
+from captioner.errors import ConfigError, UserError, exit_for_user_error
 from captioner.inference.attention_figure import plot_attention
 from captioner.inference.captioning import Captioner, CaptionResult
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
@@ -77,12 +78,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         decode = decode_changes(args)  # checked before the checkpoint is read
+        if args.attention is not None:
+            check_figure_path(args.attention)
         paths = image_files(args.images)
         model = Captioner.from_checkpoint(args.checkpoint, args.device, args.weights_path)
         decode["decode"] = decode.pop("strategy", None)
         results = model.caption(paths, attention=args.attention is not None, **decode)
     except (FileNotFoundError, UserError, KeyError) as error:
-        parser.exit(2, f"error: {error}\n")
+        exit_for_user_error(error, parser.prog)
     captioned = [r for r in results if r.ok]
     problems = [f"error: {r.image}: cannot read image ({r.error}); not captioned"
                 for r in results if not r.ok]
@@ -104,6 +107,16 @@ def main(argv: list[str] | None = None) -> None:
         print(problem, file=sys.stderr)
     if problems:
         sys.exit(1)
+
+
+def check_figure_path(path: Path) -> None:
+    """Refuse, before any captioning, a --attention path no figure can be written to."""
+    if path.is_dir():
+        raise ConfigError(f"--attention {path}: a folder; give a file name (e.g. {path / 'attention.png'})")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise ConfigError(f"--attention {path}: matplotlib cannot write {path.suffix} figures; use one of "
+                          + ", ".join(f".{name}" for name in sorted(formats)))
 
 
 def _draw_figures(results: list[CaptionResult], base: Path, grid: tuple[int, int] | None,

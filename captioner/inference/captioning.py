@@ -46,6 +46,25 @@ class CaptionResult:
         return self.error is None
 
 
+class DeviceError(ConfigError):
+    """A device torch does not know, or one this machine does not have."""
+
+
+def usable_device(device: str | torch.device) -> torch.device:
+    """`device` as torch names it, checked before any model is loaded onto it."""
+    try:
+        found = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"device {device!r}: not a device name torch knows (cpu, cuda, cuda:1, "
+                          "mps)") from None
+    if found.type == "cuda" and (found.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
+                          "torch can use; pass cpu")
+    if found.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r}: MPS is not available here; pass cpu")
+    return found
+
+
 class Captioner:
     """A trained captioner with the CNN its features came from: images in, captions out."""
 
@@ -62,6 +81,7 @@ class Captioner:
         `weights_path`: the CNN's weights file, when the run used one that has moved since (its
         sha256 must be the recorded one). Loading never executes pickled code from the file.
         """
+        device = str(usable_device(device))
         module = load_trained(Path(checkpoint)).to(device)
         featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, device,
                                      Path(weights_path) if weights_path else None)
