@@ -17,4 +17,9 @@ from captioner.records.run_folder import RunFolder
 
 class KeepEarlierRunConfig(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        RunFolder(config.hydra.run.dir).back_up_config()
+        from pytorch_lightning.utilities import rank_zero_only
+
+        # DDP's other ranks start this command again in the same folder: one copy, by rank 0 (with
+        # three or more ranks, copies and removals raced and could leave a stray backup)
+        if rank_zero_only.rank == 0:
+            RunFolder(config.hydra.run.dir).back_up_config()

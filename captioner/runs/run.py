@@ -81,7 +81,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         summary.settings_key = settings_key(cfg)
         if settings.ckpt_path == "last" and (done := _completed_as_asked(folder, summary.settings_key)):
             log.warning("%s: this run completed with these settings; kept as it is", folder.path)
-            folder.drop_config_backup()
+            if rank_zero_only.rank == 0:
+                folder.drop_config_backup()
             return done
         resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep)
         if resume is not None:
@@ -97,7 +98,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         started = True
         _keep_earlier_code(folder, earlier, code)
         _record_code(folder, code)
-        folder.drop_config_backup()
+        if rank_zero_only.rank == 0:  # the rank that made it (launch/config_backup.py)
+            folder.drop_config_backup()
         torch.set_float32_matmul_precision("high")
         held.enter_context(ddp_job())
         gpus = held.enter_context(lease_for_run(settings.trainer.accelerator, settings.trainer.devices))
@@ -178,7 +180,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             print_summary(summary, examples)
     except BaseException as error:
         if earlier_run and not started:
-            folder.restore_config_backup()  # Hydra's .hydra/ of the run as it was
+            if rank_zero_only.rank == 0:
+                folder.restore_config_backup()  # Hydra's .hydra/ of the run as it was
         else:
             _record_failure(folder, summary, error, signals, began, in_sweep)
         raise
