@@ -9,6 +9,7 @@ import torch
 from captioner.errors import ConfigError
 from captioner.model import CaptionDecoder
 from captioner.model.scheduled_sampling import sampling_probability, scheduled_sampling_forward
+from captioner.model.tokens import PAD_ID, START_ID, UNK_ID
 from captioner.training.lr_schedule import (
     earlier_plateau_state,
     plateau_scheduler,
@@ -59,6 +60,20 @@ def test_probability_one_feeds_the_model_its_own_words():
     torch.testing.assert_close(own[0][0], own[1][0])
     assert not torch.allclose(forced[0], forced[1])
     assert not torch.allclose(own[0][0], forced[0])
+
+
+def test_the_models_own_words_are_words_a_caption_can_hold():
+    # <pad> (a frozen zero embedding), <start> or <unk> mid-caption: inputs test time never gives
+    decoder, features, tokens = _decoder_and_batch()
+    with torch.no_grad():
+        decoder.vocab_out.bias[[PAD_ID, START_ID, UNK_ID]] += 30  # the model all but always predicts them
+        fed = []
+        hook = decoder.embedding.register_forward_hook(lambda _module, inputs, _out: fed.append(inputs[0]))
+        scheduled_sampling_forward(decoder, features, tokens, 1.0, generator=torch.Generator().manual_seed(0))
+        hook.remove()
+    own = torch.stack(fed[1:], dim=1)[tokens[:, 1:-1] != PAD_ID]  # the words after <start>, not padding
+    assert own.numel() > 10
+    assert not torch.isin(own, torch.tensor([PAD_ID, START_ID, UNK_ID])).any()
 
 
 def test_warm_up_then_cosine_decay_to_the_floor():

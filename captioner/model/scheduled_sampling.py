@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from captioner.model.decoder import CaptionDecoder
+from captioner.model.tokens import START_ID, UNK_ID
 
 
 def sampling_probability(epoch: float, max_prob: float, start_epoch: float = 0.0,
@@ -31,18 +32,20 @@ def scheduled_sampling_forward(decoder: CaptionDecoder, features: torch.Tensor, 
     `probability` (drawn per caption and step), a word sampled from the decoder's own prediction at
     the step before. Logits (B, T-1, V) predicting tokens[:, 1:] and attention (B, T-1, R).
 
-    Sampled words carry no gradient (Bengio et al. 2015). Padding stays padding.
+    Sampled words carry no gradient (Bengio et al. 2015). Padding stays padding. The model's own
+    word is drawn among the words a caption can hold (not <pad>, <start> or <unk>), as at test time.
     """
     regions, keys, state = decoder.prepare(features)
     inputs = tokens[:, :-1]
+    never = torch.tensor(sorted({pad_id, START_ID, UNK_ID}), device=tokens.device)
     logits: list[torch.Tensor] = []
     attention = []
     for t in range(inputs.shape[1]):
         words = inputs[:, t]
         if t > 0 and probability > 0:
             with torch.no_grad():
-                own = torch.multinomial(torch.softmax(logits[-1].float(), dim=-1), 1,
-                                        generator=generator).squeeze(1)
+                allowed = logits[-1].float().index_fill(-1, never, float("-inf"))
+                own = torch.multinomial(torch.softmax(allowed, dim=-1), 1, generator=generator).squeeze(1)
                 use_own = torch.rand(words.shape, device=words.device, generator=generator) < probability
                 words = torch.where(use_own & (words != pad_id), own, words)
         state, weights = decoder.recur(decoder.dropout(decoder.embedding(words)), regions, keys, state)
