@@ -105,6 +105,12 @@ def test_features_from_another_cnn_are_refused(trained_run, tmp_path):
     _, other = prepare(settings_of(cfg))
     with pytest.raises(CheckpointError, match="cnn: checkpoint 'vgg16', features 'resnet101'"):
         evaluate(trained_run / "checkpoints" / "last.ckpt", features=other, accelerator="cpu")
+    # a checkpoint that records no CNN (another tool's, an older one): the channels still tell
+    state = torch.load(trained_run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    del state["hyper_parameters"]["cnn"]
+    torch.save(state, tmp_path / "no-record.ckpt")
+    with pytest.raises(CheckpointError, match="channels: checkpoint 512, features 2048"):
+        evaluate(tmp_path / "no-record.ckpt", features=other, accelerator="cpu")
 
 
 def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():

@@ -149,6 +149,12 @@ def test_each_config_of_a_cnn_has_its_own_default_file_and_a_named_one_is_an_err
                            data_root=tmp_path)
     with pytest.raises(FeatureFileError, match=rf"{path.name} was made for another config.*cnn"):
         ensure_features(settings_of(other), records, tmp_path, explicit_path=path)
+    notes = tmp_path / "notes.txt"  # a file the user named by mistake: never told to delete it
+    notes.write_text("not features")
+    refused = rf"features_path={notes}: not a captioner features file"
+    with pytest.raises(FeatureFileError, match=refused) as error:
+        ensure_features(settings_of(cfg), records, tmp_path, explicit_path=notes)
+    assert "delete" not in str(error.value) and notes.read_text() == "not features"
     # other random weights: a file of their own, so a sweep over them never rebuilds one file in turns
     reseeded = compose_config("dataset.num_images=12", "cnn.seed=1", data_root=tmp_path)
     second = ensure_features(settings_of(reseeded), records, tmp_path)

@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from captioner.errors import ConfigError
 from captioner.sources import load_records
 from captioner.sources.shapes import COLOURS, SHAPES, SIZES, TEMPLATE_WEIGHTS, describe, random_scene
 from tests.conftest import compose_config
@@ -77,3 +78,15 @@ def test_a_corrupt_manifest_names_the_file(tmp_path):
     (root / "captions.json").write_text("{not json")
     with pytest.raises(ValueError, match=f"{root / 'captions.json'}: not a valid shapes manifest"):
         load_records("shapes", root, compose_config("dataset.num_images=5").dataset)
+
+
+@pytest.mark.parametrize("option, message", [
+    ("dataset.num_images=abc", "dataset.num_images='abc': expected a whole number >= 1"),
+    ("dataset.num_images=-5", "dataset.num_images=-5: expected a whole number >= 1"),
+    ("dataset.image_size=4", "dataset.image_size=4: expected a whole number >= 16")])
+def test_generator_options_it_cannot_use_are_named_before_anything_is_written(tmp_path, option, message):
+    # were a raw ValueError, or (-5) an empty dataset and advice to unpack one
+    cfg = compose_config(option, data_root=tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        load_records("shapes", tmp_path / "shapes", cfg.dataset)
+    assert not (tmp_path / "shapes").exists()

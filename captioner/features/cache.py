@@ -108,6 +108,10 @@ def ensure_features(settings: RunSettings, records: Sequence[ImageRecord], data_
             if not differences and damage is None:
                 log.info("reusing features %s", path)
                 return path
+            if explicit and (unreadable := _not_features(path)):
+                # a file the user named: no advice to delete it (it may be anything)
+                raise FeatureFileError(f"features_path={path}: not a captioner features file ({unreadable}); "
+                                       "point features_path= at one, or drop it to use the default file")
             if explicit and differences:
                 raise FeatureFileError(
                     f"{path} was made for another config ({'; '.join(differences)}); drop "
@@ -144,6 +148,15 @@ def _unusable(path: Path, identity: dict[str, Any], strict: bool,
     (`verify`, only where it was made for this one) the damage a whole read finds; ([], None): it can."""
     differences = _differences(path, identity, strict)
     return differences, (_damage(path) if verify and not differences else None)
+
+
+def _not_features(path: Path) -> str | None:
+    """Why `path` is no features file at all (not HDF5, not complete, lacking a part), or None."""
+    try:
+        FeatureFile(path)
+    except FeatureFileError as error:
+        return str(error).removeprefix(f"{path}: ").split("; delete it")[0]
+    return None
 
 
 def _differences(path: Path, expected: dict[str, Any], strict: bool = False) -> list[str]:

@@ -66,9 +66,13 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
         raise FeaturesNotFoundError(f"features file {features}{source} not found; pass --features "
                                     "<file.h5> (made by the same CNN as the checkpoint)")
     expected = module.hparams.get("cnn") or {}
-    found = FeatureFile(features).cnn_record()
+    file = FeatureFile(features)
+    found = file.cnn_record()
     differences = [f"{key}: checkpoint {expected[key]!r}, features {found.get(key)!r}"
                    for key in CNN_RECORD_KEYS if key in expected and found.get(key) != expected[key]]
+    channels = int(module.hparams.feature_dim)
+    if module.top is None and file.shape[2] != channels:  # also where the checkpoint records no CNN
+        differences.append(f"channels: checkpoint {channels}, features {file.shape[2]}")
     if int(expected.get("trainable_blocks", 0) or 0) != int(found.get("trainable_blocks", 0) or 0):
         differences.append(f"trainable_blocks: checkpoint {expected.get('trainable_blocks', 0)}, features "
                            f"{found.get('trainable_blocks', 0)}")
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-meteor", dest="meteor", action="store_false",
                         help="leave METEOR out (its Java process takes ~7 s to start)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
 
     devices = int(args.devices) if args.devices.isdigit() else args.devices
     torch.set_float32_matmul_precision("high")

@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock
 from PIL import Image, ImageDraw
 
+from captioner.errors import ConfigError
 from captioner.sources.record import ImageRecord
 from captioner.sources.splits import random_splits
 
@@ -81,17 +82,29 @@ def _make_parent(root: Path) -> None:
                       "set data_root=<a writable folder>") from error
 
 
+# The generator's whole-number options, their defaults and their least sensible values.
+WHOLE_NUMBER_OPTIONS = {"num_images": (2000, 1), "image_size": (128, 16), "captions_per_image": (5, 1),
+                        "max_shapes": (3, 1)}
+
+
 def generation_params(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator's settings from `dataset.*`; a value it cannot use is a ConfigError naming it."""
     splits = dict(options.get("split_fractions", {"train": 0.8, "val": 0.1, "test": 0.1}))
-    return {
-        "version": FORMAT_VERSION,
-        "num_images": int(options.get("num_images", 2000)),
-        "image_size": int(options.get("image_size", 128)),
-        "captions_per_image": int(options.get("captions_per_image", 5)),
-        "max_shapes": int(options.get("max_shapes", 3)),
-        "seed": int(options.get("seed", 0)),
-        "split_fractions": {k: float(v) for k, v in splits.items()},
-    }
+    params: dict[str, Any] = {"version": FORMAT_VERSION}
+    problems = []
+    for name, (default, least) in WHOLE_NUMBER_OPTIONS.items():
+        value = options.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            problems.append(f"dataset.{name}={value!r}: expected a whole number >= {least}")
+        params[name] = value
+    seed = options.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        problems.append(f"dataset.seed={seed!r}: expected a whole number")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in splits.values()):
+        problems.append(f"dataset.split_fractions={splits}: expected numbers >= 0")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return {**params, "seed": seed, "split_fractions": {k: float(v) for k, v in splits.items()}}
 
 
 def generate(root: Path, params: dict[str, Any]) -> None:
