@@ -43,6 +43,13 @@ def exit_for_user_error(error: BaseException, prog: str) -> None:
     sys.exit(USER_ERROR)
 
 
+def _runs_started_elsewhere() -> bool:
+    """Whether `hydra/launcher=parallel` started runs, each in a process of its own (where their
+    `job_started` flags are set, not in this one)."""
+    launcher = sys.modules.get("captioner.launch.process_per_run")
+    return launcher is not None and launcher.runs_started > 0
+
+
 def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:
     """Run a `@hydra.main` function with this project's exit codes.
 
@@ -53,7 +60,7 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
     try:
         main()
     except SystemExit as exit:
-        if exit.code == 1 and not job_started():
+        if exit.code == 1 and not job_started() and not _runs_started_elsewhere():
             sys.exit(USER_ERROR)
         raise
     except Exception as error:

@@ -10,9 +10,9 @@ from multiprocessing.context import BaseContext
 def worker_context(num_workers: int) -> BaseContext | None:
     """The platform's own start method, named explicitly.
 
-    Inside a joblib (loky) worker, `hydra/launcher=parallel`, the default context is loky's,
-    whose processes cannot run DataLoader workers (Hydra #964; AttributeError: 'Process' object
-    has no attribute 'env').
+    Inside a launcher's worker process (joblib's loky, which `hydra/launcher=parallel` used), the
+    default context may be the launcher's, whose processes cannot run DataLoader workers (Hydra
+    #964; AttributeError: 'Process' object has no attribute 'env').
     """
     if num_workers == 0:
         return None

@@ -33,7 +33,7 @@ def test_two_process_evaluation_scores_equal_one_process(trained_run, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "parallel"])
 def test_ddp_runs_of_a_multirun_stay_in_their_own_folders(tmp_path, shared_data_root, launcher):
-    # basic: both jobs in this process, one after the other; parallel: each in a joblib worker.
+    # basic: both jobs in this process, one after the other; parallel: each in a process of its own.
     overrides = [o for o in TINY_COMMAND if not o.startswith("trainer.devices")]
     command(tmp_path, train_command(shared_data_root, "-m", f"hydra/launcher={launcher}", "trainer=ddp",
                                     "trainer.devices=2", "rnn=gru,lstm", "logger=wandb", tiny=overrides))

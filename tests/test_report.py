@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from captioner.compare.report import main, main_effects, swept_factors, write_report
+from captioner.compare.report import main, main_effects, print_report, swept_factors, write_report
 from captioner.records.sweep_runs import collect_runs
 
 
@@ -59,6 +59,12 @@ def test_the_report_marks_failures_and_draws_the_charts(sweep):
     assert "| vgg16 | 2 | - | - | - | 0.300 | - | - | 1.500 |" in report
     for chart in ("effects_cnn.png", "effects_rnn.png", "val_cider.png"):
         assert (sweep / chart).stat().st_size > 1000
+
+
+def test_the_console_table_has_a_header_for_every_column(sweep, capsys):
+    print_report(collect_runs(sweep))
+    printed = capsys.readouterr().out
+    assert "s/epoch" in printed and "captions/s" in printed  # the last two columns had none
 
 
 def test_the_report_says_which_code_trained_the_runs_and_which_had_uncommitted_changes(tmp_path):

@@ -6,12 +6,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf
 
 from tests.conftest import (
@@ -112,6 +116,56 @@ def test_a_preempted_sweep_goes_on_with_the_same_command_and_keeps_its_finished_
     assert (sweep / "report.md").read_text().count("| completed |") == 3
 
 
+def _start_parallel_sweep(tmp_path: Path, data_root: Path, epochs: int) -> subprocess.Popen:
+    """Three runs, two at a time (hydra/launcher=parallel), once both have a checkpoint."""
+    process = start_train(tmp_path, "-m", "hydra/launcher=parallel", "seed=1,2,3",
+                          f"trainer.max_epochs={epochs}", data_root=data_root, quiet=True)
+
+    def both_saved() -> bool:
+        assert process.poll() is None
+        return len(list((tmp_path / "outputs").glob("multirun/*/*/checkpoints/last.ckpt"))) >= 2
+
+    wait_for(both_saved)
+    return process
+
+
+def _run_processes(launcher_pid: int) -> list[int]:
+    """The launcher's children that are runs (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    return [int(pid) for pid in children
+            if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+
+
+@pytest.mark.slow
+def test_a_signal_to_a_parallel_sweep_reaches_every_run_in_progress_and_starts_no_other(tmp_path,
+                                                                                      shared_data_root):
+    # joblib's workers never got a SIGTERM sent to the sweep's process: they trained on as orphans
+    process = _start_parallel_sweep(tmp_path, shared_data_root, epochs=50)
+    runs = _run_processes(process.pid)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["status"] == "preempted" and metrics["checkpoint"].endswith("last.ckpt")
+    assert not (sweep / "2").exists()  # not started
+    assert (sweep / "report.md").is_file()
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in runs), timeout=10)
+
+
+@pytest.mark.slow
+def test_a_run_killed_in_a_parallel_sweep_is_that_run_alone(tmp_path, shared_data_root):
+    # joblib ended every worker when one died (the OOM killer): the sweep stopped, the others unsaved
+    process = _start_parallel_sweep(tmp_path, shared_data_root, epochs=4)
+    first, *_ = _run_processes(process.pid)
+    os.kill(first, signal.SIGKILL)
+    assert process.wait(timeout=600) == 1  # a run did not complete; not 2, a user error
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    statuses = [json.loads((sweep / job / "metrics.json").read_text())["status"] for job in ("0", "1", "2")]
+    assert sorted(statuses) == ["completed", "completed", "running"]  # the killed one said running
+    assert "killed: process" in (sweep / "report.md").read_text()
+
+
 @pytest.mark.slow
 def test_two_runs_started_together_extract_the_features_once(tmp_path):
     data_root = tmp_path / "data"  # nothing there yet: both need the dataset and its features
@@ -199,13 +253,15 @@ def test_runs_can_go_through_submitit(tmp_path, shared_data_root):
     assert (sweep / "report.md").is_file()
 
 
-@pytest.mark.parametrize("launcher, target", [("parallel", "JoblibLauncher"),
+@pytest.mark.parametrize("launcher, target", [("parallel", "ProcessPerRunLauncher"),
                                               ("local_gpus", "LocalLauncher"),
                                               ("slurm", "SlurmLauncher")])
 def test_launcher_configs_select_the_hydra_plugins(launcher, target):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)
+    found = {plugin.__name__ for plugin in Plugins.instance().discover(Launcher)}
+    assert target in found  # Hydra finds the class (plugins must live in hydra_plugins/)
     if launcher != "parallel":
         assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.timeout_min >= 60
 

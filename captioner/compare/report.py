@@ -240,7 +240,8 @@ def print_report(runs: list[RunResult], console: Console | None = None) -> None:
     if not console.is_terminal:  # a log file: no need to squeeze the table into 80 columns
         console.width = max(console.width, 160)
     table = Table(title="sweep: test scores (report.md has the errors and main effects)")
-    for header in ["run", *factors, "status", *(HEADERS[n] for n in SCORE_NAMES), "epochs", "train s"]:
+    for header in ["run", *factors, "status", *(HEADERS[n] for n in SCORE_NAMES), "epochs", "train s",
+                   "s/epoch", "captions/s"]:  # as report.md's table
         table.add_column(header, justify="left" if header in ("run", "status", *factors) else "right")
     for run in runs:
         row = _row(run, factors)

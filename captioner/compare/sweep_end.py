@@ -14,6 +14,8 @@ from captioner.compare.content_groups import load_groups
 from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
+from captioner.errors import PREEMPTED_BASE
+from captioner.launch import process_per_run
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
 from captioner.trainer_setup.loggers import wandb_offline
@@ -28,6 +30,13 @@ class ReportAtSweepEnd(Callback):
         self.job_name = job_name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._report_if_train(config)
+        finally:
+            if process_per_run.stopped_by:  # hydra/launcher=parallel passed a signal to its runs
+                raise SystemExit(PREEMPTED_BASE + process_per_run.stopped_by)
+
+    def _report_if_train(self, config: DictConfig) -> None:
         if config.hydra.job.name != self.job_name:
             return
         sweep_dir = Path(config.hydra.sweep.dir)

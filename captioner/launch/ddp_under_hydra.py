@@ -39,7 +39,7 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     import __main__
 
     hydra = HydraConfig.get()
-    if os.environ.get(ENTRY_POINT):  # in a joblib or submitit worker, sys.argv is the worker's
+    if os.environ.get(ENTRY_POINT):  # in a launcher's or submitit's process, sys.argv is not the job's
         command = [sys.executable, "-m", os.environ[ENTRY_POINT]]
     elif __main__.__spec__ is None:
         command = [sys.executable, to_absolute_path(sys.argv[0])]

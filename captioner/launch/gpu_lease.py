@@ -1,6 +1,6 @@
 """GPUs for runs that share a machine: each run leases free GPUs, so parallel runs never pile up.
 
-Neither joblib nor submitit's local executor assigns GPUs to jobs (every job would use GPU 0),
+Neither `parallel` nor submitit's local executor assigns GPUs to jobs (every job would use GPU 0),
 so a run takes a file lock per GPU it uses and gives the GPUs back when it ends; a run that
 finds no free GPU waits. DDP ranks 1..N-1 reuse rank 0's lease (passed in `LEASE_ENV`).
 """

@@ -1,0 +1,1 @@
+"""captioner's Hydra launchers (Hydra finds plugins only in the hydra_plugins namespace)."""
