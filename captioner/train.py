@@ -8,7 +8,6 @@ Exit status (README "Exit codes"): 0 every run completed; 1 a run failed (a swee
 """
 
 import logging
-import math
 import os
 
 import hydra
@@ -53,7 +52,7 @@ def main(cfg: DictConfig) -> float | None:
             log.error("run %s failed: %s", hydra_cfg.runtime.output_dir, error)
         else:
             log.exception("run %s failed", hydra_cfg.runtime.output_dir)
-        return math.nan  # a failed trial for Optuna
+        return None  # a failed trial for Optuna (float(None) fails: told FAIL; NaN made optuna 2 raise)
     return summary.best_val_cider  # what a sweeper (e.g. Optuna) maximises
 
 

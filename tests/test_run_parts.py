@@ -185,8 +185,11 @@ def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp
     assert resolve_checkpoint(str(older.last_checkpoint), here, [], tmp_path).path == older.last_checkpoint
     with pytest.raises(CheckpointNotFoundError, match="no such checkpoint file"):
         resolve_checkpoint(str(tmp_path / "nope.ckpt"), here, [], tmp_path)
-    # one run of a resumed sweep that never began: it starts fresh instead of failing
+    # one run of a resumed sweep that never began: it starts fresh instead of failing, and does not
+    # take another sweep's run with the same overrides (other defaults, maybe finished)
     assert resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path, in_sweep=True) is None
+    assert resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path, in_sweep=True) is None
+    assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path, in_sweep=True).path == own.last_checkpoint
 
 
 def test_a_completed_run_resumed_with_the_same_settings_is_kept_and_with_more_epochs_trains_on(tiny_cfg,

@@ -35,6 +35,9 @@ class ReportAtSweepEnd(Callback):
         finally:
             if process_per_run.stopped_by:  # hydra/launcher=parallel passed a signal to its runs
                 raise SystemExit(PREEMPTED_BASE + process_per_run.stopped_by)
+        if process_per_run.runs_lost:  # runs that ended before writing anything the report could list
+            log.error("%d run(s) ended without a result (see the log above)", process_per_run.runs_lost)
+            raise SystemExit(1)
 
     def _report_if_train(self, config: DictConfig) -> None:
         if config.hydra.job.name != self.job_name:

@@ -5,9 +5,10 @@ one of them dies: the OOM killer ending one run stopped the sweep and killed the
 checkpoint. A SIGTERM to the sweep's process did not reach them at all (they trained on as
 orphans). Here a run that dies is that run alone (its metrics.json says so; the others go on), and
 a signal to the sweep's process is passed to every run in progress, each of which saves and stops
-(training/preemption.py); no new run starts, the report is written, and the sweep exits 128 + the
-signal. The runs leave the terminal's process group, so a Ctrl+C reaches each one once (from
-here), and get SIGTERM if this process dies.
+(training/preemption.py; SIGUSR1, SLURM's warning, goes on as SIGTERM, which a run handles outside
+training too); no new run starts, the report is written, and the sweep exits 128 + the signal. The
+runs leave the terminal's process group, so a Ctrl+C reaches each one once (from here), and get
+SIGTERM if this process dies.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -33,6 +35,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import open_dict
 
+from captioner.errors import PREEMPTED_BASE
+
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -40,13 +44,17 @@ PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 stopped_by: int | None = None  # the signal that stopped this sweep (compare/sweep_end.py exits with it)
 runs_started = 0  # in this process (errors.run_hydra_app: an exit 1 after runs began is no user error)
+runs_lost = 0  # of this sweep: ended without a return (killed, crashed; sweep_end.py exits 1)
+LINGER_S = 60.0  # a run that sent its return and is still alive this long after is ended
 
 
-def _run_one(payload: bytes, results: Connection) -> None:
+def _run_one(payload: bytes, results: Connection, launcher_pid: int) -> None:
     """In the run's own process: the Hydra job, its JobReturn sent back."""
     os.setpgrp()  # out of the terminal's group: a Ctrl+C comes from the launcher, once
     if sys.platform == "linux":  # the launcher killed (kill -9): stop as if preempted, not orphaned
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != launcher_pid:  # it died before that took effect
+            sys.exit(PREEMPTED_BASE + signal.SIGTERM)
     index, overrides, hydra_context, config, task_function, singleton_state = cloudpickle.loads(payload)
     setup_globals()
     Singleton.set_state(singleton_state)
@@ -77,8 +85,13 @@ class _Forwarder:
                         signal.Signals(signum).name, len(self.running))
             self.signum = signum
         for process in self.running.values():
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
+            self.forward(process, signum)
+
+    @staticmethod
+    def forward(process: multiprocessing.Process, signum: int) -> None:
+        # SIGUSR1 would end a run outside training (its default action); SIGTERM stops it there too
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM if signum == signal.SIGUSR1 else signum)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -86,16 +99,20 @@ class _Forwarder:
 
 
 def _ended_without_a_return(overrides: Sequence[str], exitcode: int | None) -> JobReturn:
-    """What the sweeper gets for a run whose process ended without sending its return: a failed
-    trial (NaN) for a sweeper like Optuna; the run's metrics.json says what became of it."""
+    """What the sweeper gets for a run whose process ended without sending its return: None, a
+    failed trial for a sweeper like Optuna (NaN made optuna 2 raise); the run's metrics.json, where
+    it got to write one, says what became of it."""
+    global runs_lost
+    runs_lost += 1
     how = f"killed by {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0 else f"exit {exitcode}"
     log.warning("the run with %s ended without a result (%s)", " ".join(filter_overrides(overrides)), how)
-    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=math.nan)
+    return JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=None)
 
 
 def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-    """Run the jobs, at most `launcher.n_jobs` at once; their returns in the input order (the runs
-    a signal kept from starting get none, and the sweep stops after its report)."""
+    """Run the jobs, at most `launcher.n_jobs` at once; their returns in the input order. After a
+    signal: the runs in progress stop, none starts, the sweep's end (its report) runs here, and the
+    process exits 128 + the signal."""
     global stopped_by, runs_started
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
@@ -112,6 +129,7 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     running: dict[int, multiprocessing.Process] = {}
     connections: dict[int, Connection] = {}
     returns: dict[int, JobReturn] = {}
+    returned_at: dict[int, float] = {}
     forwarder = _Forwarder(running)
     try:
         while running or (waiting and forwarder.signum is None):
@@ -120,18 +138,26 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
                 payload = cloudpickle.dumps((initial_job_idx + index, overrides, launcher.hydra_context,
                                              launcher.config, launcher.task_function, singleton_state))
                 receiving, sending = context.Pipe(duplex=False)
-                process = context.Process(target=_run_one, args=(payload, sending),
+                process = context.Process(target=_run_one, args=(payload, sending, os.getpid()),
                                           name=f"run {initial_job_idx + index}")
                 process.start()
                 runs_started += 1
                 sending.close()  # the child's end: EOF here once it exits
                 running[index], connections[index] = process, receiving
+                if forwarder.signum is not None:  # it came while this one was starting
+                    forwarder.forward(process, forwarder.signum)
             wait([*connections.values(), *(p.sentinel for p in running.values())], timeout=1.0)
             for index in list(running):
                 connection, process = connections[index], running[index]
-                if connection.poll():
-                    with contextlib.suppress(EOFError):  # the process ended without sending
+                if index not in returns and connection.poll():
+                    # EOFError: it ended without sending; OSError: it was killed while sending
+                    with contextlib.suppress(EOFError, OSError):
                         returns[index] = cloudpickle.loads(connection.recv_bytes())
+                        returned_at[index] = time.monotonic()
+                if process.is_alive() and time.monotonic() - returned_at.get(index, math.inf) > LINGER_S:
+                    log.warning("%s sent its result %.0f s ago and has not ended: ending it",
+                                process.name, LINGER_S)
+                    process.terminate()
                 if not process.is_alive():
                     process.join()
                     connection.close()
@@ -142,8 +168,13 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
         forwarder.restore()
         for process in running.values():  # an error here: no run is left behind
             process.terminate()
+    if forwarder.signum is None:
+        return [returns[index] for index in sorted(returns)]
     stopped_by = forwarder.signum
     if waiting:
         log.warning("%d run(s) not started; the same command with ckpt_path=last "
                     "hydra.sweep.dir=%s starts them", len(waiting), sweep_dir)
-    return [returns[index] for index in sorted(returns)]
+    # The sweeper is not handed the stopped runs' returns (Optuna would judge interrupted trials):
+    # the sweep ends here, with its report.
+    launcher.hydra_context.callbacks.on_multirun_end(config=launcher.config)
+    raise SystemExit(PREEMPTED_BASE + stopped_by)

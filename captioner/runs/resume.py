@@ -34,8 +34,9 @@ def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list
     A file (its path already absolute) is taken as it is. `last` picks this run folder's own
     last checkpoint when there is one (a fixed `hydra.run.dir` after a kill or a preemption),
     otherwise the one of the newest earlier run under `<base_dir>/outputs` whose command-line
-    overrides equal this run's (ignoring `ckpt_path`). In a sweep, a run with neither starts
-    fresh: a preempted sweep goes on with the same command, its runs that never began included.
+    overrides equal this run's (ignoring `ckpt_path`). A run of a sweep goes on only from its own
+    folder, else starts fresh: a preempted sweep goes on with the same command and
+    `hydra.sweep.dir`, its runs that never began included.
     """
     if not ckpt_path:
         return None
@@ -51,13 +52,13 @@ def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list
                                   "pass another .ckpt file") from None
     if folder.last_checkpoint.is_file():
         return _readable_or_fallback(folder)
+    if in_sweep:  # not another sweep's run with the same overrides (other defaults, maybe finished)
+        log.info("ckpt_path=last: %s has no checkpoint yet; this run of the sweep starts fresh", folder.path)
+        return None
     wanted = _comparable(overrides)
     candidates = [earlier.last_checkpoint for earlier in RunFolder.all_under(base_dir / "outputs")
                   if earlier.path.resolve() != folder.path.resolve() and earlier.last_checkpoint.is_file()
                   and _comparable(earlier.overrides()) == wanted]
-    if not candidates and in_sweep:
-        log.info("ckpt_path=last: no earlier checkpoint of %s; this run of the sweep starts fresh", wanted)
-        return None
     if not candidates:
         raise CheckpointNotFoundError(
             f"ckpt_path=last: neither this run's folder {folder.path} nor an earlier run under "

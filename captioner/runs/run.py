@@ -78,7 +78,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         # resume that cannot go on must not touch the run it would resume.
         settings = read_settings(cfg, base_dir)
         summary.config = _config_summary(settings)
-        summary.settings_key = settings_key(cfg)
+        summary.settings_key = settings_key(cfg, base_dir)
         if settings.ckpt_path == "last" and (done := _completed_as_asked(folder, summary.settings_key)):
             log.warning("%s: this run completed with these settings; kept as it is", folder.path)
             if rank_zero_only.rank == 0:
@@ -301,10 +301,15 @@ def _as_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def settings_key(cfg: DictConfig) -> str:
-    """A hash of the whole config but `ckpt_path`: two runs with equal keys were asked the same."""
-    values = OmegaConf.to_container(cfg, resolve=False)
+def settings_key(cfg: DictConfig, base_dir: Path) -> str:
+    """A hash of the whole config but `ckpt_path`, resolved (an environment variable's value, not its
+    name), and of where relative paths start: two runs with equal keys were asked the same."""
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # an interpolation only Hydra's running app resolves
+        values = OmegaConf.to_container(cfg, resolve=False)
     values.pop("ckpt_path", None)
+    values["base_dir"] = str(Path(base_dir).resolve())
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

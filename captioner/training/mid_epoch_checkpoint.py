@@ -132,7 +132,7 @@ class MidEpochCheckpoint(Callback):
     def on_test_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         # SIGTERM reaches Lightning's own handler too, which stops the test on every rank; SIGINT
-        # and SIGUSR1 only ours (one process: under DDP the run stops after the test instead).
+        # only ours (one process: under DDP the run stops after the test instead).
         received = self.signals.received if self.signals is not None else None
         if received and trainer.world_size == 1:
             raise Preempted(received, str(self.path) if self.path.is_file() else None)

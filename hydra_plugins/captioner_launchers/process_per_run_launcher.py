@@ -5,8 +5,8 @@ Hydra imports every module here when it starts: nothing heavy is imported at mod
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from typing import Any
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -15,10 +15,13 @@ from omegaconf import DictConfig
 
 
 class ProcessPerRunLauncher(Launcher):
-    def __init__(self, n_jobs: int = 2, **_: Any) -> None:
-        if int(n_jobs) < 1:
-            raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: expected at least 1 run at a time")
-        self.n_jobs = int(n_jobs)
+    def __init__(self, n_jobs: int = 2) -> None:
+        n_jobs = int(n_jobs)
+        if n_jobs == -1:  # as joblib took it: one per CPU
+            n_jobs = os.cpu_count() or 1
+        if n_jobs < 1:
+            raise ValueError(f"hydra.launcher.n_jobs={n_jobs}: expected at least 1 run at a time (or -1)")
+        self.n_jobs = n_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -27,11 +30,9 @@ class ProcessPerRunLauncher(Launcher):
         from captioner.launch import process_per_run
 
         self.config, self.task_function, self.hydra_context = config, task_function, hydra_context
-        process_per_run.stopped_by = None  # a new sweep
+        process_per_run.stopped_by, process_per_run.runs_lost = None, 0  # a new sweep
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from captioner.launch import process_per_run
 
-        if process_per_run.stopped_by is not None:  # a signal stopped an earlier batch of this sweep
-            return []
         return process_per_run.launch(self, job_overrides, initial_job_idx)
