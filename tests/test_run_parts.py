@@ -321,6 +321,31 @@ def test_a_signal_while_the_outputs_are_written_completes_the_run_then_stops(tin
     assert metrics["status"] == "completed" and (tmp_path / "run" / "captions.json").is_file()
 
 
+@pytest.mark.slow
+def test_a_signal_as_early_stopping_ends_the_fit_resumes_to_no_further_epoch(tiny_cfg, tmp_path, monkeypatch):
+    # lr ~ 0: nothing improves after epoch 0, so patience 1 ends the fit at epoch 1's validation,
+    # where the signal comes. Lightning does not save `should_stop`: the resume trained epoch 2.
+    from captioner.training.module import CaptionModule
+
+    original = CaptionModule.on_validation_epoch_start
+
+    def signal_in_epoch_1(module):
+        if module.current_epoch == 1 and not module.trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(module)
+
+    monkeypatch.setattr(CaptionModule, "on_validation_epoch_start", signal_in_epoch_1)
+    with open_dict(tiny_cfg):
+        tiny_cfg.model.lr, tiny_cfg.trainer.max_epochs, tiny_cfg.early_stopping.patience = 1e-12, 5, 1
+    with pytest.raises(Preempted):
+        run(tiny_cfg, tmp_path / "run")
+    monkeypatch.setattr(CaptionModule, "on_validation_epoch_start", original)
+    with open_dict(tiny_cfg):
+        tiny_cfg.ckpt_path = "last"
+    resumed = run(tiny_cfg, tmp_path / "run")
+    assert resumed.status == "completed" and [e["epoch"] for e in resumed.history] == [0, 1]
+
+
 def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():
     assert batches_until_next_agreement(None) == 1  # pace not known yet: agree again after one batch
     assert batches_until_next_agreement(0.006) == 166  # a 6 ms compiled GPU step

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,6 @@ from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
 from captioner.errors import PREEMPTED_BASE
-from captioner.launch import process_per_run
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
 from captioner.trainer_setup.loggers import wandb_offline
@@ -30,13 +30,15 @@ class ReportAtSweepEnd(Callback):
         self.job_name = job_name
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # hydra/launcher=parallel's record, where it ran (not imported otherwise: it needs cloudpickle)
+        launcher = sys.modules.get("captioner.launch.process_per_run")
         try:
             self._report_if_train(config)
         finally:
-            if process_per_run.stopped_by:  # hydra/launcher=parallel passed a signal to its runs
-                raise SystemExit(PREEMPTED_BASE + process_per_run.stopped_by)
-        if process_per_run.runs_lost:  # runs that ended before writing anything the report could list
-            log.error("%d run(s) ended without a result (see the log above)", process_per_run.runs_lost)
+            if launcher is not None and launcher.stopped_by:  # it passed a signal to its runs
+                raise SystemExit(PREEMPTED_BASE + launcher.stopped_by)
+        if launcher is not None and launcher.runs_lost:  # runs that ended before writing anything
+            log.error("%d run(s) ended without a result (see the log above)", launcher.runs_lost)
             raise SystemExit(1)
 
     def _report_if_train(self, config: DictConfig) -> None:

@@ -150,8 +150,15 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             callbacks.start_self_critical(settings.scst.patience)
             trainer = fit_self_critical(settings.scst, module, datamodule, make_trainer, resume,
                                         cross_entropy=trainer)
-        if signals.received:  # a signal in the last validation: last.ckpt is complete, the test is not run
-            raise Preempted(signals.received, str(folder.last_checkpoint))
+        # A signal in the last validation: last.ckpt is complete, the test is not run. Under DDP every
+        # rank decides alike (one that reached rank 0 alone after the fit's last agreement left the
+        # other ranks waiting in the test's collectives).
+        received = signals.received or 0
+        if trainer.world_size > 1:
+            received = int(trainer.strategy.reduce(
+                torch.tensor(float(received), device=trainer.strategy.root_device), reduce_op="max"))
+        if received:
+            raise Preempted(received, str(folder.last_checkpoint))
         train_time = time.perf_counter() - fit_began
         curve = list(callbacks.history.epochs)  # before test(): loading the best checkpoint restores it
         best = callbacks.best.best_model_path or None

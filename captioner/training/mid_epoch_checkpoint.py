@@ -59,6 +59,9 @@ class MidEpochCheckpoint(Callback):
         self._next_agreement = 0  # DDP: the batch (of this epoch) at which the ranks next agree
         self._agreed_at: tuple[int, float] | None = None  # (batch, time) of the last agreement
         self._stop_after_epoch = 0  # a signal at the last batch: stop once the epoch's checkpoint is written
+        # Early stopping ended the fit as a signal stopped the run: kept in last.ckpt, so that the resume
+        # ends its fit at once too (Lightning does not save `should_stop`; it trained another epoch).
+        self._fit_ended = False
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
@@ -67,21 +70,35 @@ class MidEpochCheckpoint(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
         self._stop_after_epoch = 0
+        if self._fit_ended:  # resumed from the checkpoint such a stop wrote
+            trainer.should_stop, self._fit_ended = True, False
         if self.signals is not None:
             self.signals.install()  # after Lightning's own SIGTERM handler: ours decides
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop_on_signal(trainer, pl_module)  # after the last epoch's checkpoint, before any test
+        self._stop_on_signal(trainer, pl_module, ending=True)  # after the last checkpoint, before any test
 
-    def _stop_on_signal(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"fit_ended": self._fit_ended}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._fit_ended = bool(state_dict.get("fit_ended", False))
+
+    def _stop_on_signal(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                        ending: bool = False) -> None:
         """Between epochs: stop on a signal that came at the last batch or during validation, with
         the epoch-end checkpoint to resume from. Under DDP every rank stops (one agreement)."""
         signum = self._stop_after_epoch or (self.signals.received if self.signals is not None else None) or 0
         if trainer.world_size > 1:
             signum = int(trainer.strategy.reduce(torch.tensor(float(signum), device=pl_module.device),
                                                  reduce_op="max"))
-        if signum:
-            raise Preempted(signum, str(self.path) if self.path.is_file() else None)
+        if not signum:
+            return
+        if ending and trainer.should_stop:  # early stopping ended the fit (every rank alike)
+            self._fit_ended = True
+            trainer.save_checkpoint(self.path)
+            self._fit_ended = False
+        raise Preempted(signum, str(self.path) if self.path.is_file() else None)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()  # ModelCheckpoint writes last.ckpt after validation
