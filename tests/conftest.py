@@ -212,3 +212,13 @@ def wait_for(condition, timeout: float = 300, every: float = 0.02):
             return found
         time.sleep(every)
     raise AssertionError("timed out waiting")
+
+
+def child_processes(pid: int) -> list[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children").read_text().split() if (task / "children").exists() else []
+        found += [int(child) for child in children]
+    return found
+

@@ -16,6 +16,7 @@ from tests.conftest import (
     REPO,
     TINY,
     TINY_COMMAND,
+    child_processes,
     command,
     python,
     start_train,
@@ -200,7 +201,7 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path
     try:
         first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
         saved_before = first.stat().st_mtime
-        rank_1 = wait_for(lambda: _children(process.pid))
+        rank_1 = wait_for(lambda: child_processes(process.pid))
         process.send_signal(signal.SIGTERM)  # rank 0 only, as `kill` would
         sent = time.time()
         output, _ = process.communicate(timeout=60)
@@ -221,15 +222,6 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path
     metrics = json.loads((first.parent.parent / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["resumed_from"] == str(first)
     assert metrics["epochs"] == epoch + 1
-
-
-def _children(pid: int) -> list[int]:
-    """The live child processes of `pid` (Linux /proc)."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        children = (task / "children").read_text().split() if (task / "children").exists() else []
-        found += [int(child) for child in children]
-    return found
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from tests.conftest import (
     CONF,
     REPO,
     TINY_COMMAND,
+    child_processes,
     command,
     python,
     start_train,
@@ -131,8 +132,7 @@ def _start_parallel_sweep(tmp_path: Path, data_root: Path, epochs: int) -> subpr
 
 def _run_processes(launcher_pid: int) -> list[int]:
     """The launcher's children that are runs (not multiprocessing's resource tracker)."""
-    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
-    return [int(pid) for pid in children
+    return [pid for pid in child_processes(launcher_pid)
             if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
 
 

@@ -49,7 +49,7 @@ from captioner.training.checkpoint_files import AtomicCheckpointIO
 from captioner.training.checkpoint_record import CheckpointRecord
 from captioner.training.lightning_seams import warn_if_untested_lightning
 from captioner.training.module import CaptionModule
-from captioner.training.preemption import Preempted, PreemptionSignals
+from captioner.training.preemption import Preempted, PreemptionSignals, agreed_signal
 from captioner.training.self_critical_stage import fit_self_critical, skips_cross_entropy, stage_summary
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         # A signal in the last validation: last.ckpt is complete, the test is not run. Under DDP every
         # rank decides alike (one that reached rank 0 alone after the fit's last agreement left the
         # other ranks waiting in the test's collectives).
-        received = signals.received or 0
-        if trainer.world_size > 1:
-            received = int(trainer.strategy.reduce(
-                torch.tensor(float(received), device=trainer.strategy.root_device), reduce_op="max"))
-        if received:
+        if received := agreed_signal(trainer, signals.received or 0):
             raise Preempted(received, str(folder.last_checkpoint))
         train_time = time.perf_counter() - fit_began
         curve = list(callbacks.history.epochs)  # before test(): loading the best checkpoint restores it

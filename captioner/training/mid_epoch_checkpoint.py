@@ -28,7 +28,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from captioner.training.preemption import Preempted, PreemptionSignals
+from captioner.training.preemption import Preempted, PreemptionSignals, agreed_signal
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,8 @@ class MidEpochCheckpoint(Callback):
                         ending: bool = False) -> None:
         """Between epochs: stop on a signal that came at the last batch or during validation, with
         the epoch-end checkpoint to resume from. Under DDP every rank stops (one agreement)."""
-        signum = self._stop_after_epoch or (self.signals.received if self.signals is not None else None) or 0
-        if trainer.world_size > 1:
-            signum = int(trainer.strategy.reduce(torch.tensor(float(signum), device=pl_module.device),
-                                                 reduce_op="max"))
+        signum = agreed_signal(trainer, self._stop_after_epoch
+                               or (self.signals.received if self.signals is not None else None) or 0)
         if not signum:
             return
         if ending and trainer.should_stop:  # early stopping ended the fit (every rank alike)
@@ -105,19 +103,18 @@ class MidEpochCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        last = batch_idx + 1 == trainer.num_training_batches
         due = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
-        # the epoch's last batch is followed by validation and ModelCheckpoint's own save
-        due = due and batch_idx + 1 < trainer.num_training_batches
+        due = due and not last  # the epoch's last batch is followed by validation and ModelCheckpoint's save
         signum = (self.signals.received if self.signals is not None else None) or 0
         if trainer.world_size > 1:  # every rank saves (rank 0 writes) and stops together
             # and at the last batch: whether to save now or stop after the epoch is decided alike
-            last = batch_idx + 1 == trainer.num_training_batches
             if batch_idx < self._next_agreement and not last:
                 return
             due, signum = self._agree(trainer, pl_module, batch_idx, due, signum)
         if not (due or signum):
             return
-        if signum and batch_idx + 1 == trainer.num_training_batches and _validates_at_epoch_end(trainer):
+        if signum and last and _validates_at_epoch_end(trainer):
             self._stop_after_epoch = signum  # after the validation and the epoch's own checkpoint
             log.warning("stopping after this epoch's validation and its checkpoint")
             return

@@ -22,6 +22,9 @@ import threading
 from types import FrameType
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
+
 from captioner.errors import PREEMPTED_BASE
 
 log = logging.getLogger(__name__)
@@ -83,3 +86,14 @@ class PreemptionSignals:
         chained = self._chained.get(signum)
         if signum == signal.SIGUSR1 and callable(chained):
             chained(signum, frame)  # Lightning's SLURM auto-requeue, where it is configured
+
+
+def agreed_signal(trainer: pl.Trainer, signum: int) -> int:
+    """`signum` (0: none), the same on every DDP rank: the largest any rank received (one
+    all-reduce; none on one device)."""
+    if trainer.world_size == 1:
+        return signum
+    agreed = trainer.strategy.reduce(torch.tensor(float(signum), device=trainer.strategy.root_device),
+                                     reduce_op="max")
+    return int(agreed)
+
