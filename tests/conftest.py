@@ -8,6 +8,8 @@ test session, and `command` / `train_command`, which every test that runs `train
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -212,6 +214,21 @@ def wait_for(condition, timeout: float = 300, every: float = 0.02):
             return found
         time.sleep(every)
     raise AssertionError("timed out waiting")
+
+
+def saved_checkpoint(path: Path) -> str | None:
+    """A digest of the checkpoint at `path` once it is whole (loads), else None.
+
+    Tests ask "was it saved again?" by its content, not its mtime: some file systems (ext3, CI's)
+    keep whole seconds, and a save in the same second as the one before looks like no save."""
+    import torch
+
+    try:
+        data = path.read_bytes()
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # absent, or caught mid-write
+        return None
+    return hashlib.sha256(data).hexdigest()
 
 
 def child_processes(pid: int) -> list[int]:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
+from tests.conftest import saved_checkpoint, wait_for
 from tests.test_committed_reports import _driver, run_folder, tiny_training_sweep
 
 SAVES_ON_SIGTERM = """
@@ -226,7 +227,8 @@ def test_a_sigterm_to_the_driver_alone_reaches_its_run_which_saves_and_stops(tmp
         while time.monotonic() < deadline and not list(sweep.outputs.glob("*/0/checkpoints/last.ckpt")):
             time.sleep(0.1)
         time.sleep(0.5)  # past the checkpoint's rename, into the next epoch
-        signalled.append(time.time())
+        (last,) = sweep.outputs.glob("*/0/checkpoints/last.ckpt")
+        signalled.append(wait_for(lambda: saved_checkpoint(last), timeout=60))
         os.kill(os.getpid(), signal.SIGTERM)  # to the driver only, not to its child
 
     previous = signal.signal(signal.SIGTERM, driver._interrupt)  # as main() installs it
@@ -239,7 +241,7 @@ def test_a_sigterm_to_the_driver_alone_reaches_its_run_which_saves_and_stops(tmp
     (run,) = sweep.outputs.glob("*/0")
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["status"] == "preempted", summary.get("error")
-    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime > signalled[0]  # saved when told to
+    assert saved_checkpoint(run / "checkpoints" / "last.ckpt") != signalled[0]  # saved when told to
     assert driver._resumable(run)
 
 

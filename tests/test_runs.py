@@ -19,6 +19,7 @@ from tests.conftest import (
     child_processes,
     command,
     python,
+    saved_checkpoint,
     start_train,
     train,
     train_command,
@@ -134,7 +135,7 @@ def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path,
     process = start_train(tmp_path, *overrides, data_root=shared_data_root)
     # after the first epoch's checkpoint, so the signal lands in training
     first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
-    saved_before = first.stat().st_mtime
+    saved_before = wait_for(lambda: saved_checkpoint(first))
     process.send_signal(signal.SIGTERM)
     sent = time.time()
     output, _ = process.communicate(timeout=60)
@@ -143,7 +144,7 @@ def test_sigterm_saves_a_checkpoint_within_seconds_and_exits_preempted(tmp_path,
     run_dir = first.parent.parent
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
-    assert metrics["checkpoint"] == str(first) and first.stat().st_mtime > saved_before
+    assert metrics["checkpoint"] == str(first) and saved_checkpoint(first) != saved_before
     epoch, done = batches_done(first)
     assert "saved" in output and "ckpt_path=last" in output
 
@@ -200,7 +201,7 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path
                                text=True, env=ENV)
     try:
         first = wait_for(lambda: next((tmp_path / "outputs").glob("**/checkpoints/last.ckpt"), None))
-        saved_before = first.stat().st_mtime
+        saved_before = wait_for(lambda: saved_checkpoint(first))
         rank_1 = wait_for(lambda: child_processes(process.pid))
         process.send_signal(signal.SIGTERM)  # rank 0 only, as `kill` would
         sent = time.time()
@@ -211,7 +212,7 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_within_seconds(tmp_path
     assert time.time() - sent < 20
     metrics = json.loads((first.parent.parent / "metrics.json").read_text())
     assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
-    assert first.stat().st_mtime > saved_before
+    assert saved_checkpoint(first) != saved_before  # rank 0 saved again when told to
     wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in rank_1), timeout=10)
 
     # the same command pointed at that folder goes on from there, both ranks
