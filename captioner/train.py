@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         summary = run(cfg, run_dir=hydra_cfg.runtime.output_dir,
                       overrides=list(hydra_cfg.overrides.task), base_dir=hydra_cfg.runtime.cwd,
                       group=sweep_group(cfg.sweep_name, hydra_cfg.sweep.dir) if sweep else None,
-                      in_sweep=sweep)
+                      in_sweep=sweep, config_name=hydra_cfg.job.config_name)
     except Exception as error:  # not Preempted (a SystemExit): a preempted sweep stops here
         expected = isinstance(error, UserError)
         if not sweep:

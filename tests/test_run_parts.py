@@ -160,12 +160,14 @@ def test_a_file_written_whole_is_on_the_disk_before_its_rename_and_the_rename_be
 # --- resume ---
 
 
-def _run_with_checkpoint(root: Path, name: str, overrides: list[str]) -> RunFolder:
+def _run_with_checkpoint(root: Path, name: str, overrides: list[str],
+                         config_name: str = "train") -> RunFolder:
     folder = RunFolder(root / "outputs" / name)
     folder.checkpoints.mkdir(parents=True)
     folder.overrides_file.parent.mkdir()
     torch.save({"global_step": 1}, folder.last_checkpoint)
     folder.overrides_file.write_text(yaml.safe_dump(overrides))
+    folder.hydra_file.write_text(yaml.safe_dump({"hydra": {"job": {"config_name": config_name}}}))
     return folder
 
 
@@ -190,6 +192,21 @@ def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp
     assert resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path, in_sweep=True) is None
     assert resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path, in_sweep=True) is None
     assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path, in_sweep=True).path == own.last_checkpoint
+
+
+def test_ckpt_path_last_does_not_take_a_run_of_another_primary_config_with_the_same_overrides(tmp_path):
+    """`--config-name=my_experiment rnn=lstm` is another experiment than `rnn=lstm`; matching the
+    overrides alone resumed one from the other."""
+    here = RunFolder(tmp_path / "outputs" / "now")
+    train = _run_with_checkpoint(tmp_path, "train-lstm", ["rnn=lstm"])
+    other = _run_with_checkpoint(tmp_path, "experiment-lstm", ["rnn=lstm"], config_name="my_experiment")
+    os.utime(train.last_checkpoint, (time.time() - 100, time.time() - 100))  # the other one is newer
+    assert resolve_checkpoint("last", here, ["rnn=lstm"], tmp_path, config_name="train").path \
+        == train.last_checkpoint
+    assert resolve_checkpoint("last", here, ["rnn=lstm"], tmp_path, config_name="my_experiment").path \
+        == other.last_checkpoint
+    with pytest.raises(CheckpointNotFoundError, match="an earlier run of config 'experiment_b'"):
+        resolve_checkpoint("last", here, ["rnn=lstm"], tmp_path, config_name="experiment_b")
 
 
 def test_a_completed_run_resumed_with_the_same_settings_is_kept_and_with_more_epochs_trains_on(tiny_cfg,

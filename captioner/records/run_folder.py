@@ -137,6 +137,12 @@ class RunFolder:
             return []
         return list(yaml.safe_load(self.overrides_file.read_text()) or [])
 
+    def config_name(self) -> str | None:
+        """The primary config the run was composed from (`--config-name`; Hydra records it)."""
+        if not self.hydra_file.is_file():
+            return None
+        return OmegaConf.select(OmegaConf.load(self.hydra_file), "hydra.job.config_name")
+
     def config(self) -> DictConfig | None:
         return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
 

@@ -28,13 +28,16 @@ def _comparable(overrides: list[str]) -> list[str]:
 
 
 def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list[str],
-                       base_dir: Path, in_sweep: bool = False) -> CheckpointRecord | None:
+                       base_dir: Path, in_sweep: bool = False,
+                       config_name: str | None = None) -> CheckpointRecord | None:
     """The checkpoint to resume from, read, or None to start fresh.
 
     A file (its path already absolute) is taken as it is. `last` picks this run folder's own
     last checkpoint when there is one (a fixed `hydra.run.dir` after a kill or a preemption),
     otherwise the one of the newest earlier run under `<base_dir>/outputs` whose command-line
-    overrides equal this run's (ignoring `ckpt_path`). A run of a sweep goes on only from its own
+    overrides equal this run's (ignoring `ckpt_path`), composed from the same primary config
+    (`config_name`, when given: `--config-name=experiment_x` with the same overrides is another
+    experiment). A run of a sweep goes on only from its own
     folder, else starts fresh: a preempted sweep goes on with the same command and
     `hydra.sweep.dir`, its runs that never began included.
     """
@@ -58,10 +61,12 @@ def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list
     wanted = _comparable(overrides)
     candidates = [earlier.last_checkpoint for earlier in RunFolder.all_under(base_dir / "outputs")
                   if earlier.path.resolve() != folder.path.resolve() and earlier.last_checkpoint.is_file()
-                  and _comparable(earlier.overrides()) == wanted]
+                  and _comparable(earlier.overrides()) == wanted
+                  and (config_name is None or earlier.config_name() == config_name)]
     if not candidates:
+        of_config = f" of config {config_name!r}" if config_name else ""
         raise CheckpointNotFoundError(
-            f"ckpt_path=last: neither this run's folder {folder.path} nor an earlier run under "
+            f"ckpt_path=last: neither this run's folder {folder.path} nor an earlier run{of_config} under "
             f"{base_dir / 'outputs'} with overrides {wanted} has checkpoints/last.ckpt; "
             "pass ckpt_path=<path to a .ckpt file> instead")
     newest = max(candidates, key=lambda p: p.stat().st_mtime)

@@ -56,12 +56,13 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
-        base_dir: Path | None = None, group: str | None = None, in_sweep: bool = False) -> RunSummary:
+        base_dir: Path | None = None, group: str | None = None, in_sweep: bool = False,
+        config_name: str | None = None) -> RunSummary:
     """Train and test one configuration; everything it writes goes under `run_dir`.
 
-    `overrides` are the command line's (to find a run to resume), `base_dir` is where relative
-    paths in the config start (the directory the user launched from), `group` names the sweep
-    this run belongs to (W&B groups its runs), `in_sweep`: one run of a multirun.
+    `overrides` and `config_name` are the command line's (to find a run to resume), `base_dir` is
+    where relative paths in the config start (the directory the user launched from), `group` names
+    the sweep this run belongs to (W&B groups its runs), `in_sweep`: one run of a multirun.
     """
     folder, base_dir = RunFolder(run_dir), Path(base_dir or os.getcwd())
     folder.path.mkdir(parents=True, exist_ok=True)
@@ -84,7 +85,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             if rank_zero_only.rank == 0:
                 folder.drop_config_backup()
             return done
-        resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep)
+        resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep,
+                                    config_name)
         if resume is not None:
             check_resumable(resume, settings)
         # read before this run's summary replaces it, and kept if this run fails before its loggers exist
