@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -50,3 +52,25 @@ def replace_durably(staging: Path, path: Path) -> None:
     os.replace(staging, path)
     with contextlib.suppress(OSError):  # some file systems refuse to sync a folder; the file is on disk
         sync_to_disk(Path(path).parent)
+
+
+@contextlib.contextmanager
+def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
+    """A staging folder for files that belong together (a report and the charts it shows). Once the
+    block ends without an error they replace `folder`'s files of the same names, `last` (the file
+    that names the others) last; an error leaves `folder` as it was. Files only, no subfolders."""
+    folder = Path(folder)
+    staging = folder / f".{last}.set.partial"
+    shutil.rmtree(staging, ignore_errors=True)  # a set an earlier, killed writer left
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in sorted((p.name for p in staging.iterdir()), key=lambda name: name == last):
+        sync_to_disk(staging / name)
+        os.replace(staging / name, folder / name)
+    with contextlib.suppress(OSError):
+        sync_to_disk(folder)
+    staging.rmdir()

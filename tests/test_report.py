@@ -61,6 +61,31 @@ def test_the_report_marks_failures_and_draws_the_charts(sweep):
         assert (sweep / chart).stat().st_size > 1000
 
 
+def test_a_report_cut_off_midway_leaves_the_last_whole_one(sweep, monkeypatch):
+    """The charts, report.md and report.html are one set: a failure while writing the page (a full
+    disk, a kill) used to leave a new report.md beside the old page, and new charts beside both."""
+    import captioner.compare.report as report_module
+
+    write_report(sweep, collect_runs(sweep))
+    written = {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()}
+    assert {"report.md", "report.html", "effects_cnn.png", "val_cider.png"} <= set(written)
+    make_run(sweep, 4, ["data_root=/d", "cnn=resnet101", "rnn=lstm"], completed(4.0, 0.5))  # a new run
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_module, "write_html_report", disk_full)  # the last file written
+    with pytest.raises(OSError, match="No space left"):
+        write_report(sweep, collect_runs(sweep))
+    assert {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()} == written
+    assert not [p for p in sweep.iterdir() if p.name.endswith(".partial")]  # no staging left behind
+
+    monkeypatch.undo()
+    report = write_report(sweep, collect_runs(sweep)).read_text()
+    assert "| 4 | cnn=resnet101 rnn=lstm | completed |" in report
+    assert (sweep / "report.html").read_bytes() != written["report.html"]  # the page followed
+
+
 def test_the_console_table_has_a_header_for_every_column(sweep, capsys):
     print_report(collect_runs(sweep))
     printed = capsys.readouterr().out

@@ -23,7 +23,7 @@ from PIL import Image
 
 from captioner.compare.content_groups import ContentGroup
 from captioner.features.upright_rgb import upright_rgb
-from captioner.paths import write_atomically
+from captioner.paths import replace_durably, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.sweep_runs import RunResult
 from captioner.sources import load_records
@@ -92,15 +92,18 @@ def image_paths(run: RunResult) -> dict[str, Path]:
 
 
 def _thumbnail(source: Path, target: Path) -> bool:
-    if target.is_file():
+    if target.is_file():  # whole: written through a staging file, so a kill leaves none half-written
         return True
+    staging = target.with_name(f".{target.name}.partial")
     try:
         with Image.open(source) as image:
             image = upright_rgb(image)
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             target.parent.mkdir(parents=True, exist_ok=True)
-            image.save(target, quality=85)
+            image.save(staging, format="JPEG", quality=85)
+        replace_durably(staging, target)
     except OSError:
+        staging.unlink(missing_ok=True)
         return False
     return True
 
@@ -180,26 +183,24 @@ def _copied(source: Path | None, folder: Path, name: str) -> str | None:
     return f"{IMAGES_DIR}/{target.name}" if _thumbnail(source, target) else None
 
 
-def write_html_report(sweep_dir: Path, markdown: str, runs: Sequence[RunResult], factors: Sequence[str],
-                      groups: Sequence[ContentGroup], max_images: int | None = None,
-                      data: dict[str, Any] | None = None) -> Path:
-    """report.html (and report_images/) in the sweep folder; returns its path. `data`: the
-    browser's data (`browser_data`), if already built; else built here."""
+def write_html_report(sweep_dir: Path, markdown: str, data: dict[str, Any], into: Path | None = None) -> Path:
+    """report.html for the sweep folder: the report (`markdown`, its charts inlined from `into`) and
+    the image browser (`data`: `browser_data`); written into `into` (default: the sweep folder),
+    whose path it returns."""
     sweep_dir = Path(sweep_dir)
-    if data is None:
-        data = browser_data(runs, factors, groups, sweep_dir, max_images)
-    _prune_thumbnails(sweep_dir / IMAGES_DIR, data)
+    into = sweep_dir if into is None else Path(into)
     payload = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script
     page = PAGE.replace("{{TITLE}}", html.escape(f"Sweep {sweep_dir.parent.name}/{sweep_dir.name}"))
-    page = page.replace("{{REPORT}}", markdown_to_html(markdown, sweep_dir)).replace("{{DATA}}", payload)
-    path = sweep_dir / "report.html"
+    page = page.replace("{{REPORT}}", markdown_to_html(markdown, into)).replace("{{DATA}}", payload)
+    path = into / "report.html"
     write_atomically(path, page)
     return path
 
 
-def _prune_thumbnails(folder: Path, data: dict[str, Any]) -> None:
-    """Leave in report_images/ only the photos this page shows: a regenerated report (another
-    selection of images) must not carry an earlier one's thumbnails along."""
+def prune_thumbnails(sweep_dir: Path, data: dict[str, Any]) -> None:
+    """Leave in report_images/ only the photos the page of `data` shows: a regenerated report
+    (another selection of images) must not carry an earlier one's thumbnails along."""
+    folder = Path(sweep_dir) / IMAGES_DIR
     if not folder.is_dir():
         return
     used = {Path(p).name for image in data["images"] for p in [image.get("photo"), *image["attention"]] if p}

@@ -24,7 +24,7 @@ from rich.table import Table
 from captioner.compare.content_groups import DEFAULT_GROUPS, ContentGroup, load_groups
 from captioner.compare.decision_rule import DEFAULT_CLAIMS, DecisionRule, load_rule, percent
 from captioner.compare.effects import REPLICATE
-from captioner.compare.html_report import write_html_report
+from captioner.compare.html_report import browser_data, prune_thumbnails, write_html_report
 from captioner.compare.prior_study_claims import judge_claims
 from captioner.compare.report_sections import (
     code_lines,
@@ -38,7 +38,7 @@ from captioner.compare.report_sections import (
 )
 from captioner.compare.sweep_verdicts import SweepVerdicts
 from captioner.errors import exit_for_user_error
-from captioner.paths import write_atomically
+from captioner.paths import written_as_a_set
 from captioner.records.sweep_runs import RunResult, collect_runs
 from captioner.scoring.coco_metrics import SCORE_NAMES
 
@@ -90,6 +90,20 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     groups = load_groups() if groups is None else groups
     rule = load_rule() if rule is None else rule
     verdicts = SweepVerdicts(runs, factors, rule, groups, resamples, sweep_dir)
+    if browser is None:
+        browser = browser_data(runs, factors, groups, sweep_dir, html_images)
+    # A report cut off (a full disk, a kill) leaves the last whole one: markdown, page and charts.
+    with written_as_a_set(sweep_dir, last="report.md") as staging:
+        lines = _report_lines(sweep_dir, runs, factors, verdicts, groups, staging)
+        (staging / "report.md").write_text("\n".join(lines) + "\n")
+        write_html_report(sweep_dir, "\n".join(lines), browser, staging)
+    prune_thumbnails(sweep_dir, browser)  # now that no page shows the others
+    return sweep_dir / "report.md"
+
+
+def _report_lines(sweep_dir: Path, runs: list[RunResult], factors: list[str], verdicts: SweepVerdicts,
+                  groups: list[ContentGroup], charts: Path) -> list[str]:
+    """report.md's lines; its charts are drawn into `charts`."""
     shared = {k: v for k, v in runs[0].overrides.items() if k not in factors}
     failed = [r for r in runs if r.status != "completed"]
     lines = [f"# Sweep {sweep_dir.parent.name}/{sweep_dir.name}", "",
@@ -118,7 +132,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
             [level, str(int(scores["runs"])), *(number(scores.get(n)) for n in SCORE_NAMES)]
             for level, scores in effects.items()])
         lines += ["", *comparison_lines(verdicts.effects[factor], factor, verdicts.rule.confidence)]
-        chart = _plot_effects(verdicts, factor, sweep_dir / f"effects_{_file_part(factor)}.png")
+        chart = _plot_effects(verdicts, factor, charts / f"effects_{_file_part(factor)}.png")
         lines += [f"![{factor}]({chart.name})", ""]
     if verdicts.interactions:
         lines += ["### Interactions", "", "How much one factor's effect changes with another's level: "
@@ -135,19 +149,16 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
         [v.claim, f"**{v.answer}**", v.evidence.replace("|", "/")]
         for v in judge_claims(runs, factors, verdicts)])
     lines.append("")
-    forest = _plot_verdicts(verdicts, sweep_dir / "verdicts.png")
+    forest = _plot_verdicts(verdicts, charts / "verdicts.png")
     if forest:
         lines += ["## Every judged comparison", "",
                   f"Estimates with {percent(verdicts.rule.confidence)} (thin) and "
                   f"{percent(verdicts.rule.equivalence_confidence)} (thick) intervals; "
                   "the shaded band is the equivalence margin.", "", f"![verdicts]({forest.name})", ""]
-    curves = _plot_val_cider(runs, factors, sweep_dir / "val_cider.png")
+    curves = _plot_val_cider(runs, factors, charts / "val_cider.png")
     if curves:
         lines += ["## Validation CIDEr-D per epoch", "", f"![val CIDEr-D]({curves.name})", ""]
-    report = sweep_dir / "report.md"
-    write_atomically(report, "\n".join(lines) + "\n")
-    write_html_report(sweep_dir, "\n".join(lines), runs, factors, groups, html_images, browser)
-    return report
+    return lines
 
 
 def _file_part(factor: str) -> str:
