@@ -155,7 +155,7 @@ def _not_features(path: Path) -> str | None:
     try:
         FeatureFile(path)
     except FeatureFileError as error:
-        return str(error).removeprefix(f"{path}: ").split("; delete it")[0]
+        return error.reason
     return None
 
 

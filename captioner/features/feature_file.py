@@ -48,7 +48,12 @@ METADATA_MARGIN = 1 << 20
 
 
 class FeatureFileError(UserError, ValueError):
-    """A features file that is missing, unfinished, corrupt or made for another config."""
+    """A features file that is missing, unfinished, corrupt or made for another config; `reason`:
+    what is wrong, without the file's name or advice (callers that give their own advice use it)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class FeatureWriteError(FeatureFileError):
@@ -307,12 +312,12 @@ class FeatureFile:
         self.path = Path(path)
         if not self.path.exists():
             hint = " (an unfinished extraction is still .partial)" if partial_path(self.path).exists() else ""
-            raise FeatureFileError(f"{self.path}: features file not found{hint}")
+            raise FeatureFileError(f"{self.path}: features file not found{hint}", f"not found{hint}")
         try:
             with h5py.File(self.path, "r") as f:
                 if not f.attrs.get("complete", False):
                     raise FeatureFileError(f"{self.path}: features file is not complete; delete it "
-                                           "and run again to re-extract")
+                                           "and run again to re-extract", "not complete")
                 self.attrs = {k: _attr_value(v) for k, v in f.attrs.items()}
                 self.identity = json.loads(self.attrs["identity"])
                 self.shape = tuple(f["features"].shape)
@@ -326,7 +331,8 @@ class FeatureFile:
             raise
         except (OSError, KeyError, ValueError) as error:
             raise FeatureFileError(f"{self.path}: not a readable captioner features file ({error}); "
-                                   "delete it and run again to re-extract") from error
+                                   "delete it and run again to re-extract",
+                                   f"not readable: {error}") from error
         self._handle: h5py.File | None = None
         self._pid: int | None = None
         self._memory: np.ndarray | None = None
