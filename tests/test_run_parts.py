@@ -198,11 +198,11 @@ def test_ckpt_path_last_does_not_take_a_run_of_another_primary_config_with_the_s
     """`--config-name=my_experiment rnn=lstm` is another experiment than `rnn=lstm`; matching the
     overrides alone resumed one from the other."""
     here = RunFolder(tmp_path / "outputs" / "now")
-    train = _run_with_checkpoint(tmp_path, "train-lstm", ["rnn=lstm"])
+    default = _run_with_checkpoint(tmp_path, "train-lstm", ["rnn=lstm"])
     other = _run_with_checkpoint(tmp_path, "experiment-lstm", ["rnn=lstm"], config_name="my_experiment")
-    os.utime(train.last_checkpoint, (time.time() - 100, time.time() - 100))  # the other one is newer
+    os.utime(default.last_checkpoint, (time.time() - 100, time.time() - 100))  # the other one is newer
     assert resolve_checkpoint("last", here, ["rnn=lstm"], tmp_path, config_name="train").path \
-        == train.last_checkpoint
+        == default.last_checkpoint
     assert resolve_checkpoint("last", here, ["rnn=lstm"], tmp_path, config_name="my_experiment").path \
         == other.last_checkpoint
     with pytest.raises(CheckpointNotFoundError, match="an earlier run of config 'experiment_b'"):
