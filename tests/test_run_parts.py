@@ -7,13 +7,11 @@ import csv
 import json
 import logging
 import os
-import random
 import shutil
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -40,7 +38,6 @@ from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.mid_epoch_checkpoint import MOST_BATCHES_BETWEEN, batches_until_next_agreement
 from captioner.training.preemption import Preempted, PreemptionSignals
 from captioner.training.progress_lines import duration
-from captioner.training.resumable_state import RandomState
 from captioner.training.self_critical_stage import stage_summary
 from tests.conftest import CONF, compose_config, features_file_of, record_syncs, settings_of
 
@@ -426,18 +423,6 @@ def test_an_epoch_cut_short_by_limit_train_batches_resumes_at_the_next_epoch():
     loader = ResumableDataLoader(list(range(10)), batch_size=2, sampler=EpochShuffle(10, seed=1),
                                  batches_done=lambda: 2, epoch_batches=lambda: 2)
     assert loader.state_dict() == {"epoch": 1, "batches_done": 0}  # not epoch 0's leftover
-
-
-def test_random_state_round_trips_every_generator():
-    state = RandomState()
-    torch.manual_seed(0), np.random.seed(0), random.seed(0)
-    saved = state.state_dict()
-    expected = (torch.rand(3), np.random.rand(3), random.random())
-    torch.manual_seed(9), np.random.seed(9), random.seed(9)
-    state.load_state_dict(saved)
-    again = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
-    assert again[2] == expected[2]
 
 
 def test_stage_summary_and_durations_read_as_documented():

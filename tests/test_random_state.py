@@ -1,0 +1,86 @@
+"""The RNG states a checkpoint keeps (resumable_state.RandomState), alone and under DDP."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import random
+import socket
+from typing import Any
+
+import numpy as np
+import torch
+
+from captioner.training.resumable_state import RandomState
+
+
+def _draws() -> tuple[torch.Tensor, np.ndarray, float]:
+    return torch.rand(3), np.random.rand(3), random.random()
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+
+
+def test_random_state_round_trips_every_generator():
+    state = RandomState()
+    _seed_all(0)
+    saved = state.state_dict()
+    expected = _draws()
+    _seed_all(9)
+    state.load_state_dict(saved)
+    again = _draws()
+    assert torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
+    assert again[2] == expected[2]
+
+
+def _save_and_resume_on_two_ranks(rank: int, address: str, file: str, found: Any) -> None:
+    """One DDP rank (gloo): ranks whose generators differ save (rank 0 writes, as Lightning does),
+    draw on, then resume from the file; each must draw again what it drew after the save."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+    try:
+        _seed_all(100 + rank)  # as after batches of other lengths on each rank
+        saved = RandomState().state_dict()  # a collective: every rank saves
+        if rank == 0:
+            torch.save(saved, file)
+        expected = _draws()
+        dist.barrier()
+        _seed_all(9)
+        RandomState().load_state_dict(torch.load(file, weights_only=True))  # every rank reads rank 0's file
+        again = _draws()
+        found.put((rank, torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
+                   and again[2] == expected[2]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_each_rank_resumes_its_own_random_state(tmp_path):
+    # Rank 0's states restored on every rank: rank 1 resumed drawing rank 0's numbers.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    context = multiprocessing.get_context("spawn")
+    found = context.Queue()
+    file = str(tmp_path / "random_state.pt")
+    ranks = [context.Process(target=_save_and_resume_on_two_ranks, args=(rank, address, file, found))
+             for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    resumed = dict(found.get(timeout=120) for _ in ranks)
+    for process in ranks:
+        process.join(timeout=30)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    assert resumed == {0: True, 1: True}
+
+
+def test_a_resume_on_another_number_of_ranks_takes_rank_0s_states_and_says_so(caplog):
+    _seed_all(5)
+    rank_0 = RandomState().state_dict()
+    expected = _draws()
+    saved = {**rank_0, "ranks": [rank_0, {**rank_0, "torch": torch.zeros_like(rank_0["torch"])}]}
+    with caplog.at_level(logging.WARNING):
+        RandomState().load_state_dict(saved)  # one process resumes a 2-rank run
+    assert torch.equal(torch.rand(3), expected[0])
+    assert "random states are of 2 rank(s), this run has 1" in caplog.text
