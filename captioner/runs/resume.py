@@ -27,6 +27,12 @@ def _comparable(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.startswith(IGNORED_OVERRIDES))
 
 
+def _age_order(path: Path) -> tuple[int, str]:
+    """Oldest first. Some file systems keep whole seconds: within one, the path decides (run folders
+    are named by their start time, best checkpoints by their epoch)."""
+    return path.stat().st_mtime_ns, str(path)
+
+
 def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list[str],
                        base_dir: Path, in_sweep: bool = False,
                        config_name: str | None = None) -> CheckpointRecord | None:
@@ -69,7 +75,7 @@ def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list
             f"ckpt_path=last: neither this run's folder {folder.path} nor an earlier run{of_config} under "
             f"{base_dir / 'outputs'} with overrides {wanted} has checkpoints/last.ckpt; "
             "pass ckpt_path=<path to a .ckpt file> instead")
-    newest = max(candidates, key=lambda p: p.stat().st_mtime)
+    newest = max(candidates, key=_age_order)
     try:
         return read_checkpoint_record(newest)
     except CheckpointDamagedError as damage:
@@ -86,7 +92,7 @@ def _readable_or_fallback(folder: RunFolder) -> CheckpointRecord:
     except CheckpointDamagedError as error:
         damage = error
     others = sorted((p for p in folder.checkpoints.glob("*.ckpt") if p != last),
-                    key=lambda p: p.stat().st_mtime, reverse=True)
+                    key=_age_order, reverse=True)
     for other in others:
         try:
             record = read_checkpoint_record(other)
