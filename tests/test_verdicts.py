@@ -143,10 +143,35 @@ def test_holm_adjusts_step_down_and_can_turn_a_verdict_inconclusive():
     lone = judge("lone", Estimate((0.05, 0.06, 0.07), 0.00071), "cider", RULE)
     assert lone.word == BETTER and 0.01 < lone.p < 0.05
     sure = judge("sure", Estimate((0.2, 0.21, 0.2), 1e-6), "cider", RULE)
-    after = corrected([lone, lone, sure], RULE)  # lone's p, then 2x it, then 3x the smallest
-    assert after[0].adjusted_p == pytest.approx(2 * lone.p) and after[0].word == INCONCLUSIVE
+    after = corrected([lone, lone, sure], RULE)  # sure's "equivalent" may still be true: 3x lone's p
+    assert after[0].adjusted_p == pytest.approx(3 * lone.p) and after[0].word == INCONCLUSIVE
     assert after[2].word == BETTER
-    assert corrected([lone, sure], RULE)[0].word == BETTER  # the largest p of a family keeps its own
+    # a comparison both of whose tests are rejected (a real difference inside the margin) is out
+    # of the count: the last open one keeps its own p
+    both = judge("both", Estimate((0.009, 0.01, 0.011), 1e-7), "cider", RULE)
+    assert both.p_difference < 0.001 and both.p_equivalence < 0.001
+    assert corrected([lone, both], RULE)[0].adjusted_p == pytest.approx(lone.p)
+
+
+def test_a_chance_difference_among_equivalent_comparisons_is_not_called_real():
+    """Correcting only the test each comparison picked alone let a true "no difference" through at
+    the uncorrected level once the other comparisons' (equivalence) tests were stepped past."""
+    chance = judge("chance", Estimate((0.006, 0.01, 0.014), 1e-6), "cider", RULE)
+    flat = judge("flat", Estimate((0.001, -0.002, 0.0), 1e-6), "cider", RULE)
+    assert chance.candidate == BETTER and flat.candidate == EQUIVALENT
+    after = corrected([chance, flat, flat, flat, flat], RULE)
+    assert after[0].word == INCONCLUSIVE and after[0].adjusted_p == pytest.approx(5 * chance.p_equivalence)
+    assert [v.word for v in after[1:]] == [EQUIVALENT] * 4
+    # as a rate: ten comparisons with no difference, each precise enough to be equivalent alone
+    # (seeds only: there the t test is exact); some "better" or "worse" among them must stay rare
+    # (the family-wise error rate, alpha)
+    rng = np.random.default_rng(3)
+    wrong = 0
+    for _ in range(300):
+        family = [judge("zero", Estimate(tuple(rng.normal(0, 0.003, 3)), 0.0), "cider", RULE)
+                  for _ in range(10)]
+        wrong += any(v.word in (BETTER, WORSE) for v in corrected(family, RULE))
+    assert wrong / 300 <= RULE.alpha + 0.03  # 0.047; correcting the test picked alone: 0.41
 
 
 def test_degrees_of_freedom_move_from_seeds_to_images():

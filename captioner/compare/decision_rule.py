@@ -5,9 +5,13 @@ margins, and the words every verdict uses.
 - equivalent: TOST, the 1 - 2 alpha interval (90%) inside +-margin;
 - inconclusive: neither; or too few seeds to measure training's randomness.
 
-A comparison's p-value is that of the verdict it would get alone. Holm's step-down correction then
-runs over all of a report's verdicts at once: a verdict whose adjusted p-value reaches alpha
-becomes inconclusive.
+Each comparison tests two hypotheses: "no difference" (rejected: better/worse) and "a difference
+beyond the margin" (rejected: equivalent). The correction runs over both hypotheses of every
+verdict in a report at once: Holm's step-down, whose multiplier at each step is the most hypotheses
+that can still be true together (Shaffer's refinement): at most one of a comparison's two, since no
+difference lies inside any margin. Correcting only the hypothesis each comparison chose alone let
+a true "no difference" in, at the uncorrected level, among comparisons that were otherwise
+equivalent.
 """
 
 from __future__ import annotations
@@ -64,7 +68,9 @@ class DecisionRule:
                    if self.interval == "conservative" else
                    " (unbiased: each run's own caption noise, counted in both, is taken out of the "
                    "images' part once). ")
-                + ("Holm's correction runs over every verdict in this report at once."
+                + ("Holm's correction runs over both tests of every verdict in this report at once "
+                   "(no difference; a difference beyond the margin), counting at most one of a "
+                   "comparison's two as possibly true (Shaffer)."
                    if self.correction == "holm" else "No correction for multiple verdicts."))
 
 
@@ -108,14 +114,14 @@ def load_rule(path: Path = DEFAULT_CLAIMS) -> DecisionRule:
 
 @dataclass(frozen=True)
 class Verdict:
-    """One comparison judged by the rule: `word` alone, `adjusted_p` after Holm over the report."""
+    """One comparison judged by the rule: `candidate` alone, `word` after the report's correction."""
 
     label: str
     measure: str  # which margin applies: cider | ratio | share | speed
     estimate: Estimate
-    candidate: str  # the word the comparison earns alone
-    p: float  # that word's p-value (for inconclusive: the smaller of its two)
-    adjusted_p: float | None = None  # None: not tested (too few seeds)
+    p_difference: float  # of "no difference" (the interval leaving out 0)
+    p_equivalence: float  # of "a difference beyond the margin" (TOST)
+    adjusted: tuple[float, float] | None = None  # both after the correction; None: not corrected
     seeds_required: int = 3
     alpha: float = 0.05
 
@@ -128,46 +134,76 @@ class Verdict:
         """Of the interval shown with it: leaving out 0 is what better/worse means."""
         return 1 - self.alpha
 
+    def _word(self, p_difference: float, p_equivalence: float) -> str:
+        if p_difference < self.alpha:
+            return BETTER if self.estimate.value > 0 else WORSE
+        return EQUIVALENT if p_equivalence < self.alpha else INCONCLUSIVE
+
+    @property
+    def candidate(self) -> str:
+        """The word the comparison earns alone, before the correction."""
+        return self._word(self.p_difference, self.p_equivalence)
+
+    @property
+    def p(self) -> float:
+        """The p-value the candidate rests on (inconclusive: the smaller of the two)."""
+        return _resting_on(self.candidate, self.p_difference, self.p_equivalence)
+
+    @property
+    def adjusted_p(self) -> float | None:
+        """The corrected p-value the word rests on; None when not tested (too few seeds)."""
+        if not self.tested or self.adjusted is None:
+            return None
+        return _resting_on(self._word(*self.adjusted), *self.adjusted)
+
     @property
     def word(self) -> str:
         """The verdict, after the correction."""
         if not self.tested:
             return f"{INCONCLUSIVE} ({self.estimate.seeds} seed{'s' if self.estimate.seeds != 1 else ''})"
-        p = self.p if self.adjusted_p is None else self.adjusted_p
-        return self.candidate if self.candidate != INCONCLUSIVE and p < self.alpha else INCONCLUSIVE
+        return self._word(*(self.adjusted or (self.p_difference, self.p_equivalence)))
+
+
+def _resting_on(word: str, p_difference: float, p_equivalence: float) -> float:
+    if word in (BETTER, WORSE):
+        return p_difference
+    return p_equivalence if word == EQUIVALENT else min(p_difference, p_equivalence)
 
 
 def judge(label: str, estimate: Estimate, measure: str, rule: DecisionRule) -> Verdict:
-    """The verdict a comparison earns on its own (before the report's correction)."""
-    p_zero, p_equivalent = estimate.p_zero(), estimate.p_equivalent(rule.margin(measure))
-    if p_zero < rule.alpha:
-        candidate, p = (BETTER if estimate.value > 0 else WORSE), p_zero
-    elif p_equivalent < rule.alpha:
-        candidate, p = EQUIVALENT, p_equivalent
-    else:
-        candidate, p = INCONCLUSIVE, min(p_zero, p_equivalent)
-    return Verdict(label, measure, estimate, candidate, p, seeds_required=rule.seeds_required,
-                   alpha=rule.alpha)
+    """The comparison's two tests (before the report's correction)."""
+    return Verdict(label, measure, estimate, estimate.p_zero(), estimate.p_equivalent(rule.margin(measure)),
+                   seeds_required=rule.seeds_required, alpha=rule.alpha)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    adjusted = [0.0] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
+    return [p for (p,) in holm_with_at_most_one_true([(p,) for p in p_values])]
+
+
+def holm_with_at_most_one_true(groups: Sequence[Sequence[float]]) -> list[tuple[float, ...]]:
+    """Step-down adjusted p-values of hypotheses in groups of which at most one can be true (Shaffer's
+    refinement of Holm): at each step, in order of p, the multiplier is the number of groups with a
+    hypothesis not yet rejected. Groups of one are Holm's own procedure."""
+    order = sorted((p, g, h) for g, group in enumerate(groups) for h, p in enumerate(group))
+    adjusted = [list(group) for group in groups]
+    open_in = [len(group) for group in groups]  # hypotheses not yet stepped past, per group
+    open_groups, running = sum(1 for n in open_in if n), 0.0
+    for p, g, h in order:
+        running = max(running, min(1.0, open_groups * p))
+        adjusted[g][h] = running
+        open_in[g] -= 1
+        open_groups -= open_in[g] == 0
+    return [tuple(group) for group in adjusted]
 
 
 def corrected(verdicts: Sequence[Verdict], rule: DecisionRule) -> list[Verdict]:
-    """Every verdict of a report with Holm's adjusted p-value (over the tested ones: those with
-    enough seeds), in the input order."""
+    """Every verdict of a report with both of its tests corrected over the report (the tested
+    verdicts: those with enough seeds), in the input order."""
     tested = [i for i, v in enumerate(verdicts) if v.tested]
-    adjusted = holm([verdicts[i].p for i in tested]) if rule.correction == "holm" \
-        else [verdicts[i].p for i in tested]
+    pairs = [(verdicts[i].p_difference, verdicts[i].p_equivalence) for i in tested]
+    adjusted = holm_with_at_most_one_true(pairs) if rule.correction == "holm" else pairs
     result = list(verdicts)
-    for i, p in zip(tested, adjusted, strict=True):
-        result[i] = replace(result[i], adjusted_p=p)
+    for i, pair in zip(tested, adjusted, strict=True):
+        result[i] = replace(result[i], adjusted=(pair[0], pair[1]))
     return result
