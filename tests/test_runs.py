@@ -260,6 +260,12 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_r
     pytest.param(["dataset=flickr8k", "dataset.root=/no/such/folder", "cnn.weights=null"], "/no/such/folder",
                  marks=pytest.mark.slow),
     (["rnn=nosuch"], "Could not find 'rnn/nosuch'"),
+    # the datasets' own options (a traceback and exit 1 before; the shapes generator left its
+    # half-written folder behind)
+    (["dataset.captions_per_image=8"], "dataset.captions_per_image=8: the generator has 7 caption templates"),
+    pytest.param(["dataset=flickr8k", "dataset.layout=offical", "dataset.root=.", "cnn.weights=null"],
+                 "dataset.layout='offical': expected auto, official, csv or karpathy",
+                 marks=pytest.mark.slow),
 ])
 def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, overrides, message):
     tiny = [o for o in TINY if not o.startswith("dataset.")] if overrides[0].startswith("dataset=") else TINY
@@ -269,6 +275,7 @@ def test_user_errors_are_one_line_and_exit_2_before_any_work(tmp_path, overrides
     if not overrides[0].startswith("rnn=nosuch"):
         assert result.stderr.strip().count("\n") == 0, result.stderr  # one line
     assert not (tmp_path / "data" / "features").exists()  # nothing was extracted
+    assert not list((tmp_path / "data").glob(".*.partial-*"))  # no half-generated dataset left
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from captioner.errors import ConfigError
 from captioner.sources import coco, flickr8k, flickr30k, iapr, shapes
 from captioner.sources.checks import DatasetLayoutError
 from captioner.sources.record import SPLITS, ImageRecord
@@ -28,7 +29,7 @@ def load_records(source: str, root: Path, options: Mapping[str, Any]) -> list[Im
     try:
         reader = SOURCES[source]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown dataset source {source!r}; known sources: {', '.join(sorted(SOURCES))}"
         ) from None
     records = reader(Path(root), options)

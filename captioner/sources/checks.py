@@ -15,6 +15,10 @@ class DatasetFormatError(UserError, ValueError):
     """A dataset file is there but does not hold what its format promises."""
 
 
+class DatasetRootTakenError(UserError, FileExistsError):
+    """A generated dataset's folder holds files the generator did not write."""
+
+
 def require_root(root: Path, dataset: str, download_hint: str) -> Path:
     root = Path(root)
     if not root.is_dir():

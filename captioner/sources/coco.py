@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from captioner.errors import ConfigError
 from captioner.sources.checks import DatasetFormatError, require_file, require_images, require_root
 from captioner.sources.karpathy import read_karpathy_split
 from captioner.sources.record import ImageRecord, real_captions
@@ -38,13 +39,13 @@ def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     split = options.get("split", "random")
     if split == "karpathy":
         if options.get("max_captions"):  # the prior study's subset is drawn from the official captions
-            raise ValueError("dataset.max_captions applies to dataset.split=random (the official "
+            raise ConfigError("dataset.max_captions applies to dataset.split=random (the official "
                              "annotations); with split=karpathy, use dataset.max_images")
         records = read_karpathy_split(root / options.get("karpathy_json", "dataset_coco.json"), root, "coco",
                                       images_option=None)
         return _subset(records, options)
     if split != "random":
-        raise ValueError(f"dataset.split={split!r}: expected karpathy or random")
+        raise ConfigError(f"dataset.split={split!r}: expected karpathy or random")
     captions: dict[str, list[str]] = defaultdict(list)
     paths: dict[str, Path] = {}
     pairs = []

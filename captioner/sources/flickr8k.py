@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from captioner.errors import ConfigError
 from captioner.sources.checks import (
     DatasetFormatError,
     DatasetLayoutError,
@@ -53,7 +54,7 @@ def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
     if layout == "karpathy":
         return read_karpathy_split(root / options.get("karpathy_json", "dataset_flickr8k.json"),
                                    Path(root, options.get("images_dir", "Flicker8k_Dataset")), "flickr8k")
-    raise ValueError(f"dataset.layout={layout!r}: expected auto, official, csv or karpathy")
+    raise ConfigError(f"dataset.layout={layout!r}: expected auto, official, csv or karpathy")
 
 
 def _detect_layout(root: Path, options: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from captioner.errors import ConfigError
+from captioner.sources.checks import DatasetFormatError, DatasetRootTakenError
 from captioner.sources.record import ImageRecord
 from captioner.sources.splits import random_splits
 
@@ -100,6 +101,9 @@ def generation_params(options: Mapping[str, Any]) -> dict[str, Any]:
     seed = options.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         problems.append(f"dataset.seed={seed!r}: expected a whole number")
+    if isinstance(params["captions_per_image"], int) and params["captions_per_image"] > CAPTION_TEMPLATES:
+        problems.append(f"dataset.captions_per_image={params['captions_per_image']}: the generator has "
+                        f"{CAPTION_TEMPLATES} caption templates")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in splits.values()):
         problems.append(f"dataset.split_fractions={splits}: expected numbers >= 0")
     if problems:
@@ -112,13 +116,29 @@ def generate(root: Path, params: dict[str, Any]) -> None:
     root = Path(root)
     if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).exists():
         # Never replace a folder we did not generate: it may hold someone's data.
-        raise FileExistsError(f"{root} exists and is not a generated shapes dataset (no {MANIFEST}); "
-                              "point dataset.root at an empty or new folder")
+        raise DatasetRootTakenError(f"{root} exists and is not a generated shapes dataset (no {MANIFEST}); "
+                                    "point dataset.root at an empty or new folder")
     _make_parent(root)
     staging = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)
+    try:
+        _write_scenes(staging, params)
+    except BaseException:  # its name holds this pid: no later run would clear it
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
+    if root.exists():
+        retired = root.parent / f".{root.name}.old-{os.getpid()}"
+        os.replace(root, retired)
+        os.replace(staging, root)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, root)
+
+
+def _write_scenes(staging: Path, params: dict[str, Any]) -> None:
+    """The images and the manifest, into the staging folder."""
     rng = random.Random(params["seed"])
     n = params["num_images"]
     split_of = random_splits(n, params["split_fractions"], params["seed"])
@@ -134,14 +154,6 @@ def generate(root: Path, params: dict[str, Any]) -> None:
         })
     manifest = {"generator": params, "images": items}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-
-    if root.exists():
-        retired = root.parent / f".{root.name}.old-{os.getpid()}"
-        os.replace(root, retired)
-        os.replace(staging, root)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, root)
 
 
 def random_scene(rng: random.Random, max_shapes: int) -> list[Shape]:
@@ -202,6 +214,7 @@ def _region(shape: Shape) -> str:
 # How often annotators reach for each template, commonest first: real caption sets are skewed the
 # same way (61% of Flickr8k's captions start with "a"), so their likeliest caption is a common one.
 TEMPLATE_WEIGHTS = (16, 8, 4, 2, 1, 1, 1)
+CAPTION_TEMPLATES = len(TEMPLATE_WEIGHTS)  # captions a scene can have: one per template
 
 
 def describe(scene: list[Shape], rng: random.Random, count: int) -> list[str]:
@@ -260,7 +273,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         if not isinstance(manifest["generator"], dict) or not isinstance(manifest["images"], list):
             raise TypeError("generator must be an object and images a list")
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(
+        raise DatasetFormatError(
             f"{path}: not a valid shapes manifest ({error}); delete {path.parent} to regenerate it"
         ) from error
     return manifest

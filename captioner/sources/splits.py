@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
+from captioner.errors import ConfigError
+
 
 def random_splits(count: int, fractions: Mapping[str, float], seed: int) -> list[str]:
     """The split of each of `count` items: a seeded shuffle cut by `fractions` (train gets the rest)."""
     unknown = set(fractions) - {"train", "val", "test"}
     if unknown or abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ValueError("dataset.split_fractions must give train/val/test summing to 1, "
+        raise ConfigError("dataset.split_fractions must give train/val/test summing to 1, "
                          f"got {dict(fractions)}")
     order = list(range(count))
     random.Random(seed).shuffle(order)
