@@ -113,6 +113,28 @@ def test_features_from_another_cnn_are_refused(trained_run, tmp_path):
         evaluate(tmp_path / "no-record.ckpt", features=other, accelerator="cpu")
 
 
+def test_features_of_the_same_cnn_at_another_scale_are_rescaled_to_the_checkpoints(trained_run, tmp_path):
+    """A features file's scale is 1/RMS of its own first batch, so another dataset's file (same CNN)
+    has another: evaluating on one was refused as "not made by the CNN" of the checkpoint."""
+    import h5py
+
+    checkpoint = trained_run / "checkpoints" / "last.ckpt"
+    original = Path(json.loads((trained_run / "metrics.json").read_text())["features"])
+    doubled = tmp_path / "doubled.h5"  # the same images, stored at twice the scale
+    shutil.copy(original, doubled)
+    with h5py.File(doubled, "r+") as file:
+        file["features"][...] = file["features"][...] * 2  # a power of two: exact in float16
+        file.attrs["feature_scale"] = file.attrs["feature_scale"] * 2
+    assert FeatureFile(doubled).cnn_record()["feature_scale"] == 2 * FeatureFile(original).cnn_record()[
+        "feature_scale"]
+    expected = evaluate(checkpoint, features=original, split="val", output=tmp_path / "a", accelerator="cpu",
+                        meteor=False)
+    rescaled = evaluate(checkpoint, features=doubled, split="val", output=tmp_path / "b", accelerator="cpu",
+                        meteor=False)
+    assert (tmp_path / "b" / "results.json").read_text() == (tmp_path / "a" / "results.json").read_text()
+    assert rescaled["scores"] == expected["scores"]
+
+
 def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():
     """The COCO readers know an image by its file's stem; coco-caption's loadRes wants COCO's own
     integer id, or it refuses the results file."""

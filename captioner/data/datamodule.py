@@ -54,9 +54,10 @@ class CaptionBatches(Dataset):
 class ImageBatches(Dataset):
     """Evaluation items are images: (features, image index); references stay on the host."""
 
-    def __init__(self, features: FeatureFile, image_indices: np.ndarray):
+    def __init__(self, features: FeatureFile, image_indices: np.ndarray, rescale: float = 1.0):
         self.features = features
         self.image_indices = image_indices
+        self.rescale = rescale
 
     def __len__(self) -> int:
         return len(self.image_indices)
@@ -66,7 +67,8 @@ class ImageBatches(Dataset):
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         images = self.image_indices[indices]
-        return {"features": torch.from_numpy(self.features.read(images)).float(),
+        features = torch.from_numpy(self.features.read(images)).float()
+        return {"features": features if self.rescale == 1.0 else features * self.rescale,
                 "image_index": torch.from_numpy(images)}
 
 
@@ -95,8 +97,11 @@ class CaptionDataModule(pl.LightningDataModule):
                  max_words: int | None = 5000, min_word_count: int = 1,
                  vocabulary: Vocabulary | None = None, val_split: str = "val",
                  test_split: str = "test", shuffle_seed: int = 0,
-                 static_caption_length: int | None = None, resident_device: str | None = None):
+                 static_caption_length: int | None = None, resident_device: str | None = None,
+                 rescale_eval_features: float = 1.0):
         super().__init__()
+        # Evaluation features x this: a model trained on another file's feature_scale (evaluate.py).
+        self.rescale_eval_features = rescale_eval_features
         # The compiled training step (model.compile): every batch padded to this many tokens,
         # the last, smaller batch dropped, so the step has one shape.
         self.static_caption_length = static_caption_length
@@ -184,7 +189,8 @@ class CaptionDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, stage: str) -> DataLoader:
         images = self.features.splits[self.split_of_stage[stage]]
-        return DataLoader(ImageBatches(self.features, images), batch_size=self.eval_batch_size,
+        return DataLoader(ImageBatches(self.features, images, self.rescale_eval_features),
+                          batch_size=self.eval_batch_size,
                           num_workers=self.num_workers, collate_fn=_already_batched,
                           persistent_workers=self.num_workers > 0,
                           multiprocessing_context=worker_context(self.num_workers))

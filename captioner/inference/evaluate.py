@@ -31,9 +31,9 @@ class FeaturesNotFoundError(UserError, FileNotFoundError):
     """No features file to evaluate on."""
 
 
-# What makes features comparable (the file's feature_scale too: the model learned features at that
-# scale); the dataset may differ (train on one, evaluate on another).
-CNN_RECORD_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid", "feature_scale")
+# What makes features comparable; the dataset may differ (train on one, evaluate on another). The
+# file's feature_scale (1/RMS of its first batch) differs with the images: evaluation rescales.
+CNN_RECORD_KEYS = ("cnn", "weights", "input_size", "normalisation", "grid")
 
 
 _COCO_FILE_STEM = re.compile(r"COCO_[a-z]+\d{4}_(\d+)")  # COCO_val2014_000000391895
@@ -85,9 +85,11 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     output = _writable_folder(Path(output) if output else folder.evaluation(split, options.label(),
                                                                             features if given else None))
 
+    # the model learned features x the checkpoint's scale; this file's are x its own
+    rescale = float(expected.get("feature_scale", 1.0)) / float(found.get("feature_scale", 1.0))
     datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
                                    max_caption_length=module.hparams.max_caption_length,
-                                   val_split=split, test_split=split)
+                                   val_split=split, test_split=split, rescale_eval_features=rescale)
     trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                          enable_checkpointing=False, enable_model_summary=False,
                          enable_progress_bar=False)
