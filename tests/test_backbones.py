@@ -4,7 +4,12 @@ import pytest
 import torch
 import torchvision
 
-from captioner.features.backbones import WeightsNotFoundError, build_backbone, weights_source
+from captioner.features.backbones import (
+    WeightsFileError,
+    WeightsNotFoundError,
+    build_backbone,
+    weights_source,
+)
 from tests.conftest import CONF, cnn_settings, python
 
 # Each CNN's grid of regions (rows, columns) at the input sizes its conf/cnn file names, and its
@@ -146,14 +151,25 @@ def test_timm_weights_file_loads_into_inception_resnet_v2(tmp_path):
     torch.testing.assert_close(net.model.conv2d_7b.conv.weight, state["conv2d_7b.conv.weight"])
 
 
-def test_unloadable_timm_weights_say_where_timm_looks(tmp_path):
+@pytest.mark.parametrize("name, size, weights, repository", [
+    ("inception_resnet_v2", 299, "tf_in1k", "inception_resnet_v2.tf_in1k"),
+    # timm's name is not the cnn= name: the cache folder named before did not exist
+    ("efficientnet_lite2", 260, "in1k", "tf_efficientnet_lite2.in1k")])
+def test_unloadable_timm_weights_say_where_timm_looks(tmp_path, name, size, weights, repository):
     # A fresh process, so the Hugging Face hub reads HF_HUB_OFFLINE (as on a machine without network).
     script = ("from captioner.features.backbones import build_backbone\n"
               "from captioner.settings import CnnSettings\n"
-              "build_backbone(CnnSettings('inception_resnet_v2', 299, weights='tf_in1k'))")
+              f"build_backbone(CnnSettings({name!r}, {size}, weights={weights!r}))")
     result = python(tmp_path, "-c", script, check=False,
                     env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0 and "WeightsNotFoundError" in result.stderr
-    folder = tmp_path / "hub" / "models--timm--inception_resnet_v2.tf_in1k"
+    folder = tmp_path / "hub" / f"models--timm--{repository}"
     assert f"{folder}/snapshots/<revision>/model.safetensors" in result.stderr
-    assert "cnn.weights_path=" in result.stderr
+    assert f"repository timm/{repository})" in result.stderr and "cnn.weights_path=" in result.stderr
+
+
+def test_a_damaged_safetensors_file_is_named(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"\xff" * 64)  # a cut download: SafetensorError named no file
+    with pytest.raises(WeightsFileError, match=f"{path}: not a loadable safetensors file"):
+        build_backbone(_cnn("inception_resnet_v2", weights_path=str(path)))

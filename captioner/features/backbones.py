@@ -20,7 +20,7 @@ import torchvision
 from torch import nn
 
 from captioner.errors import ConfigError, UserError
-from captioner.features.efficientnet_lite2 import efficientnet_lite2, packaged_weights, timm_names
+from captioner.features.efficientnet_lite2 import TIMM_MODEL, efficientnet_lite2, packaged_weights, timm_names
 from captioner.features.weights_source import WeightsSource, file_sha256
 from captioner.settings import CnnSettings
 from captioner.settings.choices import TRAINABLE_BLOCKS
@@ -143,6 +143,7 @@ class Architecture:
     packaged_weights: Callable[[], Path] | None = None
     # A weights file's tensor names -> the network's (another implementation's names).
     file_names: Callable[[dict[str, torch.Tensor], Path], dict[str, torch.Tensor]] = _same_names
+    timm_model: str | None = None  # timm's name of the network, where it is not the cnn= name
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -151,7 +152,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet101": Architecture(resnet101_grid, "ResNet101_Weights"),
     "mobilenet_v2": Architecture(mobilenet_v2_grid, "MobileNet_V2_Weights"),
     "inception_resnet_v2": Architecture(inception_resnet_v2_grid, "timm"),
-    "efficientnet_lite2": Architecture(efficientnet_lite2_grid, "timm", packaged_weights, timm_names),
+    "efficientnet_lite2": Architecture(efficientnet_lite2_grid, "timm", packaged_weights, timm_names,
+                                       timm_model=TIMM_MODEL),
 }
 PACKAGED = "package"  # cnn.weights=package: the architecture's weights from an installed package
 
@@ -242,11 +244,12 @@ def _pretrained_timm(arch: Architecture, cnn: CnnSettings) -> nn.Module:
         return arch.build(cnn.weights).eval()
     except Exception as error:  # no network, not in the Hugging Face cache, unknown tag, ...
         hub = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
-        folder = hub / f"models--timm--{cnn.name}.{cnn.weights}"
+        model = f"{arch.timm_model or cnn.name}.{cnn.weights}"
+        folder = hub / f"models--timm--{model}"
         raise WeightsNotFoundError(
-            f"could not load timm weights {cnn.name}.{cnn.weights} ({error}). timm reads them from "
+            f"could not load timm weights {model} ({error}). timm reads them from "
             f"the Hugging Face cache, {folder}/snapshots/<revision>/model.safetensors (the hub "
-            f"repository timm/{cnn.name}.{cnn.weights}); offline, download model.safetensors and set "
+            f"repository timm/{model}); offline, download model.safetensors and set "
             "cnn.weights_path=<file>, or cnn.weights=null for random weights") from error
 
 
@@ -255,7 +258,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        try:
+            return load_file(path)
+        except Exception as error:  # a truncated or corrupt file: SafetensorError names no file
+            raise WeightsFileError(f"{path}: not a loadable safetensors file ({error}); download it "
+                                   "again, or point cnn.weights_path at another file") from error
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a pickled whole model, a TorchScript archive, a truncated file, ...
