@@ -78,6 +78,15 @@ def test_a_truncated_jpeg_is_told_from_a_whole_one_by_its_markers(tmp_path):
     thumbnail = b"Exif\x00\x00" + b"\xff\xd8\xff\xda" + b"\xff\xd9"  # a JPEG inside the APP1 segment
     framed = data[:2] + b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail + data[2:]
     assert jpeg_problem(framed) == "" and "truncated" in jpeg_problem(framed[:-100])
+    # What follows the image (a motion photo's video) is not read: a start-of-scan's bytes in it,
+    # with no end-of-image after them, read as a truncated image before.
+    assert jpeg_problem(data + b"ftypmp42" + b"\x00\xff\xda\x00" * 1000) == ""
+    progressive = tmp_path / "p.jpg"
+    _photo((120, 90), 1).save(progressive, quality=85, progressive=True)  # many scans, tables between
+    data = progressive.read_bytes()
+    assert data.count(b"\xff\xda") > 1 and jpeg_problem(data) == ""
+    assert "truncated" in jpeg_problem(data[: len(data) * 2 // 3])
+    assert "not a JPEG" in jpeg_problem(b"\x89PNG" + data)
 
 
 @pytest.mark.parametrize("size", [64, 150, 224, 260])

@@ -34,7 +34,6 @@ from captioner.worker_processes import worker_context
 # the GPU machine has an older torchvision): say it once, not per batch.
 warnings.filterwarnings("ignore", message=r".*decod.*deprecated", category=UserWarning)
 
-_START_OF_SCAN, _END_OF_IMAGE = b"\xff\xda", b"\xff\xd9"
 
 
 class ImageReadError(UserError, OSError):
@@ -94,15 +93,45 @@ def jpeg_problem(data: bytes) -> str:
     """Why these JPEG bytes cannot be decoded whole ("" if they can, as far as the markers say).
 
     A truncated JPEG decodes without an error in libjpeg and nvjpeg (grey below the cut), so it is
-    caught here: the last scan must be followed by the end-of-image marker. Entropy-coded data
-    never holds 0xFFD9 (0xFF is stuffed), and thumbnails come before the main image's scans.
+    caught here by walking the file's segments from its start to the end-of-image marker: segment
+    lengths skip an EXIF thumbnail, and whatever follows the image (a motion photo's video) is
+    never read. Entropy-coded data holds 0xFF only stuffed (0xFF00) or as a restart marker.
     """
-    scan = data.rfind(_START_OF_SCAN)
-    if scan < 0:
-        return "no image data (no start-of-scan marker)"
-    if data.find(_END_OF_IMAGE, scan) < 0:
-        return "image file is truncated (no end-of-image marker after its last scan)"
-    return ""
+    if not data.startswith(b"\xff\xd8"):
+        return "not a JPEG (no start-of-image marker)"
+    position, scanned = 2, False
+    while True:
+        while position < len(data) and data[position] == 0xFF and position + 1 < len(data) \
+                and data[position + 1] == 0xFF:
+            position += 1  # fill bytes before a marker
+        if position + 1 >= len(data) or data[position] != 0xFF:
+            break  # cut off, or no marker where one must be
+        marker = data[position + 1]
+        if marker == 0xD9:  # end of image
+            return "" if scanned else "no image data (no start-of-scan marker)"
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        if marker < 0xC0:  # no JPEG marker: a broken stream, which the decoder refuses itself
+            return ""
+        if position + 4 > len(data):
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            scanned = True
+            position = _end_of_entropy_data(data, position)
+    return ("image file is truncated (no end-of-image marker after its last scan)" if scanned
+            else "no image data (no start-of-scan marker)")
+
+
+def _end_of_entropy_data(data: bytes, position: int) -> int:
+    """Where the marker after a scan's entropy-coded data starts (len(data) if none does)."""
+    while (position := data.find(b"\xff", position)) >= 0 and position + 1 < len(data):
+        following = data[position + 1]
+        if following != 0x00 and not 0xD0 <= following <= 0xD7 and following != 0xFF:
+            return position
+        position += 1 if following == 0xFF else 2
+    return len(data)
 
 
 class ImageBytes(Dataset):
