@@ -105,6 +105,19 @@ def test_a_bad_decoding_option_is_refused_before_any_image_is_read(model, photos
         model.caption(photos, decode="beam", beam_size=0)
 
 
+@pytest.mark.parametrize("record", [None, {"cnn": "vgg16", "weights": "IMAGENET1K_V1"}])
+def test_a_checkpoint_without_a_usable_cnn_record_is_named(checkpoint, tmp_path, record):
+    # None: another tool's checkpoint, or CaptionModule(cnn=None); a string for weights: an old record.
+    # Before: "error: 'weights'" (a bare KeyError) and a TypeError's traceback.
+    from captioner.features.image_featurizer import CnnNotRebuildableError
+
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    state["hyper_parameters"]["cnn"] = record
+    torch.save(state, tmp_path / "no-cnn.ckpt")
+    with pytest.raises(CnnNotRebuildableError, match=rf"{tmp_path / 'no-cnn.ckpt'}: the record of the CNN"):
+        captioner.Captioner.from_checkpoint(tmp_path / "no-cnn.ckpt")
+
+
 def test_evaluate_checkpoint_returns_the_scores_the_command_prints_and_writes(checkpoint, tmp_path, capsys):
     scores = captioner.evaluate_checkpoint(checkpoint, split="val", meteor=False, output=tmp_path / "api")
     evaluate_main([str(checkpoint), "--split", "val", "--no-meteor", "--output", str(tmp_path / "cli")])

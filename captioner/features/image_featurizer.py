@@ -29,10 +29,16 @@ def cnn_settings(record: dict[str, Any], weights_path: Path | None = None) -> Cn
     A weights file is taken from `weights_path` if given, else from where it was when the
     features were made; either way its sha256 must be the one recorded.
     """
-    source = WeightsSource.from_dict(record["weights"])
-    cnn = {"name": record["cnn"], "input_size": int(record["input_size"]), "mean": tuple(record["mean"]),
-           "std": tuple(record["std"]), "trainable_blocks": int(record.get("trainable_blocks", 0) or 0),
-           **source.cnn_options()}
+    try:
+        source = WeightsSource.from_dict(record["weights"])
+        cnn = {"name": record["cnn"], "input_size": int(record["input_size"]), "mean": tuple(record["mean"]),
+               "std": tuple(record["std"]), "trainable_blocks": int(record.get("trainable_blocks", 0) or 0),
+               **source.cnn_options()}
+    except (KeyError, TypeError, ValueError) as error:  # no record (another tool's checkpoint), an old one
+        missing = f"no {error}" if isinstance(error, KeyError) else str(error)
+        raise CnnNotRebuildableError(
+            f"the record of the CNN that made the training features is missing or unreadable ({missing}); "
+            "captioning new images needs it (a checkpoint trained by this version records it)") from error
     if source.kind == "file":
         cnn["weights_path"] = _weights_file(source, record.get("weights_path") or None, weights_path)
     return CnnSettings(**cnn)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from captioner.errors import ConfigError
 from captioner.features.image_batches import UNREADABLE
-from captioner.features.image_featurizer import ImageFeaturizer
+from captioner.features.image_featurizer import CnnNotRebuildableError, ImageFeaturizer
 from captioner.inference.trained_model import load_trained
 from captioner.model.decoding import DecodeOptions
 from captioner.settings.reading import decode_settings
@@ -83,8 +83,11 @@ class Captioner:
         """
         device = str(usable_device(device))
         module = load_trained(Path(checkpoint)).to(device)
-        featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, device,
-                                     Path(weights_path) if weights_path else None)
+        try:
+            featurizer = ImageFeaturizer(module.hparams.get("cnn") or {}, device,
+                                         Path(weights_path) if weights_path else None)
+        except CnnNotRebuildableError as error:
+            raise CnnNotRebuildableError(f"{checkpoint}: {error}") from error
         return cls(module, featurizer, Path(checkpoint))
 
     @property
