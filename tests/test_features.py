@@ -404,6 +404,28 @@ def test_a_run_names_an_unreadable_image_with_strict_and_writes_no_features(tmp_
     assert not features.exists()
 
 
+def test_a_partial_file_that_skipped_an_image_is_not_finished_under_strict(tmp_path, monkeypatch):
+    """An extraction with dataset.strict=false skipped an image and was cut off; the rerun with
+    strict=true resumed it and finished a file without that image."""
+    from captioner.features.feature_file import FeatureFileWriter
+
+    calibrated = "cnn.calibration_images=4"  # the random CNN's calibration reads the first 4 only
+    lenient = compose_config("dataset.num_images=12", calibrated, data_root=tmp_path)
+    records = load_records("shapes", Path(lenient.dataset.root), lenient.dataset)
+    records[8].path.write_bytes(b"not a jpeg")
+
+    def cut_off(*_args, **_kwargs):
+        raise KeyboardInterrupt  # after the last batch, before the file is finished
+
+    with monkeypatch.context() as patched:
+        patched.setattr(FeatureFileWriter, "finish", cut_off)
+        with pytest.raises(KeyboardInterrupt):
+            ensure_features(settings_of(lenient), records, tmp_path)
+    strict = compose_config("dataset.num_images=12", calibrated, "dataset.strict=true", data_root=tmp_path)
+    with pytest.raises(ImageReadError, match=rf"{records[8].path}: .*skipped by the interrupted extraction"):
+        ensure_features(settings_of(strict), records, tmp_path)
+
+
 def test_features_from_another_cnn_are_refused_when_named(tmp_path, shared_data_root):
     _, vgg_file = prepare(settings_of(compose_config(data_root=shared_data_root)))
     cfg = compose_config("cnn=inception_v3", "cnn.input_size=75", f"features_path={vgg_file}",

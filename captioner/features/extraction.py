@@ -103,6 +103,12 @@ def extract_features(records: Sequence[ImageRecord], out_path: Path, cnn: CnnSet
         start = writer.images_done
         if start:
             log.info("resuming %s at image %d of %d", writer.partial, start, len(records))
+        skipped = json.loads(writer.attr("skipped_images") or "{}")  # by a run with dataset.strict=false
+        if strict and skipped:
+            reason = next(iter(skipped.values()))
+            raise ImageReadError(f"{reason} (skipped by the interrupted extraction in {writer.partial}); "
+                                 "replace or remove the file, or set dataset.strict=false to skip such "
+                                 "images")
         place = decoding_place(cnn.decode, device)
         batches = image_batches([r.path for r in records[start:]], cnn.input_size, cnn.mean, cnn.std,
                                 place, device, batch_size, num_workers, strict)
