@@ -14,7 +14,9 @@ from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK
 
 SPECIALS = SPECIAL_TOKENS
 
-# Like the seed tutorial's Keras filter: lower case, punctuation becomes a word break.
+# The seed tutorial's Keras filter and the apostrophe: lower case, punctuation becomes a word break.
+# coco-caption's PTB words keep "t-shirt" and "'s": the gap costs a human's caption 0.001
+# CIDEr-D on Flickr8k (benchmarks/tokenizer_ceiling.py), kept so earlier checkpoints resume.
 _PUNCTUATION = re.compile(r"[!\"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~']")
 
 
