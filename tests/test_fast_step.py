@@ -150,6 +150,9 @@ def test_resident_features_answer_like_the_file(path):
     got = resident.read(asked)
     assert got.dtype == torch.float16 and got.shape == (4, features.regions, features.channels)
     np.testing.assert_array_equal(got.numpy(), features.read(asked))
+    # an image that is not resident (a val image) is refused: row -1 read the last resident one's
+    with pytest.raises(IndexError, match=rf"images \[{features.splits['val'][0]}\] are not resident"):
+        resident.read([train[0], features.splits["val"][0]])
 
 
 def test_resident_training_batches_match_the_streamed_ones(path):

@@ -40,6 +40,8 @@ class ResidentFeatures:
         row = torch.full((features.num_images,), -1, dtype=torch.long)
         row[torch.from_numpy(images)] = torch.arange(len(images))
         self.row = row.to(self.device)  # image index -> row of `values` (-1: not resident)
+        self.resident = np.zeros(features.num_images, dtype=bool)  # on the host: checked without a sync
+        self.resident[images] = True
         self.values = torch.empty((len(images), features.regions, features.channels),
                                   dtype=torch.float16, device=self.device)
         for start in range(0, len(images), READ_IMAGES):
@@ -49,6 +51,11 @@ class ResidentFeatures:
 
     def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Features (B, R, C) float16 on the device, in the given order."""
-        index = torch.as_tensor(np.asarray(indices, dtype=np.int64)).to(self.device, non_blocking=True)
+        indices = np.asarray(indices, dtype=np.int64)
+        if not self.resident[indices].all():  # row -1 would read the last resident image's features
+            absent = indices[~self.resident[indices]]
+            raise IndexError(f"images {absent[:5].tolist()} are not resident on {self.device} (only the "
+                             "images it was built with are)")
+        index = torch.as_tensor(indices).to(self.device, non_blocking=True)
         rows = self.row[index]
         return self.values[rows]
