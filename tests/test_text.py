@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from captioner.data.vocabulary import Vocabulary, tokenize
@@ -51,3 +52,13 @@ def test_save_and_load_round_trip(tmp_path):
     vocab = Vocabulary.build(["a red circle", "two blue squares"])
     vocab.save(tmp_path / "vocabulary.json")
     assert Vocabulary.load(tmp_path / "vocabulary.json") == vocab
+
+
+def test_a_run_folders_vocabulary_file_loads_and_a_bad_one_is_named(tmp_path):
+    path = tmp_path / "vocabulary.json"
+    Vocabulary.build(["a red circle", "a blue square"]).save(path)
+    assert Vocabulary.load(path).words[-1] in {"red", "circle", "blue", "square"}
+    for text in ("[1, 2]", '{"words": "abc"}', '{"words": [1, 2]}'):  # a bare TypeError before
+        path.write_text(text)
+        with pytest.raises(ValueError, match=f"{path}: not a vocabulary file"):
+            Vocabulary.load(path)

@@ -99,6 +99,9 @@ class Vocabulary:
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
         try:
-            return cls(json.loads(Path(path).read_text())["words"])
-        except (OSError, ValueError, KeyError) as error:
+            words = json.loads(Path(path).read_text())["words"]
+            if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+                raise ValueError("its words are not a list of strings")
+            return cls(words)
+        except (OSError, ValueError, KeyError, TypeError) as error:  # TypeError: not a JSON object
             raise ValueError(f"{path}: not a vocabulary file ({error})") from error
