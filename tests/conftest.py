@@ -231,6 +231,27 @@ def saved_checkpoint(path: Path) -> str | None:
     return hashlib.sha256(data).hexdigest()
 
 
+def on_two_ranks(target, *args) -> dict[int, object]:
+    """`target(rank, address, found, *args)` in two spawned processes, the ranks of a gloo group at
+    `address`; each puts (rank, result) into `found`. Returns {rank: result}; both must exit 0."""
+    import multiprocessing
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    context = multiprocessing.get_context("spawn")
+    found = context.Queue()
+    ranks = [context.Process(target=target, args=(rank, address, found, *args)) for rank in (0, 1)]
+    for process in ranks:
+        process.start()
+    results = dict(found.get(timeout=120) for _ in ranks)
+    for process in ranks:
+        process.join(timeout=30)
+    assert [process.exitcode for process in ranks] == [0, 0]
+    return results
+
+
 def child_processes(pid: int) -> list[int]:
     """The live child processes of `pid` (Linux /proc)."""
     found = []

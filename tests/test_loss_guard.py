@@ -4,14 +4,13 @@ step are kept on the device, and `check` raises only when one was seen."""
 from __future__ import annotations
 
 import math
-import multiprocessing
-import socket
 from typing import Any
 
 import pytest
 import torch
 
 from captioner.training.loss_guard import NonFiniteLossError, NonFiniteLossGuard
+from tests.conftest import on_two_ranks
 
 
 def _observe(guard: NonFiniteLossGuard, losses: list[float], every_step: bool = False) -> None:
@@ -67,17 +66,6 @@ def _check_on_two_ranks(rank: int, address: str, found: Any) -> None:
 def test_under_ddp_one_ranks_bad_loss_stops_every_rank_at_the_same_check():
     # Rank 0 saw only finite losses; alone it would have written weights the gradients' all-reduce
     # had already made NaN, or waited for rank 1 in the next collective.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-    context = multiprocessing.get_context("spawn")
-    found = context.Queue()
-    ranks = [context.Process(target=_check_on_two_ranks, args=(rank, address, found)) for rank in (0, 1)]
-    for process in ranks:
-        process.start()
-    messages = dict(found.get(timeout=120) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=30)
-    assert [process.exitcode for process in ranks] == [0, 0]
+    messages = on_two_ranks(_check_on_two_ranks)
     assert "the training loss is inf at step 2 (found before writing a checkpoint)" in messages[1]
     assert "the training loss is not finite at step 2 (on another rank, found before writing" in messages[0]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import random
-import socket
 from typing import Any
 
 import numpy as np
 import torch
 
 from captioner.training.resumable_state import RandomState
+from tests.conftest import on_two_ranks
 
 
 def _draws() -> tuple[torch.Tensor, np.ndarray, float]:
@@ -34,7 +33,7 @@ def test_random_state_round_trips_every_generator():
     assert again[2] == expected[2]
 
 
-def _save_and_resume_on_two_ranks(rank: int, address: str, file: str, found: Any) -> None:
+def _save_and_resume_on_two_ranks(rank: int, address: str, found: Any, file: str) -> None:
     """One DDP rank (gloo): ranks whose generators differ save (rank 0 writes, as Lightning does),
     draw on, then resume from the file; each must draw again what it drew after the save."""
     import torch.distributed as dist
@@ -58,20 +57,7 @@ def _save_and_resume_on_two_ranks(rank: int, address: str, file: str, found: Any
 
 def test_under_ddp_each_rank_resumes_its_own_random_state(tmp_path):
     # Rank 0's states restored on every rank: rank 1 resumed drawing rank 0's numbers.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-    context = multiprocessing.get_context("spawn")
-    found = context.Queue()
-    file = str(tmp_path / "random_state.pt")
-    ranks = [context.Process(target=_save_and_resume_on_two_ranks, args=(rank, address, file, found))
-             for rank in (0, 1)]
-    for process in ranks:
-        process.start()
-    resumed = dict(found.get(timeout=120) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=30)
-    assert [process.exitcode for process in ranks] == [0, 0]
+    resumed = on_two_ranks(_save_and_resume_on_two_ranks, str(tmp_path / "random_state.pt"))
     assert resumed == {0: True, 1: True}
 
 
