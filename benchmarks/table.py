@@ -16,6 +16,19 @@ def print_table(rows: list[tuple[str, str]]) -> None:
         print(f"| {key:<{width}} | {value} |")
 
 
+class StreamedTable:
+    """The same table, each row printed (and flushed) as it is measured: a benchmark killed at its
+    time limit keeps the rows it finished (benchmarks/gpu.sh keeps a stage's `|` lines)."""
+
+    def __init__(self, width: int = 44) -> None:
+        self.width = width
+        print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|", flush=True)
+
+    def append(self, row: tuple[str, str]) -> None:
+        key, value = row
+        print(f"| {key:<{self.width}} | {value} |", flush=True)
+
+
 def machine_row() -> tuple[str, str]:
     return ("machine", f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
 

@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from table import machine_row, print_table  # noqa: E402  (benchmarks/ is on sys.path)
+from table import StreamedTable, machine_row  # noqa: E402  (benchmarks/ is on sys.path)
 
 from captioner.model import CaptionDecoder  # noqa: E402
 from captioner.model.compiled import CompiledForward, compiled_graphs, gradients_match  # noqa: E402
@@ -283,8 +283,11 @@ def main() -> None:
              ) if args.modes == "auto" else args.modes.split(",")
     peak, peak_how = (cpu_peak_gflops() if device.type == "cpu" else (float("nan"), "see the GPU's sheet"))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else machine_row()[1]
-    rows = [("machine", name), ("torch", f"{torch.__version__}, {torch.get_num_threads()} threads"),
-            ("settings", ", ".join(f"{k} {v}" for k, v in SETTINGS.items()) + f"; batch {args.batch}")]
+    rows = StreamedTable()  # a stage cut off at its time limit keeps what it measured
+    for row in [("machine", name), ("torch", f"{torch.__version__}, {torch.get_num_threads()} threads"),
+                ("settings", ", ".join(f"{k} {v}" for k, v in SETTINGS.items()) + f"; batch {args.batch}"),
+                ("command", "python benchmarks/training_step.py " + " ".join(sys.argv[1:]))]:
+        rows.append(row)
     if device.type == "cpu":
         rows.append(("fp32 peak (lscpu)", f"{peak:.0f} GFLOP/s = {peak_how}"))
     if args.check:
@@ -322,8 +325,6 @@ def main() -> None:
                 rate = loader_alone(path, placement, device, args.loader_batches)
                 where = f" on {device.type}" if placement == "resident" else ""
                 rows.append((f"loader alone, {placement}{where}", f"{rate:,.0f} captions/s"))
-    rows.append(("command", "python benchmarks/training_step.py " + " ".join(sys.argv[1:])))
-    print_table(rows)
 
 
 if __name__ == "__main__":

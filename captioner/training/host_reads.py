@@ -64,6 +64,8 @@ class HostReads(TorchFunctionMode):
         self.per_step: dict[int, Counter[str]] = defaultdict(Counter)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if torch.compiler.is_compiling():  # traced into a graph: no host read, and no Python to trace
+            return func(*args, **(kwargs or {}))
         if self.step is not None:
             name = getattr(func, "__name__", "")
             if name in READS:
