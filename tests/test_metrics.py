@@ -78,6 +78,21 @@ def test_python_tokenizer_matches_ptb_on_ordinary_captions():
     assert [simple_ptb_tokenize(c) for c in captions] == [ptb[i][0] for i in range(len(captions))]
 
 
+def test_a_pycocoevalcap_without_its_jars_scores_in_python_without_meteor(monkeypatch):
+    # The GPU machine's staged pycocoevalcap has no jars; where Java was installed the PTB
+    # tokenizer's "could not find main class" failed the run.
+    import pycocoevalcap.meteor.meteor as meteor_module
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb_module
+
+    results = {k: refs[0] for k, refs in REFERENCES.items()}
+    whole = score_captions(results, REFERENCES)
+    monkeypatch.setattr(ptb_module, "STANFORD_CORENLP_3_4_1_JAR", "left-out.jar")
+    monkeypatch.setattr(meteor_module, "METEOR_JAR", "left-out.jar")
+    trimmed = score_captions(results, REFERENCES)
+    assert "meteor" in whole and "meteor" not in trimmed
+    assert trimmed == pytest.approx({k: v for k, v in whole.items() if k != "meteor"}, abs=1e-9)
+
+
 HARD_CAPTIONS = ["A boy in a t-shirt on a snow-covered hill .", "It is 3.5 m tall , 1,000 people , 5:30 pm",
                  "Made in the U.S. by Mr. Smith Jr. for U. Miami", "I cannot go , they're gonna win",
                  "a <unk> dog near a statefarm.com sign", "a slip 'n' slide at five o'clock",

@@ -49,6 +49,25 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
+def _bundled_jar(module: str, constant: str) -> Path | None:
+    """The jar pycocoevalcap ships beside `module` (named by its `constant`), or None where the
+    install left it out (a trimmed copy, as the GPU machine's staged packages are)."""
+    import importlib
+
+    found = importlib.import_module(module)
+    jar = Path(found.__file__).with_name(getattr(found, constant))
+    return jar if jar.is_file() else None
+
+
+def java_ptb_available() -> bool:
+    return java_available() and _bundled_jar("pycocoevalcap.tokenizer.ptbtokenizer",
+                                             "STANFORD_CORENLP_3_4_1_JAR") is not None
+
+
+def java_meteor_available() -> bool:
+    return java_available() and _bundled_jar("pycocoevalcap.meteor.meteor", "METEOR_JAR") is not None
+
+
 def simple_ptb_tokenize(text: str) -> str:
     """The PTB tokenizer's output on ordinary captions, without Java (on Flickr8k's 40,455
     captions, tested where Java is installed: equal for all but a handful)."""
@@ -97,7 +116,7 @@ def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """PTB-tokenize every caption (Java's Stanford tokenizer when available)."""
     keys = [key for key, texts in captions.items() for _ in texts]
     sentences = [text for texts in captions.values() for text in texts]
-    tokenizer = java_ptb_tokenize if java_available() else _simple_ptb_tokenize_all
+    tokenizer = java_ptb_tokenize if java_ptb_available() else _simple_ptb_tokenize_all
     tokens = tokenizer(sentences)
     tokenized: dict[Any, list[str]] = {key: [] for key in captions}
     for key, text in zip(keys, tokens, strict=True):
@@ -152,8 +171,9 @@ def _discard_meteor(meteor: Any) -> None:
 
 @functools.cache
 def _warn_no_java() -> None:
-    log.warning("java not found on PATH: METEOR is left out and captions are tokenized in Python; "
-                "install a Java runtime (e.g. apt-get install default-jre) for the full metric set")
+    log.warning("java or pycocoevalcap's METEOR jar not found: METEOR is left out (and, without Java, "
+                "captions are tokenized in Python); install a Java runtime (e.g. apt-get install "
+                "default-jre) and pycocoevalcap whole for the full metric set")
 
 
 def score_captions(results: Mapping[Any, str], references: Mapping[Any, Sequence[str]],
@@ -193,7 +213,7 @@ def score_captions_per_image(results: Mapping[Any, str], references: Mapping[Any
     scores["cider"] = float(cider)
     each = {key: {"cider": float(value), "bleu_counts": bleu_counts(res[key][0], gts[key])}
             for key, value in zip(gts, cider_per_image, strict=True)} if per_image else {}
-    if meteor and java_available():
+    if meteor and java_meteor_available():
         scores["meteor"] = meteor_score(gts, res)
     elif meteor:
         _warn_no_java()
