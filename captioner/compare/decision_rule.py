@@ -70,7 +70,9 @@ class DecisionRule:
                    "images' part once). ")
                 + ("Holm's correction runs over both tests of every verdict in this report at once "
                    "(no difference; a difference beyond the margin), counting at most one of a "
-                   "comparison's two as possibly true (Shaffer)."
+                   "comparison's two as possibly true (Shaffer). The intervals shown are each "
+                   "comparison's own, uncorrected: one that leaves out 0 beside \"inconclusive\" is a "
+                   "word the correction took back."
                    if self.correction == "holm" else "No correction for multiple verdicts."))
 
 
