@@ -133,6 +133,18 @@ def test_features_of_the_same_cnn_at_another_scale_are_rescaled_to_the_checkpoin
                         meteor=False)
     assert (tmp_path / "b" / "results.json").read_text() == (tmp_path / "a" / "results.json").read_text()
     assert rescaled["scores"] == expected["scores"]
+    # a checkpoint that records no CNN: its features are taken as they are (not x 1/the file's scale)
+    state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+    del state["hyper_parameters"]["cnn"]
+    torch.save(state, tmp_path / "no-record.ckpt")
+    evaluate(tmp_path / "no-record.ckpt", features=original, split="val", output=tmp_path / "c",
+             accelerator="cpu", meteor=False)
+    assert (tmp_path / "c" / "results.json").read_text() == (tmp_path / "a" / "results.json").read_text()
+    # the same random CNN on other images is another network: normalised on those
+    other = prepare(settings_of(compose_config("dataset.num_images=70", "dataset.seed=5",
+                                               data_root=tmp_path / "data")))[1]
+    with pytest.raises(CheckpointError, match="calibration_paths: the checkpoint's random CNN"):
+        evaluate(checkpoint, features=other, split="val", accelerator="cpu", meteor=False)
 
 
 def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():

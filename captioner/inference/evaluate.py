@@ -73,6 +73,10 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     channels = int(module.hparams.feature_dim)
     if module.top is None and file.shape[2] != channels:  # also where the checkpoint records no CNN
         differences.append(f"channels: checkpoint {channels}, features {file.shape[2]}")
+    calibrated_on = expected.get("calibration_paths")  # a random CNN's: normalised on these images
+    if calibrated_on and calibrated_on != found.get("calibration_paths"):  # another network
+        differences.append("calibration_paths: the checkpoint's random CNN was normalised on other "
+                           "image files than this file's")
     if int(expected.get("trainable_blocks", 0) or 0) != int(found.get("trainable_blocks", 0) or 0):
         differences.append(f"trainable_blocks: checkpoint {expected.get('trainable_blocks', 0)}, features "
                            f"{found.get('trainable_blocks', 0)}")
@@ -85,8 +89,10 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     output = _writable_folder(Path(output) if output else folder.evaluation(split, options.label(),
                                                                             features if given else None))
 
-    # the model learned features x the checkpoint's scale; this file's are x its own
-    rescale = float(expected.get("feature_scale", 1.0)) / float(found.get("feature_scale", 1.0))
+    # the model learned features x the checkpoint's scale; this file's are x its own (a checkpoint
+    # that records no CNN: taken as it is)
+    rescale = (float(expected["feature_scale"]) / float(found.get("feature_scale", 1.0))
+               if "feature_scale" in expected else 1.0)
     datamodule = CaptionDataModule(features, eval_batch_size=batch_size, vocabulary=module.vocabulary,
                                    max_caption_length=module.hparams.max_caption_length,
                                    val_split=split, test_split=split, rescale_eval_features=rescale)
