@@ -87,6 +87,9 @@ def test_a_truncated_jpeg_is_told_from_a_whole_one_by_its_markers(tmp_path):
     assert data.count(b"\xff\xda") > 1 and jpeg_problem(data) == ""
     assert "truncated" in jpeg_problem(data[: len(data) * 2 // 3])
     assert "not a JPEG" in jpeg_problem(b"\x89PNG" + data)
+    # stray bytes before a marker (libjpeg and PIL skip them): judged by the last scan, as before
+    strayed = data[:2] + b"\x00\x00" + data[2:]
+    assert jpeg_problem(strayed) == "" and "truncated" in jpeg_problem(strayed[:-2])
 
 
 @pytest.mark.parametrize("size", [64, 150, 224, 260])

@@ -104,8 +104,12 @@ def jpeg_problem(data: bytes) -> str:
         while position < len(data) and data[position] == 0xFF and position + 1 < len(data) \
                 and data[position + 1] == 0xFF:
             position += 1  # fill bytes before a marker
-        if position + 1 >= len(data) or data[position] != 0xFF:
-            break  # cut off, or no marker where one must be
+        if position + 1 >= len(data):
+            break  # cut off
+        if data[position] != 0xFF or data[position + 1] == 0xD8:
+            # Stray bytes where a marker belongs (libjpeg skips them with a warning), a second
+            # start-of-image: the structure is lost; judge by the last scan, as before the walk.
+            return _ends_after_its_last_scan(data)
         marker = data[position + 1]
         if marker == 0xD9:  # end of image
             return "" if scanned else "no image data (no start-of-scan marker)"
@@ -122,6 +126,15 @@ def jpeg_problem(data: bytes) -> str:
             position = _end_of_entropy_data(data, position)
     return ("image file is truncated (no end-of-image marker after its last scan)" if scanned
             else "no image data (no start-of-scan marker)")
+
+
+def _ends_after_its_last_scan(data: bytes) -> str:
+    scan = data.rfind(b"\xff\xda")
+    if scan < 0:
+        return "no image data (no start-of-scan marker)"
+    if data.find(b"\xff\xd9", scan) < 0:
+        return "image file is truncated (no end-of-image marker after its last scan)"
+    return ""
 
 
 def _end_of_entropy_data(data: bytes, position: int) -> int:
