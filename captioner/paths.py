@@ -60,8 +60,11 @@ def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
     block ends without an error they replace `folder`'s files of the same names, `last` (the file
     that names the others) last; an error leaves `folder` as it was. Files only, no subfolders."""
     folder = Path(folder)
-    staging = folder / f".{last}.set.partial"
-    shutil.rmtree(staging, ignore_errors=True)  # a set an earlier, killed writer left
+    for left in folder.glob(f".{last}.set.partial-*"):  # sets earlier, killed writers left
+        if not _process_alive(int(left.name.rsplit("-", 1)[1])):
+            shutil.rmtree(left, ignore_errors=True)
+    staging = folder / f".{last}.set.partial-{os.getpid()}"  # its own: two writers at once keep apart
+    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         yield staging
@@ -74,3 +77,13 @@ def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
     with contextlib.suppress(OSError):
         sync_to_disk(folder)
     staging.rmdir()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -78,12 +78,15 @@ def test_a_report_cut_off_midway_leaves_the_last_whole_one(sweep, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         write_report(sweep, collect_runs(sweep))
     assert {p.name: p.read_bytes() for p in sweep.iterdir() if p.is_file()} == written
-    assert not [p for p in sweep.iterdir() if p.name.endswith(".partial")]  # no staging left behind
+    assert not [p for p in sweep.iterdir() if ".partial" in p.name]  # no staging left behind
+
+    (sweep / ".report.md.set.partial-4194999").mkdir()  # a writer killed midway (no such process)
 
     monkeypatch.undo()
     report = write_report(sweep, collect_runs(sweep)).read_text()
     assert "| 4 | cnn=resnet101 rnn=lstm | completed |" in report
     assert (sweep / "report.html").read_bytes() != written["report.html"]  # the page followed
+    assert not [p for p in sweep.iterdir() if ".partial" in p.name]  # the killed writer's set is gone
 
 
 def test_the_console_table_has_a_header_for_every_column(sweep, capsys):
