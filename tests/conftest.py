@@ -245,9 +245,15 @@ def on_two_ranks(target, *args) -> dict[int, object]:
     ranks = [context.Process(target=target, args=(rank, address, found, *args)) for rank in (0, 1)]
     for process in ranks:
         process.start()
-    results = dict(found.get(timeout=120) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=30)
+    try:
+        results = dict(found.get(timeout=120) for _ in ranks)
+        for process in ranks:
+            process.join(timeout=30)
+    finally:  # a rank that died leaves the other waiting in a collective: end both
+        for process in ranks:
+            if process.is_alive():
+                process.kill()
+                process.join()
     assert [process.exitcode for process in ranks] == [0, 0]
     return results
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,13 +42,17 @@ def _save_and_resume_on_two_ranks(rank: int, address: str, found: Any, file: str
     dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
     try:
         _seed_all(100 + rank)  # as after batches of other lengths on each rank
-        saved = RandomState().state_dict()  # a collective: every rank saves
+        state = RandomState()
+        state.setup(SimpleNamespace(world_size=2), None, "fit")  # what it reads of its Trainer
+        saved = state.state_dict()  # a collective: every rank saves
         if rank == 0:
             torch.save(saved, file)
         expected = _draws()
         dist.barrier()
         _seed_all(9)
-        RandomState().load_state_dict(torch.load(file, weights_only=True))  # every rank reads rank 0's file
+        resumed = RandomState()
+        resumed.setup(SimpleNamespace(world_size=2), None, "fit")  # Lightning sets up, then restores
+        resumed.load_state_dict(torch.load(file, weights_only=True))  # every rank reads rank 0's file
         again = _draws()
         found.put((rank, torch.equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
                    and again[2] == expected[2]))
@@ -59,6 +64,28 @@ def test_under_ddp_each_rank_resumes_its_own_random_state(tmp_path):
     # Rank 0's states restored on every rank: rank 1 resumed drawing rank 0's numbers.
     resumed = on_two_ranks(_save_and_resume_on_two_ranks, str(tmp_path / "random_state.pt"))
     assert resumed == {0: True, 1: True}
+
+
+def _alone_in_an_outside_group(rank: int, address: str, found: Any) -> None:
+    """A process group made outside Lightning, each process with a Trainer of its own (one rank):
+    a save must not gather across the group (saves at other times would hang)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+    try:
+        state = RandomState()
+        state.setup(SimpleNamespace(world_size=1), None, "fit")
+        if rank == 0:  # rank 1 never saves: a gather would wait for it forever
+            found.put((rank, "ranks" not in state.state_dict()))
+        else:
+            found.put((rank, True))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_trainer_of_one_rank_inside_an_outside_process_group_saves_alone():
+    assert on_two_ranks(_alone_in_an_outside_group) == {0: True, 1: True}
 
 
 def test_a_resume_on_another_number_of_ranks_takes_rank_0s_states_and_says_so(caplog):

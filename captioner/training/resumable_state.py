@@ -41,9 +41,15 @@ class RandomState(Callback):
     on another number of ranks takes rank 0's, as before.
     """
 
+    def __init__(self) -> None:
+        self._world = 1  # the Trainer's ranks (not whatever process group exists outside it)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._world = trainer.world_size
+
     def state_dict(self) -> dict[str, Any]:
         state = _own_states()
-        world = _world_size()
+        world = self._world if _world_size() == self._world else 1
         if world > 1:
             ranks: list[Any] = [None] * world
             torch.distributed.all_gather_object(ranks, state)
@@ -54,7 +60,7 @@ class RandomState(Callback):
         if not state:
             return
         ranks = state.get("ranks")
-        world = _world_size()
+        world = self._world if _world_size() == self._world else 1
         if ranks is not None and len(ranks) == world:
             state = ranks[torch.distributed.get_rank() if world > 1 else 0]
         elif ranks is not None or world > 1:
