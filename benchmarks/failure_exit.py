@@ -86,7 +86,11 @@ def main(overrides: list[str]) -> None:
             tail = [*tail[-20:], line]
             if seen is None and ERROR in line:
                 seen = time.monotonic()
-        status, ended = process.poll(), time.monotonic()
+        ended = time.monotonic()
+        try:  # the pipe closes a moment before the process can be reaped
+            status = process.wait(timeout=5 if seen is None or time.monotonic() - seen <= HANG_S else 0.1)
+        except subprocess.TimeoutExpired:
+            status = None
         hung = []
         if status is None:  # still running after its error: what it waits in, then end it all
             hung = [threads_of(entry) for entry in processes_marked(marker)]
@@ -98,7 +102,8 @@ def main(overrides: list[str]) -> None:
             time.sleep(5)
         left = processes_marked(marker)
     exited = (f"{status} (1 expected: a failed run)" if status is not None
-              else f"still running {HANG_S} s after its error: killed")
+              else f"still running {HANG_S} s after its error: killed" if seen
+              else f"still running after {TOTAL_S} s, no error seen: killed")
     rows = [machine_row(), ("command", " ".join(["python train.py", *command[2:]])),
             ("exit status", exited),
             ("error to exit", f"no {ERROR} in the output" if not seen

@@ -263,6 +263,9 @@ def test_two_runs_started_together_get_their_own_folders(tmp_path, shared_data_r
     # the datasets' own options (a traceback and exit 1 before; the shapes generator left its
     # half-written folder behind)
     (["dataset.captions_per_image=8"], "dataset.captions_per_image=8: the generator has 7 caption templates"),
+    # refused while generating: the staging folder is removed
+    pytest.param(["dataset.split_fractions={train: 0.5, val: 0.1, test: 0.1}"],
+                 "dataset.split_fractions must give train/val/test summing to 1", marks=pytest.mark.slow),
     pytest.param(["dataset=flickr8k", "dataset.layout=offical", "dataset.root=.", "cnn.weights=null"],
                  "dataset.layout='offical': expected auto, official, csv or karpathy",
                  marks=pytest.mark.slow),

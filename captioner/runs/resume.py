@@ -5,6 +5,7 @@ Each candidate file is read once (its CheckpointRecord); Lightning's fit loads t
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 from captioner.data.vocabulary import Vocabulary
@@ -27,10 +28,11 @@ def _comparable(overrides: list[str]) -> list[str]:
     return sorted(o for o in overrides if not o.startswith(IGNORED_OVERRIDES))
 
 
-def _age_order(path: Path) -> tuple[int, str]:
-    """Oldest first. Some file systems keep whole seconds: within one, the path decides (run folders
-    are named by their start time, best checkpoints by their epoch)."""
-    return path.stat().st_mtime_ns, str(path)
+def _age_order(path: Path) -> tuple[int, list[int | str]]:
+    """Oldest first. Some file systems keep whole seconds: within one, the path decides, numbers as
+    numbers (run folders are named by their start time, best checkpoints by their epoch: 100 > 99)."""
+    return path.stat().st_mtime_ns, [int(part) if part.isdigit() else part
+                                     for part in re.split(r"(\d+)", str(path))]
 
 
 def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list[str],
