@@ -10,10 +10,9 @@ import resource
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:
-    width = max(len(key) for key, _ in rows)
-    print(f"| {'what':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    table = StreamedTable(max(len(key) for key, _ in rows))
+    for row in rows:
+        table.append(row)
 
 
 class StreamedTable:

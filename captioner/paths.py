@@ -61,7 +61,7 @@ def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
     that names the others) last; an error leaves `folder` as it was. Files only, no subfolders."""
     folder = Path(folder)
     for left in folder.glob(f".{last}.set.partial-*"):  # sets earlier, killed writers left
-        if not _process_alive(int(left.name.rsplit("-", 1)[1])):
+        if not process_alive(int(left.name.rsplit("-", 1)[1])):
             shutil.rmtree(left, ignore_errors=True)
     staging = folder / f".{last}.set.partial-{os.getpid()}"  # its own: two writers at once keep apart
     shutil.rmtree(staging, ignore_errors=True)
@@ -79,7 +79,8 @@ def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
     staging.rmdir()
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is alive (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

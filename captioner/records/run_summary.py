@@ -8,13 +8,12 @@ they lack take the defaults below.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from captioner.paths import write_atomically
+from captioner.paths import process_alive, write_atomically
 
 # running | completed | failed | preempted (a run writes these); the report adds killed and missing
 STATUSES = ("running", "completed", "failed", "preempted")
@@ -64,13 +63,7 @@ class RunSummary:
         told from here (no pid recorded, or another machine's process)."""
         if not isinstance(self.pid, int) or self.host != socket.gethostname():
             return None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process
-            return True
-        return True
+        return process_alive(self.pid)
 
     @property
     def uncommitted_changes(self) -> bool:

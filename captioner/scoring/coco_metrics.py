@@ -89,7 +89,9 @@ def java_ptb_tokenize(sentences: Sequence[str]) -> list[str]:
     """
     from pycocoevalcap.tokenizer import ptbtokenizer
 
-    jar = Path(ptbtokenizer.__file__).with_name(ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR)
+    jar = _bundled_jar("pycocoevalcap.tokenizer.ptbtokenizer", "STANFORD_CORENLP_3_4_1_JAR")
+    if jar is None:
+        raise RuntimeError("pycocoevalcap was installed without its PTB tokenizer's jar")
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt") as text:
         # one line per sentence: Java also breaks lines at \r, U+2028 and U+2029, and one extra
         # line would pair every later reference with the wrong image

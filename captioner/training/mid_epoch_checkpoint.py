@@ -78,6 +78,10 @@ class MidEpochCheckpoint(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_on_signal(trainer, pl_module, ending=True)  # after the last checkpoint, before any test
 
+    def _received(self) -> int:
+        """The signal this process received (0: none)."""
+        return (self.signals.received if self.signals is not None else None) or 0
+
     def state_dict(self) -> dict[str, Any]:
         return {"fit_ended": self._fit_ended}
 
@@ -88,8 +92,7 @@ class MidEpochCheckpoint(Callback):
                         ending: bool = False) -> None:
         """Between epochs: stop on a signal that came at the last batch or during validation, with
         the epoch-end checkpoint to resume from. Under DDP every rank stops (one agreement)."""
-        signum = agreed_signal(trainer, self._stop_after_epoch
-                               or (self.signals.received if self.signals is not None else None) or 0)
+        signum = agreed_signal(trainer, self._stop_after_epoch or self._received())
         if not signum:
             return
         if ending and trainer.should_stop:  # early stopping ended the fit (every rank alike)
@@ -106,7 +109,7 @@ class MidEpochCheckpoint(Callback):
         last = batch_idx + 1 == trainer.num_training_batches
         due = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
         due = due and not last  # the epoch's last batch is followed by validation and ModelCheckpoint's save
-        signum = (self.signals.received if self.signals is not None else None) or 0
+        signum = self._received()
         if trainer.world_size > 1:  # every rank saves (rank 0 writes) and stops together
             # and at the last batch: whether to save now or stop after the epoch is decided alike
             if batch_idx < self._next_agreement and not last:
@@ -147,7 +150,7 @@ class MidEpochCheckpoint(Callback):
                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         # SIGTERM reaches Lightning's own handler too, which stops the test on every rank; SIGINT
         # only ours (one process: under DDP the run stops after the test instead).
-        received = self.signals.received if self.signals is not None else None
+        received = self._received()
         if received and trainer.world_size == 1:
             raise Preempted(received, str(self.path) if self.path.is_file() else None)
 

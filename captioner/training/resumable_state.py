@@ -47,9 +47,13 @@ class RandomState(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._world = trainer.world_size
 
+    def _ranks(self) -> int:
+        """The Trainer's ranks where they are the process group's, else 1."""
+        return self._world if _world_size() == self._world else 1
+
     def state_dict(self) -> dict[str, Any]:
         state = _own_states()
-        world = self._world if _world_size() == self._world else 1
+        world = self._ranks()
         if world > 1:
             ranks: list[Any] = [None] * world
             torch.distributed.all_gather_object(ranks, state)
@@ -60,7 +64,7 @@ class RandomState(Callback):
         if not state:
             return
         ranks = state.get("ranks")
-        world = self._world if _world_size() == self._world else 1
+        world = self._ranks()
         if ranks is not None and len(ranks) == world:
             state = ranks[torch.distributed.get_rank() if world > 1 else 0]
         elif ranks is not None or world > 1:
