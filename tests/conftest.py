@@ -235,11 +235,12 @@ def on_two_ranks(target, *args) -> dict[int, object]:
     """`target(rank, address, found, *args)` in two spawned processes, the ranks of a gloo group at
     `address`; each puts (rank, result) into `found`. Returns {rank: result}; both must exit 0."""
     import multiprocessing
-    import socket
+    import tempfile
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    # A file store, not a probed TCP port: another process could take a port between the probe
+    # and the ranks' bind. The file must not exist yet; the folder goes with the test.
+    rendezvous = Path(tempfile.mkdtemp(prefix="two-ranks-"))
+    address = f"file://{rendezvous / 'store'}"
     context = multiprocessing.get_context("spawn")
     found = context.Queue()
     ranks = [context.Process(target=target, args=(rank, address, found, *args)) for rank in (0, 1)]
@@ -254,6 +255,7 @@ def on_two_ranks(target, *args) -> dict[int, object]:
             if process.is_alive():
                 process.kill()
                 process.join()
+        shutil.rmtree(rendezvous, ignore_errors=True)
     assert [process.exitcode for process in ranks] == [0, 0]
     return results
 
