@@ -360,6 +360,27 @@ def test_a_signal_as_early_stopping_ends_the_fit_resumes_to_no_further_epoch(tin
     assert resumed.status == "completed" and [e["epoch"] for e in resumed.history] == [0, 1]
 
 
+@pytest.mark.slow
+def test_a_signal_in_the_test_after_early_stopping_resumes_to_no_further_epoch(tiny_cfg, tmp_path,
+                                                                               monkeypatch):
+    # Early stopping ended the fit at epoch 1 and the epoch's last.ckpt was written then; a signal
+    # (or a kill -9) in the test came after it. Lightning does not save `should_stop`, and the
+    # resume from that last.ckpt trained epoch 2.
+    from captioner.training.module import CaptionModule
+
+    original = CaptionModule.on_test_epoch_start
+    _signal_self_before(monkeypatch, CaptionModule, "on_test_epoch_start")
+    with open_dict(tiny_cfg):
+        tiny_cfg.model.lr, tiny_cfg.trainer.max_epochs, tiny_cfg.early_stopping.patience = 1e-12, 5, 1
+    with pytest.raises(Preempted):
+        run(tiny_cfg, tmp_path / "run")
+    monkeypatch.setattr(CaptionModule, "on_test_epoch_start", original)
+    with open_dict(tiny_cfg):
+        tiny_cfg.ckpt_path = "last"
+    resumed = run(tiny_cfg, tmp_path / "run")
+    assert resumed.status == "completed" and [e["epoch"] for e in resumed.history] == [0, 1]
+
+
 def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():
     assert batches_until_next_agreement(None) == 1  # pace not known yet: agree again after one batch
     assert batches_until_next_agreement(0.006) == 166  # a 6 ms compiled GPU step

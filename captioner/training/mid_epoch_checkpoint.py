@@ -59,9 +59,14 @@ class MidEpochCheckpoint(Callback):
         self._next_agreement = 0  # DDP: the batch (of this epoch) at which the ranks next agree
         self._agreed_at: tuple[int, float] | None = None  # (batch, time) of the last agreement
         self._stop_after_epoch = 0  # a signal at the last batch: stop once the epoch's checkpoint is written
-        # Early stopping ended the fit as a signal stopped the run: kept in last.ckpt, so that the resume
-        # ends its fit at once too (Lightning does not save `should_stop`; it trained another epoch).
+        # Early stopping ended the fit: kept in every checkpoint written after that (the epoch's
+        # last.ckpt, one written as a signal stopped the run), so that a resume from it ends its fit
+        # at once too (Lightning does not save `should_stop`; the resume trained another epoch).
         self._fit_ended = False
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer  # state_dict() is asked without it
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
@@ -83,7 +88,8 @@ class MidEpochCheckpoint(Callback):
         return (self.signals.received if self.signals is not None else None) or 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fit_ended": self._fit_ended}
+        stopped = self._trainer is not None and self._trainer.should_stop
+        return {"fit_ended": self._fit_ended or stopped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._fit_ended = bool(state_dict.get("fit_ended", False))
@@ -96,9 +102,7 @@ class MidEpochCheckpoint(Callback):
         if not signum:
             return
         if ending and trainer.should_stop:  # early stopping ended the fit (every rank alike)
-            self._fit_ended = True
-            trainer.save_checkpoint(self.path)
-            self._fit_ended = False
+            trainer.save_checkpoint(self.path)  # records that (state_dict)
         raise Preempted(signum, str(self.path) if self.path.is_file() else None)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
