@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import (
 from captioner.records.run_folder import RunFolder
 from captioner.settings import RunSettings
 from captioner.trainer_setup.progress_bar import ProgressBar
+from captioner.trainer_setup.resumable_checkpoint import ResumableCheckpoint
 from captioner.training.mid_epoch_checkpoint import MidEpochCheckpoint
 from captioner.training.preemption import PreemptionSignals
 from captioner.training.progress_lines import ProgressLines
@@ -47,14 +48,14 @@ class RunCallbacks:
 def run_callbacks(settings: RunSettings, folder: RunFolder, signals: PreemptionSignals,
                   with_loggers: bool) -> RunCallbacks:
     terminal = sys.stdout.isatty()
-    best = ModelCheckpoint(dirpath=folder.checkpoints, filename="best-epoch{epoch:02d}",
-                           monitor="val/cider", mode="max", auto_insert_metric_name=False)
+    best = ResumableCheckpoint(dirpath=folder.checkpoints, filename="best-epoch{epoch:02d}",
+                               monitor="val/cider", mode="max", auto_insert_metric_name=False)
     # Lightning 2.6's save_last writes last.ckpt only at epochs that improved the monitored
     # score, so a resume would repeat every epoch since the best: a second, unmonitored
     # callback rewrites last.ckpt after every validation (listed after `best`, so the best
     # score it records is current).
-    latest = ModelCheckpoint(dirpath=folder.checkpoints, filename=folder.last_checkpoint.stem,
-                             monitor=None, save_top_k=1, enable_version_counter=False)
+    latest = ResumableCheckpoint(dirpath=folder.checkpoints, filename=folder.last_checkpoint.stem,
+                                 monitor=None, save_top_k=1, enable_version_counter=False)
     history = ValidationHistory()
     every = settings.checkpoint_every_minutes
     callbacks: list[Callback] = [
