@@ -73,6 +73,28 @@ def test_the_top_learns_from_the_decoders_loss_while_batchnorm_keeps_its_statist
     assert not torch.equal(state["top.blocks.0.1.1.weight"], pretrained["features.18.1.weight"])  # BN affine
 
 
+def test_the_tops_dropout_trains_during_the_fit_and_rests_when_captioning(top_run, weights_file, tmp_path,
+                                                                        monkeypatch):
+    # CnnTop used to start (and so train) in eval mode: `model.top_dropout` did nothing.
+    from captioner.model.cnn_top import CnnTop
+
+    seen = []
+    original = CnnTop.forward
+
+    def recording(top, regions):
+        batchnorm = [m.training for m in top.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        seen.append((torch.is_grad_enabled(), top.dropout.training, any(batchnorm)))
+        return original(top, regions)
+
+    monkeypatch.setattr(CnnTop, "forward", recording)
+    run(top_config(weights_file, top_run.parent / "data", "trainer.max_epochs=1", "model.top_dropout=0.5"),
+        run_dir=tmp_path / "run", base_dir=tmp_path)
+    training = [dropout for grad, dropout, _ in seen if grad]
+    assert training and all(training)
+    assert not any(dropout for grad, dropout, _ in seen if not grad)  # validation, test
+    assert not any(batchnorm for *_, batchnorm in seen)  # ImageNet statistics, always
+
+
 def test_a_fine_tuned_top_captions_new_images_as_training_and_evaluate_do(top_run):
     import captioner
     from captioner.inference.evaluate import evaluate

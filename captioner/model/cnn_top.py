@@ -22,7 +22,9 @@ class CnnTop(nn.Module):
         self.input_scale = float(input_scale)
         self.output_scale = float(output_scale)
         self.dropout = nn.Dropout(dropout)
-        self.train(False)
+        # The blocks arrive in eval mode (features/backbones.py), and Lightning 2.6 does not call
+        # train() at the start of a fit: set the training mode here, or dropout never trains.
+        self.train()
 
     def forward(self, regions: torch.Tensor) -> torch.Tensor:
         """(B, h*w, C_in) stored activations -> (B, h'*w', C_out) regions for the decoder."""
