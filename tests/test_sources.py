@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ from captioner.features.cache import default_path
 from captioner.runs.run import run
 from captioner.sources import load_records
 from captioner.sources.checks import DatasetFormatError, DatasetLayoutError
+from captioner.sources.flickr8k import OFFICIAL_SPLIT_FILES
 from captioner.sources.iapr import first_sentence
 from tests.conftest import REPO, compose_config, settings_of
 
@@ -413,3 +415,111 @@ def test_official_text_files_without_the_image_folder_say_which_folder_and_the_f
     message = str(error.value)
     assert f"image folder {root / 'Flicker8k_Dataset'} does not exist" in message
     assert "dataset.images_dir=<folder>" in message
+
+
+def test_a_bom_token_file_with_one_cp1252_byte_loses_its_bom_and_names_the_byte_offset(tmp_path, caplog):
+    """A UTF-8 file with a byte-order mark and one Windows byte falls back to cp1252: the mark must not
+    stay glued to the first image name, and the offset must count the mark's three bytes."""
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    text = token_file.read_text().replace("a red square on a white background", "a red square in a caf\xe9")
+    data = codecs.BOM_UTF8 + text.encode("cp1252")
+    token_file.write_bytes(data)
+    with caplog.at_level(logging.WARNING):
+        records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert records[0].image_id == "1000_abcdef" and records[0].captions[0] == "a red square in a caf\xe9"
+    offset = data.index(b"\xe9")  # in the file's bytes, the mark's three included
+    fallbacks = [m for m in _warnings(caplog) if "is not UTF-8" in m]
+    assert len(fallbacks) == 1 and f"byte 0xe9 at offset {offset})" in fallbacks[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_a_utf_16_token_file_is_decoded(tmp_path, encoding):
+    """Notepad's "Unicode": UTF-16 with a byte-order mark and CRLF line ends."""
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    text = token_file.read_text().replace("a red square on a white background", "a red square in a caf\xe9")
+    token_file.write_bytes(("\ufeff" + text.replace("\n", "\r\n")).encode(encoding))
+    records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert len(records) == 12 and all(len(r.captions) == 5 for r in records)
+    assert records[0].captions[0] == "a red square in a caf\xe9"
+
+
+def test_a_truncated_utf_16_token_file_is_refused_as_utf_16(tmp_path):
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    token_file.write_bytes(codecs.BOM_UTF16_LE + token_file.read_text().encode("utf-16-le")[:-1])
+    with pytest.raises(DatasetFormatError, match="UTF-16") as error:
+        load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert str(token_file) in str(error.value)
+
+
+def test_an_iapr_copy_saved_as_utf_8_keeps_its_accents_and_iso_8859_1_reads_quietly(tmp_path, caplog):
+    root = iapr(tmp_path / "iaprtc12")
+    files = sorted((root / "annotations_complete_eng").glob("*/*.eng"))
+    for file in files[::2]:  # the others stay ISO-8859-1, as the official release ships them
+        file.write_bytes(file.read_bytes().decode("iso-8859-1").encode("utf-8"))
+    with caplog.at_level(logging.WARNING):
+        records = load_records("iapr", root, compose_config(dataset="iapr").dataset)
+    assert len(records) == 12
+    assert all(r.captions == [f"{_image_caption(r.image_id)} in front of a caf\xe9"] for r in records)
+    assert not _warnings(caplog)
+
+
+def _image_caption(stem: str) -> str:
+    """The caption stem `iapr()` gave the image `stem` (100 + its index)."""
+    return f"a {list(COLOURS)[(int(stem) - 100) % len(COLOURS)]} square"
+
+
+@pytest.mark.parametrize("description, sentence", [
+    ("a caf\xe9 in front of St. Peter's church; a grey sky", "a caf\xe9 in front of St. Peter's church"),
+    ("a man approx. 30 years old; a dog", "a man approx. 30 years old"),
+    ("a view of Mt. Cotopaxi. a lake in front of it", "a view of Mt. Cotopaxi"),
+    ("fruit, e.g. bananas and mangos, on a table; a woman", "fruit, e.g. bananas and mangos, on a table"),
+])
+def test_an_iapr_abbreviation_does_not_end_the_first_sentence(description, sentence):
+    assert first_sentence(description) == sentence
+
+
+def test_a_flickr8k_token_file_concatenated_twice_names_the_repeated_key(tmp_path):
+    """Every image would silently get its five captions twice."""
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    text = token_file.read_text()
+    token_file.write_text(text + text)
+    with pytest.raises(DatasetFormatError) as error:
+        load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    message = str(error.value)
+    second_copy = text.count("\n") + 1  # the line the repeat starts on
+    assert f"{token_file}:{second_copy}:" in message
+    assert "1000_abcdef.jpg#0" in message and "line 1" in message
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x0c", "\x1e"])
+def test_a_flickr8k_caption_holding_a_unicode_line_separator_stays_one_line(tmp_path, separator):
+    """`str.splitlines` cuts at these too: the caption was cut in two and every later line number drifted."""
+    root = flickr8k_official(tmp_path / "flickr8k")
+    token_file = root / "Flickr8k.token.txt"
+    text = token_file.read_text().replace("a red square on a white background",
+                                          f"a red square{separator}on a white background")
+    token_file.write_text(text)
+    records = load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    assert records[0].captions[0] == f"a red square{separator}on a white background"
+    token_file.write_text(text + "a line without a tab\n")
+    last_line = text.count("\n") + 1
+    with pytest.raises(DatasetFormatError, match=rf":{last_line}: expected 'name.jpg#k<TAB>caption'"):
+        load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+
+
+def test_split_files_that_name_no_captioned_image_are_blamed_not_the_image_folder(tmp_path):
+    """Split files listing 'Flicker8k_Dataset/x.jpg' left every image unsplit; the error said the
+    images were not in their folder, where they are."""
+    root = flickr8k_official(tmp_path / "flickr8k")
+    for name in OFFICIAL_SPLIT_FILES.values():
+        file = root / name
+        file.write_text("".join(f"Flicker8k_Dataset/{image}\n" for image in file.read_text().split()))
+    with pytest.raises(DatasetFormatError) as error:
+        load_records("flickr8k", root, compose_config(dataset="flickr8k").dataset)
+    message = str(error.value)
+    assert all(name in message for name in OFFICIAL_SPLIT_FILES.values())
+    assert "no captioned image" in message and "'Flicker8k_Dataset/1000_abcdef.jpg'" in message

@@ -32,7 +32,7 @@ from captioner.sources.checks import (
 from captioner.sources.karpathy import read_karpathy_split
 from captioner.sources.record import ImageRecord, real_captions
 from captioner.sources.splits import random_splits
-from captioner.sources.text_files import read_text
+from captioner.sources.text_files import read_text, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +73,9 @@ def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
     token_file = require_file(root / "Flickr8k.token.txt", "flickr8k", "the captions")
     if not images_dir.is_dir():  # e.g. only Flickr8k_text.zip unpacked
         require_images([], "flickr8k", images_dir, token_file, "images_dir")
-    captions: dict[str, list[str]] = defaultdict(list)
-    for number, line in enumerate(read_text(token_file, "flickr8k").splitlines(), 1):
-        if not line.strip():
-            continue
-        key, sep, caption = line.partition("\t")
-        if not sep or "#" not in key:
-            raise DatasetFormatError(f"{token_file}:{number}: expected 'name.jpg#k<TAB>caption', "
-                                     f"got {line[:80]!r}")
-        captions[key.strip().rsplit("#", 1)[0]].append(caption)
-    captions = real_captions(captions, "flickr8k", token_file)
-    split_of: dict[str, str] = {}
-    for split, name in OFFICIAL_SPLIT_FILES.items():
-        listed = require_file(root / name, "flickr8k", f"the {split} split")
-        for image in read_text(listed, "flickr8k").split():
-            if split_of.get(image, split) != split:  # in two splits: its captions would leak
-                other = split_of[image]
-                raise DatasetFormatError(f"{listed}: {image} is also in the {other} split "
-                                         f"({OFFICIAL_SPLIT_FILES[other]}); an image belongs to one")
-            split_of[image] = split
+    captions = real_captions(_read_token_file(token_file), "flickr8k", token_file)
+    split_of = _read_split_files(root)
+    _require_captioned_images_in_splits(captions, split_of, token_file)
     records, missing, unsplit = [], [], 0
     for image, texts in captions.items():
         if image not in split_of:
@@ -109,6 +93,55 @@ def _official(root: Path, images_dir: Path) -> list[ImageRecord]:
         log.warning("flickr8k: skipped %d captioned images listed in no split file (%s)", unsplit,
                     ", ".join(OFFICIAL_SPLIT_FILES.values()))
     return require_images(records, "flickr8k", images_dir, token_file, "images_dir")
+
+
+def _read_token_file(token_file: Path) -> dict[str, list[str]]:
+    """Image name -> its captions, from the `name.jpg#k<TAB>caption` lines of `token_file`."""
+    captions: dict[str, list[str]] = defaultdict(list)
+    line_of: dict[str, int] = {}  # name.jpg#k -> the line that gave it
+    for number, line in enumerate(text_lines(read_text(token_file, "flickr8k")), 1):
+        if not line.strip():
+            continue
+        key, sep, caption = line.partition("\t")
+        if not sep or "#" not in key:
+            raise DatasetFormatError(f"{token_file}:{number}: expected 'name.jpg#k<TAB>caption', "
+                                     f"got {line[:80]!r}")
+        key = key.strip()
+        if key in line_of:  # e.g. the file concatenated twice: every image would get each caption twice
+            raise DatasetFormatError(f"{token_file}:{number}: {key} repeats line {line_of[key]}; each "
+                                     "name.jpg#k is one caption, so remove the repeated lines")
+        line_of[key] = number
+        captions[key.rsplit("#", 1)[0]].append(caption)
+    return captions
+
+
+def _read_split_files(root: Path) -> dict[str, str]:
+    """Image name -> the split whose official file lists it."""
+    split_of: dict[str, str] = {}
+    for split, name in OFFICIAL_SPLIT_FILES.items():
+        listed = require_file(root / name, "flickr8k", f"the {split} split")
+        for image in read_text(listed, "flickr8k").split():
+            if split_of.get(image, split) != split:  # in two splits: its captions would leak
+                other = split_of[image]
+                raise DatasetFormatError(f"{listed}: {image} is also in the {other} split "
+                                         f"({OFFICIAL_SPLIT_FILES[other]}); an image belongs to one")
+            split_of[image] = split
+    return split_of
+
+
+def _require_captioned_images_in_splits(captions: Mapping[str, list[str]], split_of: Mapping[str, str],
+                                        token_file: Path) -> None:
+    """An error naming the split files when they list none of the captioned images (say as
+    'Flicker8k_Dataset/x.jpg'): every image would be skipped as unsplit, and the error that no
+    image was found would blame the image folder, where the images are."""
+    if not captions or any(image in split_of for image in captions):
+        return
+    listed = f"they list e.g. {next(iter(split_of))!r}" if split_of else "they list no image"
+    raise DatasetFormatError(
+        f"flickr8k: the split files {', '.join(OFFICIAL_SPLIT_FILES.values())} in {token_file.parent} "
+        f"name no captioned image of {token_file} ({listed}; {token_file.name} names e.g. "
+        f"{next(iter(captions))!r}); "
+        "list each image by its file name alone, as the official files do")
 
 
 def _csv(root: Path, images_dir: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
