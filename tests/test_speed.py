@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +41,25 @@ def test_a_speed_claim_needs_five_timings_and_reads_as_a_paired_ratio(tmp_path):
     path.write_text(json.dumps({"seconds": {}}))
     with pytest.raises(ValueError, match=f"{path}: not a speed record"):
         SpeedRecord.read(path)
+
+
+def test_a_write_that_fails_halfway_leaves_the_earlier_record_whole(tmp_path, monkeypatch):
+    # Before, speed.json itself was written in place: a full disk left half a file, which the
+    # sweep's report later refused as "not a speed record".
+    path = tmp_path / "speed.json"
+    earlier = SpeedRecord({"gru": [1.0] * 5, "lstm": [1.1] * 5}, [], "m", "c")
+    earlier.write(path)
+
+    def disk_full_halfway(self: Path, text: str, *args, **kwargs) -> int:
+        with open(self, "w") as file:
+            file.write(text[:len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        SpeedRecord({"gru": [2.0] * 5, "lstm": [2.2] * 5}, [], "m", "c").write(path)
+    monkeypatch.undo()
+    assert SpeedRecord.read(path) == earlier
 
 
 def test_the_report_judges_the_speed_claim_on_the_record(tmp_path):

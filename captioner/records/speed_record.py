@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from captioner.paths import write_atomically
+
 SPEED_FILE = "speed.json"  # in a sweep folder
 MIN_REPEATS = 5
 
@@ -31,7 +33,8 @@ class SpeedRecord:
         return record
 
     def write(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.__dict__, indent=1) + "\n")
+        # atomically: a half-written record (a killed or failed write) would fail the sweep's report
+        write_atomically(Path(path), json.dumps(self.__dict__, indent=1) + "\n")
 
     def relative_times(self, slower: str, faster: str) -> tuple[float, ...]:
         """slower's time / faster's time - 1, repeat by repeat (positive: `faster` is faster)."""
