@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from captioner.data.vocabulary import Vocabulary
+from captioner.errors import ConfigError
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
 from captioner.model.decoding import GREEDY, DecodeOptions, decode
 from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID, CaptionLength
@@ -20,6 +21,23 @@ def test_options_come_from_the_config_and_change_only_where_given():
                                  "block_trigram_repeats": False, "allow_unk": False}
     with pytest.raises(ValueError, match="decode.strategy='bem': expected greedy or beam"):
         options.with_changes(strategy="bem")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beam_size": 0}, r"^decode.beam_size=0: expected an integer >= 1$"),
+    ({"beam_size": 2.5}, r"^decode.beam_size=2.5: expected an integer >= 1$"),
+    ({"length_penalty": -1}, r"^decode.length_penalty=-1: expected a number >= 0$"),
+    ({"length_penalty": float("nan")}, r"^decode.length_penalty=nan: expected a number >= 0$"),
+    ({"allow_unk": "yes"}, r"^decode.allow_unk='yes': expected true or false$"),
+    ({"block_trigram_repeats": 1}, r"^decode.block_trigram_repeats=1: expected true or false$"),
+], ids=["beam-size-0", "fractional-beam", "negative-length-penalty", "nan-length-penalty", "text-flag",
+        "number-flag"])
+def test_options_built_in_python_are_checked_as_the_settings_check_them(changes, message):
+    # Before, only the strategy was checked: beam_size=0 failed later in beam search (IndexError).
+    with pytest.raises(ConfigError, match=message):
+        DecodeOptions("beam", **changes)
+    with pytest.raises(ConfigError, match=message):
+        GREEDY.with_changes(**changes)
 
 
 def test_caption_length_owns_the_token_arithmetic_and_the_vocabulary_agrees():

@@ -11,12 +11,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from captioner.errors import ConfigError
 from captioner.features.cache import prepare
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.evaluate import OutputFolderError, evaluate
 from captioner.training.checkpoint_loading import CheckpointError, load_module
 from tests.conftest import compose_config, python, settings_of
 from tests.test_metrics import _pycocoevalcap_directly
+
+
+@pytest.mark.parametrize("decode, message", [
+    ({"strategy": "beam", "beam_size": 0}, r"decode.beam_size=0: expected an integer >= 1"),
+    ({"strategy": "beam", "length_penalty": -1}, r"decode.length_penalty=-1: expected a number >= 0"),
+    ({"beam": 3}, r"decode option 'beam': expected one of strategy, beam_size"),
+], ids=["beam-size-0", "negative-length-penalty", "unknown-option"])
+def test_a_bad_decoding_option_is_refused_before_the_checkpoint_is_read(tmp_path, decode, message):
+    # Before, evaluate loaded the checkpoint and features first, then failed deep in beam search
+    # (IndexError) or took a negative length penalty; the CLI's flags were checked, Python's not.
+    with pytest.raises(ConfigError, match=message):
+        evaluate(tmp_path / "none.ckpt", decode=decode, accelerator="cpu")
 
 
 def test_scores_equal_pycocoevalcap_on_the_results_file(trained_run, tmp_path):

@@ -11,6 +11,8 @@ import argparse
 import json
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,14 @@ import pytorch_lightning as pl
 import torch
 
 from captioner.data.datamodule import CaptionDataModule
-from captioner.errors import UserError, exit_for_user_error
+from captioner.errors import ConfigError, UserError, exit_for_user_error
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
 from captioner.inference.trained_model import load_trained
+from captioner.model.decoding import DecodeOptions
 from captioner.paths import write_atomically
 from captioner.records.run_folder import RunFolder
+from captioner.settings.reading import decode_settings
 from captioner.training.checkpoint_loading import CheckpointError
 
 
@@ -53,6 +57,7 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
              devices: int | str = 1, accelerator: str = "auto", strategy: str = "auto",
              batch_size: int = 256, spice: bool = False, meteor: bool = True) -> dict[str, Any]:
     """Caption every image of `split` and score the captions; rank 0 writes the files."""
+    changes = _checked_decode_changes(decode)  # a bad option must not cost loading the checkpoint
     module = load_trained(checkpoint)
     folder = RunFolder.of_checkpoint(checkpoint)
     given = features is not None
@@ -83,7 +88,7 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     if differences:
         raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
                               + "; ".join(differences))
-    module.test_decoding = options = module.test_decoding.with_changes(**(decode or {}))
+    module.test_decoding = options = module.test_decoding.with_changes(**changes)
     module.hparams.spice, module.hparams.meteor = spice, meteor
     # Before the decoding: a bad --output must not cost it (every rank: none writes before rank 0 checks).
     output = _writable_folder(Path(output) if output else folder.evaluation(split, options.label(),
@@ -112,6 +117,18 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
         write_atomically(output / "scores.json", json.dumps(summary, indent=1))
         summary["output"] = str(output)
     return summary
+
+
+def _checked_decode_changes(decode: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The decoding settings `decode` changes (None: keep the checkpoint's), checked as the CLI's
+    flags are (`decode_settings`): a bad one is a ConfigError naming it."""
+    changes = {key: value for key, value in (decode or {}).items() if value is not None}
+    known = [field.name for field in fields(DecodeOptions)]
+    for key in changes:
+        if key not in known:
+            raise ConfigError(f"decode option {key!r}: expected one of {', '.join(known)}")
+    decode_settings(changes)
+    return changes
 
 
 class OutputFolderError(UserError, OSError):

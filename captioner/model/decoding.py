@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
+from numbers import Real
 from typing import Any
 
 import torch
 
+from captioner.errors import ConfigError
 from captioner.model.decoder import CaptionDecoder
 from captioner.model.search import beam_search, greedy_decode
 from captioner.model.tokens import UNK_ID, CaptionLength
-from captioner.settings.choices import DECODE_STRATEGIES
+from captioner.settings.choices import DECODE_STRATEGIES, MIN_BEAM_SIZE, MIN_LENGTH_PENALTY
 
-STRATEGIES = DECODE_STRATEGIES  # the settings checked the choice; DecodeOptions checks it again for API users
+# The settings checked the config against these; DecodeOptions checks them again for API users.
+STRATEGIES = DECODE_STRATEGIES
 
 
 @dataclass(frozen=True)
@@ -27,8 +31,23 @@ class DecodeOptions:
     allow_unk: bool = False  # research use: let captions contain <unk> (a person never sees it)
 
     def __post_init__(self) -> None:
+        if problems := self._problems():
+            raise ConfigError("; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        """Each field outside what the settings allow, worded as the settings' checks word it."""
+        problems = []
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"decode.strategy={self.strategy!r}: expected {' or '.join(STRATEGIES)}")
+            problems.append(f"decode.strategy={self.strategy!r}: expected {' or '.join(STRATEGIES)}")
+        if not _integer(self.beam_size) or self.beam_size < MIN_BEAM_SIZE:
+            problems.append(f"decode.beam_size={self.beam_size!r}: expected an integer >= {MIN_BEAM_SIZE}")
+        if not _number(self.length_penalty) or self.length_penalty < MIN_LENGTH_PENALTY:
+            problems.append(f"decode.length_penalty={self.length_penalty!r}: expected a number >= "
+                            f"{MIN_LENGTH_PENALTY:g}")
+        for name in ("block_trigram_repeats", "allow_unk"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"decode.{name}={getattr(self, name)!r}: expected true or false")
+        return problems
 
     @classmethod
     def from_config(cls, values: Mapping[str, Any] | None) -> DecodeOptions:
@@ -53,6 +72,14 @@ class DecodeOptions:
     def banned_ids(self) -> tuple[int, ...]:
         """Token ids decoding never writes besides <pad> and <start>: <unk> unless allowed."""
         return () if self.allow_unk else (UNK_ID,)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 GREEDY = DecodeOptions()

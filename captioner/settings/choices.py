@@ -17,6 +17,10 @@ DATASET_SOURCES = ("coco", "flickr30k", "flickr8k", "iapr", "shapes")
 RNN_CELLS = ("gru", "lstm")
 IMAGE_DECODING = ("auto", "workers", "device")  # features/image_batches.py
 DECODE_STRATEGIES = ("greedy", "beam")
+# The lowest decode.beam_size and decode.length_penalty (GNMT's alpha) that work: settings/reading.py
+# checks the config against them, model/decoding.py's DecodeOptions the values Python code gives.
+MIN_BEAM_SIZE = 1
+MIN_LENGTH_PENALTY = 0.0
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 SCST_BASELINES = ("mean", "greedy")  # of the image's other samples | its greedy caption's reward
 COMPILE_CHOICES = ("auto", "true", "false")

@@ -260,9 +260,10 @@ def _model(read: _Reader) -> ModelSettings:
 def _decode(read: _Reader) -> DecodeSettings:
     return DecodeSettings(
         strategy=read.choice("decode.strategy", choices.DECODE_STRATEGIES),
-        beam_size=read.integer("decode.beam_size", 1, 3),
-        length_penalty=read.number("decode.length_penalty", lambda v: v >= 0,
-                                   "a number >= 0 (GNMT's alpha; 0 ranks by log-probability)", 0.0),
+        beam_size=read.integer("decode.beam_size", choices.MIN_BEAM_SIZE, 3),
+        length_penalty=read.number("decode.length_penalty", lambda v: v >= choices.MIN_LENGTH_PENALTY,
+                                   f"a number >= {choices.MIN_LENGTH_PENALTY:g} (GNMT's alpha; 0 ranks by "
+                                   "log-probability)", 0.0),
         block_trigram_repeats=read.flag("decode.block_trigram_repeats", False),
         allow_unk=read.flag("decode.allow_unk", False))
 
