@@ -30,7 +30,8 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int | None, min_lr_
         return (step + 1) / warmup_steps
     if total_steps is None:
         return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    # steps run 0..total_steps-1: the last one trained is at the floor
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
