@@ -22,13 +22,19 @@ from captioner.data.training_order import EpochShuffle, ResumableDataLoader
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import ConfigError
 from captioner.features.weights_source import WeightsSource
+from captioner.launch.ddp_under_hydra import RESUME_ENV, ddp_job
 from captioner.launch.unique_folders import claim_folder
 from captioner.model.compiled import COMPILE_SECONDS, SAVED_SECONDS_PER_STEP, compile_pays
 from captioner.model.tokens import SPECIAL_TOKENS
 from captioner.paths import default_features_path, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
-from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint
+from captioner.runs.resume import (
+    check_resumable,
+    check_vocabulary,
+    resolve_checkpoint,
+    resolve_checkpoint_of_rank,
+)
 from captioner.runs.run import run
 from captioner.settings import CnnSettings, read_settings
 from captioner.settings.reading import with_absolute_paths
@@ -189,6 +195,25 @@ def test_ckpt_path_last_picks_the_newest_earlier_run_with_the_same_overrides(tmp
     assert resolve_checkpoint("last", here, ["rnn=gru", "model.lr=1"], tmp_path, in_sweep=True) is None
     assert resolve_checkpoint("last", here, ["rnn=lstm", "ckpt_path=last"], tmp_path, in_sweep=True) is None
     assert resolve_checkpoint("last", own, ["rnn=lstm"], tmp_path, in_sweep=True).path == own.last_checkpoint
+
+
+def test_a_ddp_rank_that_rank_0_started_resumes_as_rank_0_decided(tmp_path, monkeypatch):
+    # The ranks run the sweep's job as a single run: `last` resolved there took another sweep's run
+    # with the same overrides, or failed where rank 0 started fresh (and took rank 0 down with it).
+    here = RunFolder(tmp_path / "outputs" / "sweep" / "0")
+    other = _run_with_checkpoint(tmp_path, "other-sweep", ["rnn=lstm"])
+    with ddp_job(None):
+        assert os.environ[RESUME_ENV] == ""
+        monkeypatch.setenv("LOCAL_RANK", "1")  # what Lightning gives the rank it starts
+        assert resolve_checkpoint_of_rank("last", here, ["rnn=lstm"], tmp_path) is None
+        assert resolve_checkpoint_of_rank("last", here, ["rnn=gru"], tmp_path) is None  # no error
+        monkeypatch.setenv("LOCAL_RANK", "0")  # rank 0 itself resolves as before
+        assert resolve_checkpoint_of_rank("last", here, ["rnn=lstm"], tmp_path).path == other.last_checkpoint
+    assert RESUME_ENV not in os.environ  # the next job of the sweep starts clean
+    with ddp_job(str(other.last_checkpoint)):
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        assert resolve_checkpoint_of_rank("last", here, ["rnn=gru"], tmp_path, in_sweep=True).path == \
+            other.last_checkpoint
 
 
 def test_ckpt_path_last_does_not_take_a_run_of_another_primary_config_with_the_same_overrides(tmp_path):

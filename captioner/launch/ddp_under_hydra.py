@@ -25,6 +25,10 @@ from captioner.training.lightning_seams import swapped_hydra_subprocess_command
 ENTRY_POINT = "CAPTIONER_ENTRY_POINT"
 # What Lightning's process launcher sets in rank 0's own environment.
 RANK_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# Rank 0's resume decision (a checkpoint's path, "" for a fresh start), inherited by the ranks it
+# starts: they run the job as a single run, and `ckpt_path=last` resolved there searched every
+# earlier run where the sweep's job starts fresh (one rank fresh, one resumed, or one refused).
+RESUME_ENV = "CAPTIONER_RESUME_FROM"
 
 
 def _quoted(value: str) -> str:
@@ -56,10 +60,20 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
     return command, hydra.runtime.cwd
 
 
+def resume_of_started_rank() -> str | None:
+    """In a DDP rank that rank 0 started: rank 0's resume decision (a path, "" for none); None in
+    rank 0 or a process nobody started."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        return None
+    return os.environ.get(RESUME_ENV)
+
+
 @contextmanager
-def ddp_job() -> Iterator[None]:
-    """Around one job: Lightning starts its ranks with `job_command`; afterwards the process is clean."""
-    saved = {name: os.environ.get(name) for name in RANK_VARIABLES}
+def ddp_job(resume_from: str | None = None) -> Iterator[None]:
+    """Around one job: Lightning starts its ranks with `job_command`, handing them `resume_from`
+    (RESUME_ENV); afterwards the process is clean."""
+    saved = {name: os.environ.get(name) for name in (*RANK_VARIABLES, RESUME_ENV)}
+    os.environ[RESUME_ENV] = resume_from or ""
     threads = torch.get_num_threads()  # Lightning divides the CPU threads among the ranks
     with swapped_hydra_subprocess_command(job_command):
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import ConfigError
+from captioner.launch.ddp_under_hydra import resume_of_started_rank
 from captioner.records.run_folder import RunFolder
 from captioner.settings import RunSettings
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
@@ -83,6 +84,17 @@ def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list
     except CheckpointDamagedError as damage:
         raise CheckpointError(f"ckpt_path=last: {newest}, the newest earlier run's checkpoint, is damaged "
                               f"({damage}); pass ckpt_path=<another .ckpt file>") from None
+
+
+def resolve_checkpoint_of_rank(ckpt_path: str | None, folder: RunFolder, overrides: list[str],
+                               base_dir: Path, in_sweep: bool = False,
+                               config_name: str | None = None) -> CheckpointRecord | None:
+    """`resolve_checkpoint`, except in a DDP rank that rank 0 started: there, rank 0's decision
+    (launch/ddp_under_hydra.py), since the rank runs the job as a single run, not as the sweep's."""
+    handed_down = resume_of_started_rank()
+    if handed_down is not None:
+        return resolve_checkpoint(handed_down or None, folder, [], base_dir)
+    return resolve_checkpoint(ckpt_path, folder, overrides, base_dir, in_sweep, config_name)
 
 
 def _readable_or_fallback(folder: RunFolder) -> CheckpointRecord:

@@ -33,7 +33,7 @@ from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.console_summary import print_summary
 from captioner.runs.provenance import CodeState, code_before_resume, code_state, provenance
-from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint
+from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint_of_rank
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
 from captioner.trainer_setup.callbacks import run_callbacks
@@ -85,8 +85,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             if rank_zero_only.rank == 0:
                 folder.drop_config_backup()
             return done
-        resume = resolve_checkpoint(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep,
-                                    config_name)
+        resume = resolve_checkpoint_of_rank(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep,
+                                            config_name)
         if resume is not None:
             check_resumable(resume, settings)
         # read before this run's summary replaces it, and kept if this run fails before its loggers exist
@@ -103,7 +103,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         if rank_zero_only.rank == 0:  # the rank that made it (launch/config_backup.py)
             folder.drop_config_backup()
         torch.set_float32_matmul_precision("high")
-        held.enter_context(ddp_job())
+        held.enter_context(ddp_job(str(resume.path) if resume is not None else None))
         gpus = held.enter_context(lease_for_run(settings.trainer.accelerator, settings.trainer.devices))
 
         pl.seed_everything(settings.seed, workers=True)
