@@ -4,8 +4,11 @@ written whole."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,11 +31,14 @@ def default_features_path(data_root: Path, dataset: str, cnn: str, trainable_blo
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write `path` through a staging file and a rename: readers never see half a file."""
+    """Write `path` through a staging file and a rename: readers never see half a file. The staging
+    file is this writer's own (`staging_path`), so two writers of `path` at once (a requeued job
+    beside the old one, a double launch) do not take each other's: each renames its whole file and
+    the last one wins. A failed write leaves `path` as it was and removes its staging file."""
     path = Path(path)
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(text)
-    replace_durably(staging, path)
+    with staged(path) as staging:
+        staging.write_text(text)
+        replace_durably(staging, path)
 
 
 def sync_to_disk(path: Path) -> None:
@@ -55,15 +61,78 @@ def replace_durably(staging: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """This writer's staging file for `path` (`staging_path`), for the block to write and rename
+    into place; removed if the block fails. After a write that succeeded, the staging files of
+    `path` that killed writers of this machine left are removed."""
+    path = Path(path)
+    staging = staging_path(path)
+    try:
+        yield staging
+    finally:  # gone after the rename; still there if the block failed, before or after writing
+        with contextlib.suppress(OSError):  # never in place of the block's own error
+            staging.unlink(missing_ok=True)
+    remove_stale_staging(path.parent, f".{path.name}.partial-")
+
+
+def staging_path(path: Path) -> Path:
+    """Where this write stages `path`: `.{name}.partial-{host}-{pid}.{n}` beside it, `n` counting
+    this process's writes. Two writers of one file, in threads or processes of this machine or of
+    another one sharing the file system, stage apart."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial-{_writer()}")
+
+
+_writes = itertools.count()
+
+
+def _writer() -> str:
+    """This write, as staging names carry it: `{host}-{pid}.{n}`."""
+    return f"{_host()}-{os.getpid()}.{next(_writes)}"
+
+
+def _host() -> str:
+    """This machine's name, as staging names carry it (only characters safe in a file name)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown"
+
+
+def remove_stale_staging(folder: Path, prefix: str, legacy_pid_only: bool = False) -> None:
+    """Remove the staging files (or folders) `{prefix}{host}-{pid}.{n}` in `folder` whose writer is
+    a dead process of this machine: a killed writer's, which no later write would reuse. Another
+    machine's, or a live process's, are left alone. `legacy_pid_only`: also `{prefix}{pid}`, the
+    names of versions that did not write the host (taken for this machine's, as they were then)."""
+    own = f"{prefix}{_host()}-"
+    try:
+        names = [p.name for p in Path(folder).iterdir()]
+    except OSError:
+        return
+    for name in names:
+        # the rest holds no "-": another host whose name begins like this one's never matches
+        if name.startswith(own) and (found := re.fullmatch(r"(\d+)(?:\.\d+)?", name[len(own):])):
+            pid = int(found[1])
+        elif legacy_pid_only and name.startswith(prefix) and name[len(prefix):].isdigit():
+            pid = int(name[len(prefix):])
+        else:
+            continue
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        left = Path(folder) / name
+        if left.is_dir() and not left.is_symlink():
+            shutil.rmtree(left, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: the write stands
+                left.unlink()
+
+
+@contextlib.contextmanager
 def written_as_a_set(folder: Path, last: str) -> Iterator[Path]:
     """A staging folder for files that belong together (a report and the charts it shows). Once the
     block ends without an error they replace `folder`'s files of the same names, `last` (the file
     that names the others) last; an error leaves `folder` as it was. Files only, no subfolders."""
     folder = Path(folder)
-    for left in folder.glob(f".{last}.set.partial-*"):  # sets earlier, killed writers left
-        if not process_alive(int(left.name.rsplit("-", 1)[1])):
-            shutil.rmtree(left, ignore_errors=True)
-    staging = folder / f".{last}.set.partial-{os.getpid()}"  # its own: two writers at once keep apart
+    # sets earlier, killed writers left (older versions named them without the host)
+    remove_stale_staging(folder, f".{last}.set.partial-", legacy_pid_only=True)
+    staging = folder / f".{last}.set.partial-{_writer()}"  # its own: two writers at once keep apart
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:

@@ -16,8 +16,10 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from lightning_fabric.plugins import TorchCheckpointIO
 from omegaconf import OmegaConf, open_dict
 
+from captioner import paths
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
 from captioner.data.vocabulary import Vocabulary
 from captioner.errors import ConfigError
@@ -39,6 +41,8 @@ from captioner.runs.run import run
 from captioner.settings import CnnSettings, read_settings
 from captioner.settings.reading import with_absolute_paths
 from captioner.trainer_setup.fast_path import fast_path, planned_steps
+from captioner.training import checkpoint_files
+from captioner.training.checkpoint_files import AtomicCheckpointIO
 from captioner.training.checkpoint_loading import CheckpointError, CheckpointNotFoundError
 from captioner.training.checkpoint_record import read_checkpoint_record
 from captioner.training.mid_epoch_checkpoint import MOST_BATCHES_BETWEEN, batches_until_next_agreement
@@ -156,9 +160,133 @@ def test_a_file_written_whole_is_on_the_disk_before_its_rename_and_the_rename_be
     record_syncs(monkeypatch, events)
     target = tmp_path / "metrics.json"
     write_atomically(target, "new")
-    staging = str(tmp_path / ".metrics.json.partial")
+    staging = events[0][1]  # this writer's own staging file
+    assert Path(staging).parent == tmp_path and Path(staging).name.startswith(".metrics.json.partial-")
     assert events == [("fsync", staging), ("replace", staging, str(target)), ("fsync", str(tmp_path))]
     assert target.read_text() == "new"
+
+
+def staging_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+def test_a_write_that_starts_while_another_write_of_the_file_is_in_progress_leaves_both_whole(tmp_path,
+                                                                                             monkeypatch):
+    # A requeued job beside the old one, or a double launch, writing one metrics.json: with one
+    # staging name per file, the second writer's rename took the first one's staging file and the
+    # first died with FileNotFoundError.
+    target = tmp_path / "metrics.json"
+    first, second = "first " * 1000, "second " * 1000
+    sync = paths.sync_to_disk
+    overlapped = []
+
+    def sync_while_another_writes(path):
+        sync(path)
+        if not overlapped:  # the first write, staged and not yet renamed: a second writer begins
+            overlapped.append(path)
+            write_atomically(target, second)
+            assert target.read_text() == second
+
+    monkeypatch.setattr(paths, "sync_to_disk", sync_while_another_writes)
+    write_atomically(target, first)
+    assert overlapped and target.read_text() == first  # whole; the last rename wins
+    assert staging_files(tmp_path) == []
+
+
+def test_a_checkpoint_saved_while_another_save_of_the_file_is_in_progress_leaves_both_whole(tmp_path,
+                                                                                           monkeypatch):
+    # Two torch.save calls into one staging file could rename an interleaved checkpoint into place.
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    first, second = {"global_step": 1, "w": torch.arange(1000)}, {"global_step": 2, "w": -torch.arange(1000)}
+    replace = checkpoint_files.replace_durably
+    overlapped = []
+
+    def replace_while_another_saves(staging, path):
+        if not overlapped:  # the first save, staged and not yet renamed: a second one begins
+            overlapped.append(staging)
+            AtomicCheckpointIO().save_checkpoint(second, target)
+            assert torch.load(target, weights_only=True)["global_step"] == 2
+        replace(staging, path)
+
+    monkeypatch.setattr(checkpoint_files, "replace_durably", replace_while_another_saves)
+    AtomicCheckpointIO().save_checkpoint(first, target)
+    saved = torch.load(target, weights_only=True)
+    assert overlapped and saved["global_step"] == 1 and torch.equal(saved["w"], first["w"])
+    assert staging_files(target.parent) == []
+
+
+def _write_text(target: Path, text: str) -> None:
+    write_atomically(target, text)
+
+
+def _save_checkpoint(target: Path, text: str) -> None:
+    AtomicCheckpointIO().save_checkpoint({"text": text}, target)
+
+
+def _read(target: Path) -> str:
+    return target.read_text() if target.suffix == ".json" else torch.load(target, weights_only=True)["text"]
+
+
+WRITERS = [pytest.param("metrics.json", _write_text, id="write_atomically"),
+           pytest.param("last.ckpt", _save_checkpoint, id="AtomicCheckpointIO")]
+
+
+@pytest.mark.parametrize(("name", "write"), WRITERS)
+def test_a_write_that_fails_midway_leaves_the_previous_file_and_no_staging_file(tmp_path, monkeypatch,
+                                                                                name, write):
+    target = tmp_path / name
+    write(target, "old")
+    real_write_text, real_save = Path.write_text, TorchCheckpointIO.save_checkpoint
+
+    def half_then_disk_full(self, text, *args, **kwargs):
+        real_write_text(self, text[:len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    def half_checkpoint_then_disk_full(self, checkpoint, path, storage_options=None):
+        real_save(self, checkpoint, path, storage_options)
+        with open(path, "r+b") as f:
+            f.truncate(10)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_disk_full)
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", half_checkpoint_then_disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write(target, "new " * 1000)
+    monkeypatch.undo()
+    assert _read(target) == "old"
+    assert staging_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("name", "write"), WRITERS)
+def test_a_staging_file_a_killed_writer_of_this_machine_left_is_removed_by_the_next_write(tmp_path, name,
+                                                                                         write):
+    target = tmp_path / name
+    this_host = paths.staging_path(target).name.rsplit("-", 1)[0]  # .{name}.partial-{host}
+    dead = f"{this_host}-4194999.0"  # above the largest pid Linux gives: no such process
+    live = f"{this_host}-{os.getppid()}.3"  # a writer still at work
+    elsewhere = f".{name}.partial-another-machine-4194999.0"  # its pid means nothing here
+    alike = f"{this_host}-2-4194999.0"  # a machine named like this one, and more
+    other_file = f".other{name}.partial-{this_host.rsplit('partial-', 1)[1]}-4194999.0"
+    for left in (dead, live, elsewhere, alike, other_file):
+        (tmp_path / left).write_bytes(b"half")
+    write(target, "new")
+    assert _read(target) == "new"
+    assert staging_files(tmp_path) == sorted([live, elsewhere, alike, other_file])
+
+
+def test_a_set_a_killed_writer_of_this_machine_left_is_removed_and_another_machines_kept(tmp_path):
+    (tmp_path / "report.md").write_text("old")
+    this_host = paths.staging_path(tmp_path / "report.md.set").name.rsplit("-", 1)[0]
+    dead, legacy = f"{this_host}-4194999.0", ".report.md.set.partial-4194999"  # legacy: pid only
+    live, elsewhere = f"{this_host}-{os.getppid()}.0", ".report.md.set.partial-another-machine-4194999.0"
+    for left in (dead, legacy, live, elsewhere):
+        (tmp_path / left).mkdir()
+        (tmp_path / left / "report.md").write_text("half")
+    with paths.written_as_a_set(tmp_path, last="report.md") as staging:
+        assert staging.name.startswith(f"{this_host}-{os.getpid()}.")
+        (staging / "report.md").write_text("new")
+    assert (tmp_path / "report.md").read_text() == "new"
+    assert staging_files(tmp_path) == sorted([live, elsewhere])
 
 # --- resume ---
 

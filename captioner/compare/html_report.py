@@ -23,7 +23,7 @@ from PIL import Image
 
 from captioner.compare.content_groups import ContentGroup
 from captioner.features.upright_rgb import upright_rgb
-from captioner.paths import replace_durably, write_atomically
+from captioner.paths import replace_durably, staged, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.sweep_runs import RunResult
 from captioner.sources import load_records
@@ -94,16 +94,14 @@ def image_paths(run: RunResult) -> dict[str, Path]:
 def _thumbnail(source: Path, target: Path) -> bool:
     if target.is_file():  # whole: written through a staging file, so a kill leaves none half-written
         return True
-    staging = target.with_name(f".{target.name}.partial")
     try:
-        with Image.open(source) as image:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with staged(target) as staging, Image.open(source) as image:  # two report writers keep apart
             image = upright_rgb(image)
             image.thumbnail((THUMBNAIL, THUMBNAIL))
-            target.parent.mkdir(parents=True, exist_ok=True)
             image.save(staging, format="JPEG", quality=85)
-        replace_durably(staging, target)
-    except OSError:
-        staging.unlink(missing_ok=True)
+            replace_durably(staging, target)
+    except OSError:  # staged() removed what the failed write left
         return False
     return True
 

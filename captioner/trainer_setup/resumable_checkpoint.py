@@ -12,7 +12,6 @@ unmonitored one (last.ckpt) has nothing to carry over.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -21,21 +20,21 @@ from typing import Any
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from captioner.paths import staged
+
 log = logging.getLogger(__name__)
 
 
 def link_or_copy(source: Path, target: Path) -> None:
     """`target` with `source`'s content: a hard link where the file system allows one, else a copy;
-    through a per-process staging name, so DDP ranks doing the same at once do not collide."""
+    through this writer's own staging name, so DDP ranks doing the same at once do not collide."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        staging.unlink()
-    try:
-        os.link(source, staging)
-    except OSError:  # another file system, or one without hard links
-        shutil.copy2(source, staging)
-    os.replace(staging, target)
+    with staged(target) as staging:
+        try:
+            os.link(source, staging)
+        except OSError:  # another file system, or one without hard links
+            shutil.copy2(source, staging)
+        os.replace(staging, target)
 
 
 class ResumableCheckpoint(ModelCheckpoint):

@@ -7,14 +7,17 @@ from typing import Any
 
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from captioner.paths import replace_durably
+from captioner.paths import replace_durably, staged
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
+        """Save through this writer's own staging file (paths.staged): two saves of one file at once
+        (a requeued job beside the old one) never write into one staging file or rename each
+        other's; a failed save leaves the previous file and no staging file."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.partial")
-        super().save_checkpoint(checkpoint, staging, storage_options)
-        replace_durably(staging, path)
+        with staged(path) as staging:
+            super().save_checkpoint(checkpoint, staging, storage_options)
+            replace_durably(staging, path)
