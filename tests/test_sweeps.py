@@ -117,6 +117,34 @@ def test_a_preempted_sweep_goes_on_with_the_same_command_and_keeps_its_finished_
     assert (sweep / "report.md").read_text().count("| completed |") == 3
 
 
+@pytest.mark.slow
+def test_a_sweep_that_cannot_resume_a_run_keeps_it_as_it_was_and_says_so(tmp_path, shared_data_root):
+    # Hydra writes each job's .hydra/ before any per-job callback: the refused run's folder held
+    # the new overrides beside the old scores, and the sweep exited 0 as if it had run it.
+    train(tmp_path, "-m", "seed=1", data_root=shared_data_root)
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+
+    def files() -> dict[Path, bytes]:
+        return {p.relative_to(sweep): p.read_bytes() for p in (sweep / "0").rglob("*") if p.is_file()}
+
+    before = files()
+    result = train(tmp_path, "-m", "seed=1", "rnn=lstm", "ckpt_path=last", f"hydra.sweep.dir={sweep}",
+                   data_root=shared_data_root, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    refusal = (sweep / "0" / "refused.txt").read_text()
+    assert "rnn.cell=lstm (the checkpoint has gru)" in refusal
+    after = files()
+    assert after.pop(Path("0/train.log")).startswith(before[Path("0/train.log")])  # told why, below
+    assert {p: b for p, b in after.items() if p.name != "refused.txt"} == \
+        {p: b for p, b in before.items() if p.name != "train.log"}  # .hydra/ too
+    assert "| refused: ConfigError: " in (sweep / "report.md").read_text()
+
+    train(tmp_path, "-m", "seed=1", "ckpt_path=last", f"hydra.sweep.dir={sweep}", data_root=shared_data_root)
+    assert files().keys() == before.keys()  # asked as it ran: kept, and no longer refused
+    assert files()[Path("0/metrics.json")] == before[Path("0/metrics.json")]
+    assert "| completed |" in (sweep / "report.md").read_text()
+
+
 def _start_parallel_sweep(tmp_path: Path, data_root: Path, epochs: int) -> subprocess.Popen:
     """Three runs, two at a time (hydra/launcher=parallel), once both have a checkpoint."""
     process = start_train(tmp_path, "-m", "hydra/launcher=parallel", "seed=1,2,3",

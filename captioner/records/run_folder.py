@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from captioner.paths import absolute, default_features_path
+from captioner.paths import absolute, default_features_path, write_atomically
 from captioner.records.run_summary import RunSummary
 
 
@@ -130,6 +130,24 @@ class RunFolder:
 
     def drop_config_backup(self) -> None:
         shutil.rmtree(self.hydra_backup, ignore_errors=True)
+
+    @property
+    def refusal(self) -> Path:
+        """Why a sweep's last command left the earlier run here as it was (say, a resume with a
+        changed model): the sweep's end and report count the run as not done as asked."""
+        return self.path / "refused.txt"
+
+    def record_refusal(self, reason: str) -> None:
+        write_atomically(self.refusal, reason.rstrip() + "\n")
+
+    def clear_refusal(self) -> None:
+        self.refusal.unlink(missing_ok=True)
+
+    def refused(self) -> str | None:
+        try:
+            return self.refusal.read_text().strip() or None
+        except FileNotFoundError:
+            return None
 
     def overrides(self) -> list[str]:
         """The command-line overrides Hydra recorded for this run ([] when none were)."""

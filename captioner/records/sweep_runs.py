@@ -31,7 +31,8 @@ class RunResult:
     path: Path
     overrides: dict[str, str]
     # completed | failed | preempted | running | killed (said running, its process is gone) |
-    # missing (no metrics.json: killed before it wrote one, or never started)
+    # missing (no metrics.json: killed before it wrote one, or never started) | refused (the
+    # sweep's last command could not run it as asked and left the earlier run as it was)
     status: str
     error: str | None = None
     test: dict[str, float] = field(default_factory=dict)
@@ -98,6 +99,8 @@ def _read_run(folder: RunFolder, overrides: dict[str, str]) -> RunResult:
     if summary is None:
         return RunResult(folder.path, overrides, "missing")
     status, error = _status(summary)
+    if (refusal := folder.refused()) is not None:
+        status, error = "refused", f"{refusal} (the run before it is kept as it was)"
     run = RunResult(
         folder.path, overrides, status, error=error,
         test={k: float(v) for k, v in summary.test.items()}, epochs=_number(summary.epochs, int),

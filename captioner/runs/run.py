@@ -84,6 +84,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
             log.warning("%s: this run completed with these settings; kept as it is", folder.path)
             if rank_zero_only.rank == 0:
                 folder.drop_config_backup()
+                folder.clear_refusal()
             return done
         resume = resolve_checkpoint_of_rank(settings.ckpt_path, folder, overrides or [], base_dir, in_sweep,
                                             config_name)
@@ -102,6 +103,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         _record_code(folder, code)
         if rank_zero_only.rank == 0:  # the rank that made it (launch/config_backup.py)
             folder.drop_config_backup()
+            folder.clear_refusal()
         torch.set_float32_matmul_precision("high")
         held.enter_context(ddp_job(str(resume.path) if resume is not None else None))
         gpus = held.enter_context(lease_for_run(settings.trainer.accelerator, settings.trainer.devices))
@@ -187,6 +189,8 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         if earlier_run and not started:
             if rank_zero_only.rank == 0:
                 folder.restore_config_backup()  # Hydra's .hydra/ of the run as it was
+                if in_sweep and isinstance(error, Exception):  # its metrics.json still says completed
+                    folder.record_refusal(f"{type(error).__name__}: {error}")
         else:
             _record_failure(folder, summary, error, signals, began, in_sweep)
         raise
