@@ -88,6 +88,18 @@ def test_a_run_started_from_uncommitted_changes_and_resumed_from_a_clean_tree_ke
     assert first["git_dirty"] is True and (run_dir / "code.diff").read_text() == patch
 
     monkeypatch.setattr(run_module, "code_state", lambda: clean)
+    original_prepare = run_module.prepare
+
+    def failing_prepare(*args, **kwargs):
+        raise OSError("the disk is full")
+
+    # a resume that fails before it records its own code: its summary used to forget the earlier code
+    monkeypatch.setattr(run_module, "prepare", failing_prepare)
+    with pytest.raises(OSError, match="the disk is full"):
+        run_module.run(compose_config("trainer.max_epochs=2", "ckpt_path=last", data_root=shared_data_root),
+                       run_dir)
+    assert RunSummary.read(run_dir / "metrics.json").uncommitted_changes
+    monkeypatch.setattr(run_module, "prepare", original_prepare)
     run_module.run(compose_config("trainer.max_epochs=2", "ckpt_path=last", data_root=shared_data_root),
                    run_dir)
     summary = RunSummary.read(run_dir / "metrics.json")

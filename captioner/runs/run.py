@@ -97,6 +97,9 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         quiet_known_noise()
         if rank_zero_only.rank == 0:  # its private internals are used (training/lightning_seams.py)
             warn_if_untested_lightning()
+        if earlier is not None:  # until this process records its own code (below): a resume that fails
+            # before then must not leave a summary that forgot the code the run trained with so far
+            summary.provenance = {"code_before_resume": code_before_resume(earlier[1].provenance, {})}
         _write_metrics(folder, summary)  # `running` for the report
         started = True
         _keep_earlier_code(folder, earlier, code)
