@@ -82,3 +82,34 @@ def test_a_failure_writing_the_outputs_ends_the_run_as_failed(tmp_path, shared_d
     status = _fails_and_ends(tmp_path, shared_data_root, ["hydra.run.dir=run"], "plots")
     assert status == 1
     assert '"status": "failed"' in (tmp_path / "run" / "metrics.json").read_text()
+
+
+def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, shared_data_root, monkeypatch):
+    # Before, the handlers came with training: a SIGTERM while features were extracted (or a GPU
+    # awaited) killed the process and left metrics.json saying `running`; SIGINT ended as `failed`.
+    import json
+    import os
+    import signal
+
+    import captioner.runs.run as run_module
+    from captioner.training.preemption import Preempted
+
+    ignored = []  # the handler the process had: where the run does not take over, the signal is lost
+    signalled = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: ignored.append(signum))
+    try:
+        def extracting(*args, **kwargs):
+            signalled.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            raise AssertionError("the signal did not stop the run")
+
+        monkeypatch.setattr(run_module, "prepare", extracting)
+        with pytest.raises(Preempted) as stopped:
+            run_module.run(compose_config(data_root=shared_data_root), tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert time.monotonic() - signalled[0] < 5 and not ignored
+    assert stopped.value.code == 128 + signal.SIGTERM
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]

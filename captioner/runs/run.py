@@ -75,6 +75,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
     signals = PreemptionSignals()  # ours from the start of training to the run's end (MidEpochCheckpoint)
     code = code_state()  # now: the tree may change while a long run trains
     try:
+        signals.stop_at_once()  # until training starts: nothing to checkpoint, so stop where it is
         # Up front, before anything is written: a typo must not cost an extraction and a fit, and a
         # resume that cannot go on must not touch the run it would resume.
         settings = read_settings(cfg, base_dir)

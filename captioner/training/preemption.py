@@ -1,4 +1,5 @@
-"""Preemption: SIGTERM, SIGINT or SIGUSR1 during training asks for a checkpoint and a clean stop.
+"""Preemption: SIGTERM, SIGINT or SIGUSR1 during training asks for a checkpoint and a clean stop;
+before training (extracting features, waiting for a GPU) it stops the run at once, as preempted.
 
 Schedulers (SLURM, Kubernetes, `kill`) send SIGTERM, or SIGUSR1 with `--signal=USR1@90`, some
 seconds before they kill. The handler only records the signal; `MidEpochCheckpoint` saves at the
@@ -55,12 +56,21 @@ class PreemptionSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._at_once = False  # before training: stop where the signal finds the run (stop_at_once)
         main = threading.current_thread() is threading.main_thread()
         # what restore() puts back: the handlers before the run, never one a Trainer installed since
         self._original: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
         self._chained: dict[int, Any] = {}  # what was there when we took over (called for SIGUSR1)
 
+    def stop_at_once(self) -> None:
+        """Until `install()`: a signal raises Preempted where it finds the run (extracting features,
+        waiting for a GPU). There is nothing to checkpoint yet, and the default action would kill
+        the process with metrics.json still saying `running`."""
+        self.install()
+        self._at_once = True
+
     def install(self, signals: tuple[int, ...] = SIGNALS) -> None:
+        self._at_once = False
         if threading.current_thread() is not threading.main_thread():
             return  # signals reach the main thread only
         for signum in signals:
@@ -80,9 +90,12 @@ class PreemptionSignals:
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: the user does not want to wait
         if self.received is None:
-            log.warning("received %s: stopping at the end of this batch (in training, after saving a "
-                        "checkpoint)", signal.Signals(signum).name)
+            log.warning("received %s: %s", signal.Signals(signum).name, "stopping now, before training" if
+                        self._at_once else "stopping at the end of this batch (in training, after saving a "
+                        "checkpoint)")
         self.received = signum
+        if self._at_once:
+            raise Preempted(signum)
         chained = self._chained.get(signum)
         if signum == signal.SIGUSR1 and callable(chained):
             chained(signum, frame)  # Lightning's SLURM auto-requeue, where it is configured
