@@ -63,10 +63,10 @@ class MidEpochCheckpoint(Callback):
         # last.ckpt, one written as a signal stopped the run), so that a resume from it ends its fit
         # at once too (Lightning does not save `should_stop`; the resume trained another epoch).
         self._fit_ended = False
-        self._trainer: pl.Trainer | None = None
+        self._fitting: pl.Trainer | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer  # state_dict() is asked without it
+        self._fitting = trainer  # state_dict() is asked without it
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
@@ -88,7 +88,7 @@ class MidEpochCheckpoint(Callback):
         return (self.signals.received if self.signals is not None else None) or 0
 
     def state_dict(self) -> dict[str, Any]:
-        stopped = self._trainer is not None and self._trainer.should_stop
+        stopped = self._fitting is not None and self._fitting.should_stop
         return {"fit_ended": self._fit_ended or stopped}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
