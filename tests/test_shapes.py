@@ -1,4 +1,4 @@
-import json
+import hashlib
 import random
 from collections import Counter
 
@@ -7,7 +7,16 @@ from PIL import Image
 
 from captioner.errors import ConfigError
 from captioner.sources import load_records
-from captioner.sources.shapes import COLOURS, SHAPES, SIZES, TEMPLATE_WEIGHTS, describe, random_scene
+from captioner.sources.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    TEMPLATE_WEIGHTS,
+    describe,
+    generate,
+    generation_params,
+    random_scene,
+)
 from tests.conftest import compose_config
 
 
@@ -54,13 +63,37 @@ def test_common_phrasings_are_drawn_more_often_than_rare_ones():
         assert counts[0] > 0.95 * 2000 and counts[-1] < 0.6 * 2000
 
 
-def test_changed_parameters_regenerate_the_dataset(tmp_path):
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_changed_parameters_are_generated_beside_the_first_never_over_it(tmp_path):
+    """A run that read settings P1's records keeps P1's images while a run with P2 (a sweep over
+    dataset.seed or num_images sharing data_root) generates its own: the folder is never swapped."""
     root = tmp_path / "shapes"
-    load_records("shapes", root, compose_config("dataset.num_images=10").dataset)
-    records = load_records("shapes", root, compose_config("dataset.num_images=14").dataset)
-    assert len(records) == 14
-    assert len(json.loads((root / "captions.json").read_text())["images"]) == 14
-    assert len(list((root / "images").iterdir())) == 14
+    first = load_records("shapes", root, compose_config("dataset.num_images=10").dataset)
+    images = {r.path: _digest(r.path) for r in first}
+    manifest = (root / "captions.json").read_bytes()
+    other = load_records("shapes", root, compose_config("dataset.num_images=14", "dataset.seed=1").dataset)
+    assert {r.path: _digest(r.path) for r in first} == images  # P1's scenes, not P2's
+    assert (root / "captions.json").read_bytes() == manifest
+    assert len(other) == 14 and _digest(other[0].path) != images[first[0].path]
+    # each settings' folder is reused as it is, whichever asks first
+    again = load_records("shapes", root, compose_config("dataset.num_images=10").dataset)
+    assert [r.path for r in again] == [r.path for r in first]
+    assert [r.path for r in load_records("shapes", root, compose_config("dataset.num_images=14",
+                                                                         "dataset.seed=1").dataset)] == \
+        [r.path for r in other]
+
+
+def test_a_complete_dataset_folder_is_never_regenerated_in_place(tmp_path):
+    root = tmp_path / "shapes"
+    load_records("shapes", root, compose_config("dataset.num_images=5").dataset)
+    manifest = (root / "captions.json").read_bytes()
+    params = generation_params(compose_config("dataset.num_images=7").dataset)
+    with pytest.raises(FileExistsError, match=f"{root} already holds a generated shapes dataset"):
+        generate(root, params)
+    assert (root / "captions.json").read_bytes() == manifest
 
 
 def test_a_folder_that_is_not_a_shapes_dataset_is_never_replaced(tmp_path):

@@ -4,10 +4,17 @@ It exists so that every command works offline and so that tests exercise learnin
 name the colour, shape, size and relative position of 1-3 shapes, which the image carries.
 The first request writes real JPEG files and a `captions.json` manifest into the dataset root
 (deterministic from the seed); after that this is a source like any other.
+
+Each set of generator settings (`num_images`, `image_size`, `seed`, ...) has its own folder: the
+dataset root holds the first set generated there, any other set goes beside it into
+`<root>-<key>`, `key` a hash of the settings. A complete folder is never replaced, so runs that
+share a data root with other settings (a sweep over `dataset.num_images`, `train.py` beside a
+smoke config) never read each other's images.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -54,21 +61,43 @@ class Shape:
 
 
 def load_records(root: Path, options: Mapping[str, Any]) -> list[ImageRecord]:
-    """Records of the shapes dataset in `root`, generating it first if needed."""
-    params = generation_params(options)
-    manifest_path = root / MANIFEST
-    if not _is_generated(manifest_path, params):
-        _make_parent(root)
-        # Runs of a sweep started together: the first generates, the others wait and reuse it.
-        with FileLock(root.parent / f".{root.name}.lock"):
-            if not _is_generated(manifest_path, params):
-                generate(root, params)
-    manifest = _read_manifest(manifest_path)
+    """Records of the shapes dataset for `options` under `root`, generating it first if needed."""
+    folder = generated_folder(Path(root), generation_params(options))
+    manifest = _read_manifest(folder / MANIFEST)
     return [
-        ImageRecord(image_id=Path(item["file"]).stem, path=root / item["file"], captions=item["captions"],
+        ImageRecord(image_id=Path(item["file"]).stem, path=folder / item["file"], captions=item["captions"],
                     split=item["split"])
         for item in manifest["images"]
     ]
+
+
+def generated_folder(root: Path, params: dict[str, Any]) -> Path:
+    """The folder holding the scenes of `params`: `root` or `<root>-<key>`, generated if neither does."""
+    folder = _folder_holding(root, params)
+    if folder is not None:  # complete folders are never replaced: no lock needed to read one
+        return folder
+    _make_parent(root)
+    # Runs of a sweep started together: the first generates, the others wait and reuse it. One lock
+    # per root, so that two settings never both claim the root itself.
+    with FileLock(root.parent / f".{root.name}.lock"):
+        folder = _folder_holding(root, params)
+        if folder is None:
+            folder = root if not (root / MANIFEST).exists() else settings_folder(root, params)
+            generate(folder, params)
+    return folder
+
+
+def settings_folder(root: Path, params: dict[str, Any]) -> Path:
+    """`<root>-<key>`: where `params` are generated when `root` holds other settings."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return root.parent / f"{root.name}-{key}"
+
+
+def _folder_holding(root: Path, params: dict[str, Any]) -> Path | None:
+    for folder in (root, settings_folder(root, params)):
+        if _is_generated(folder / MANIFEST, params):
+            return folder
+    return None
 
 
 def _is_generated(manifest_path: Path, params: dict[str, Any]) -> bool:
@@ -112,9 +141,15 @@ def generation_params(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def generate(root: Path, params: dict[str, Any]) -> None:
-    """Write the dataset into `root` atomically: a crash leaves the old state or nothing."""
+    """Write the dataset into `root`, which must be absent or empty, atomically: a crash leaves
+    nothing. A folder that holds files is never replaced: a run may be reading its images."""
     root = Path(root)
-    if root.is_dir() and any(root.iterdir()) and not (root / MANIFEST).exists():
+    if (root / MANIFEST).exists():
+        raise DatasetRootTakenError(f"{root} already holds a generated shapes dataset (settings "
+                                    f"{_read_manifest(root / MANIFEST)['generator']}); it is never "
+                                    "replaced, as a run may be reading it: delete it, or point "
+                                    "dataset.root at a new folder")
+    if root.is_dir() and any(root.iterdir()):
         # Never replace a folder we did not generate: it may hold someone's data.
         raise DatasetRootTakenError(f"{root} exists and is not a generated shapes dataset (no {MANIFEST}); "
                                     "point dataset.root at an empty or new folder")
@@ -127,14 +162,9 @@ def generate(root: Path, params: dict[str, Any]) -> None:
     except BaseException:  # its name holds this pid: no later run would clear it
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-    if root.exists():
-        retired = root.parent / f".{root.name}.old-{os.getpid()}"
-        os.replace(root, retired)
-        os.replace(staging, root)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, root)
+    if root.is_dir():  # empty (checked above); a directory cannot be renamed over on every system
+        root.rmdir()
+    os.replace(staging, root)
 
 
 def _write_scenes(staging: Path, params: dict[str, Any]) -> None:
