@@ -5,11 +5,13 @@ from __future__ import annotations
 import codecs
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from captioner.errors import ConfigError
 from captioner.features.cache import default_path
 from captioner.runs.run import run
 from captioner.sources import load_records
@@ -76,14 +78,15 @@ def karpathy(root: Path, images: Path, name: str, n: int = 12, filepath: str | N
     return root
 
 
-def coco(root: Path, n_per_part: int = 7) -> Path:
+def coco(root: Path, n_per_part: int = 7, year: str = "2014") -> Path:
+    """The release's layout: 2014 names files COCO_<part>_<id>.jpg, 2017 names them <id>.jpg."""
     (root / "annotations").mkdir(parents=True)
     annotation_id = 0
-    for part_index, part in enumerate(("train2014", "val2014")):
+    for part_index, part in enumerate((f"train{year}", f"val{year}")):
         images, annotations = [], []
         for i in range(n_per_part):
             image_id = part_index * 1000 + i
-            file_name = f"COCO_{part}_{image_id:012d}.jpg"
+            file_name = f"COCO_{part}_{image_id:012d}.jpg" if year == "2014" else f"{image_id:012d}.jpg"
             stem = _image(root / part / file_name, i + part_index)
             images.append({"id": image_id, "file_name": file_name, "width": 48, "height": 40})
             for caption in _captions(stem):
@@ -203,6 +206,80 @@ def test_coco_karpathy_split(tmp_path):
     records = load_records("coco", root, options)
     assert _splits(records) == {"train": 8, "val": 2, "test": 2}
     assert all(r.path.parent.name == "val2014" for r in records)
+
+
+def test_coco_2017_layout_is_detected_and_split_at_random_like_2014(tmp_path):
+    root = coco(tmp_path / "coco", year="2017")
+    options = compose_config(dataset="coco").dataset
+    records = load_records("coco", root, options)
+    assert len(records) == 14 and sum(len(r.captions) for r in records) == 70
+    assert {r.path.parent.name for r in records} == {"train2017", "val2017"}
+    assert {r.image_id for r in records} >= {"000000000000", "000000001006"}
+    assert _splits(records) == _splits(load_records("coco", coco(tmp_path / "coco2014"), options))
+    options.max_captions = 30
+    assert sum(len(r.captions) for r in load_records("coco", root, options)) == 30
+
+
+def karpathy_coco_2014_names(root: Path, splits: dict[int, str]) -> Path:
+    """Karpathy's dataset_coco.json as it ships: 2014 file names and folders, the COCO id in `cocoid`."""
+    entries = [{"filepath": "val2014", "filename": f"COCO_val2014_{cocoid:012d}.jpg", "cocoid": cocoid,
+                "imgid": index, "split": split, "sentences": [{"raw": "a caption Karpathy's file holds"}]}
+               for index, (cocoid, split) in enumerate(splits.items())]
+    (root / "dataset_coco.json").write_text(json.dumps({"images": entries, "dataset": "coco"}))
+    return root / "dataset_coco.json"
+
+
+def test_coco_karpathy_split_on_the_2017_layout_matches_images_by_coco_id(tmp_path, caplog):
+    root = coco(tmp_path / "coco", year="2017")
+    # ids 0-6 are in train2017, 1000-1006 in val2017; his file says val2014 for all of them
+    splits = {0: "train", 1: "restval", 2: "val", 1000: "test", 1001: "val", 1002: "train", 4242: "test"}
+    karpathy_coco_2014_names(root, splits)
+    options = compose_config(dataset="coco").dataset
+    options.split = "karpathy"
+    with caplog.at_level(logging.WARNING):
+        records = load_records("coco", root, options)
+    by_id = {r.image_id: r for r in records}
+    assert {int(i): r.split for i, r in by_id.items()} == {0: "train", 1: "train", 2: "val", 1000: "test",
+                                                          1001: "val", 1002: "train"}
+    assert by_id["000000001000"].path == root / "val2017" / "000000001000.jpg"
+    assert by_id["000000000002"].path == root / "train2017" / "000000000002.jpg"
+    assert len(by_id["000000000000"].captions) == 5  # the 2017 annotations' captions
+    assert "skipped 1 entries" in caplog.text  # 4242: in his file, not in the 2017 release
+    _edit_json(root / "dataset_coco.json", lambda c: c["images"][3].pop("cocoid"))
+    with pytest.raises(DatasetFormatError, match=r"dataset_coco\.json: image entry 3 has no field 'cocoid'"):
+        load_records("coco", root, options)
+
+
+def test_a_coco_root_without_either_layout_names_both_and_the_downloads(tmp_path):
+    (tmp_path / "coco").mkdir()
+    with pytest.raises(DatasetLayoutError) as error:
+        load_records("coco", tmp_path / "coco", compose_config(dataset="coco").dataset)
+    message = str(error.value)
+    assert str(tmp_path / "coco" / "annotations" / "captions_train2014.json") in message
+    assert "annotations/captions_{train,val}2017.json, train2017/, val2017/" in message
+    assert "annotations_trainval2014.zip" in message and "annotations_trainval2017.zip" in message
+
+
+def test_coco_dataset_year_chooses_for_a_root_that_holds_both_releases(tmp_path):
+    root = coco(tmp_path / "coco", year="2014")
+    shutil.copytree(coco(tmp_path / "coco2017", year="2017"), root, dirs_exist_ok=True)
+    options = compose_config(dataset="coco").dataset
+    assert {r.path.parent.name for r in load_records("coco", root, options)} == {"train2014", "val2014"}
+    options.year = 2017
+    assert {r.path.parent.name for r in load_records("coco", root, options)} == {"train2017", "val2017"}
+    options.year = 2015
+    with pytest.raises(ConfigError, match="dataset.year=2015: expected auto, 2014 or 2017"):
+        load_records("coco", root, options)
+
+
+def test_a_missing_flickr30k_split_file_says_it_comes_from_karpathys_zip(tmp_path):
+    root = tmp_path / "flickr30k"
+    _image(root / "flickr30k-images" / "1000.jpg", 0)  # the images' archive unpacked, nothing else
+    with pytest.raises(DatasetLayoutError) as error:
+        load_records("flickr30k", root, compose_config(dataset="flickr30k").dataset)
+    message = str(error.value)
+    assert str(root / "dataset_flickr30k.json") in message
+    assert "caption_datasets.zip" in message and "flickr30k.tar.gz" in message
 
 
 def test_iapr_reads_iso_8859_1_records_and_takes_the_first_sentence(tmp_path):
