@@ -43,11 +43,21 @@ def exit_for_user_error(error: BaseException, prog: str) -> None:
     sys.exit(USER_ERROR)
 
 
+_sweep_launched = False  # a multirun got past its command line (sweep_launched)
+
+
+def sweep_launched() -> None:
+    """A multirun's command line was read and its jobs are about to start (Hydra's
+    on_multirun_start): an exit 1 from now on is the sweep's outcome, not a command-line error."""
+    global _sweep_launched
+    _sweep_launched = True
+
+
 def _runs_started_elsewhere() -> bool:
-    """Whether `hydra/launcher=parallel` started runs, each in a process of its own (where their
-    `job_started` flags are set, not in this one)."""
+    """Whether a sweep launched runs, maybe each in a process of its own (`hydra/launcher=parallel`,
+    submitit's launchers), where their `job_started` flags are set, not in this one."""
     launcher = sys.modules.get("captioner.launch.process_per_run")
-    return launcher is not None and launcher.runs_started > 0
+    return _sweep_launched or (launcher is not None and launcher.runs_started > 0)
 
 
 def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:

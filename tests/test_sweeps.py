@@ -281,6 +281,18 @@ def test_runs_can_go_through_submitit(tmp_path, shared_data_root):
     assert (sweep / "report.md").is_file()
 
 
+@pytest.mark.slow
+def test_a_failed_run_under_submitit_ends_the_sweep_with_exit_1(tmp_path, shared_data_root):
+    # Each run is a submitit job in a process of its own, so this process never saw a job start
+    # and took the sweep's exit 1 for a command-line error: exit 2.
+    result = train(tmp_path, "-m", "hydra/launcher=local_gpus", "hydra.launcher.gpus_per_node=0",
+                   "hydra.launcher.cpus_per_task=1", "model.dropout=0.1,2.0", data_root=shared_data_root,
+                   check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "multirun")
+    assert "| failed: ConfigError: model.dropout=2.0" in (sweep / "report.md").read_text()
+
+
 @pytest.mark.parametrize("launcher, target", [("parallel", "ProcessPerRunLauncher"),
                                               ("local_gpus", "LocalLauncher"),
                                               ("slurm", "SlurmLauncher")])

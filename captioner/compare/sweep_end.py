@@ -15,7 +15,7 @@ from captioner.compare.content_groups import load_groups
 from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
-from captioner.errors import PREEMPTED_BASE
+from captioner.errors import PREEMPTED_BASE, sweep_launched
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
 from captioner.trainer_setup.loggers import wandb_offline
@@ -28,6 +28,9 @@ class ReportAtSweepEnd(Callback):
 
     def __init__(self, job_name: str = "train") -> None:
         self.job_name = job_name
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_launched()  # a failed run's exit 1 stays 1 where the runs are processes of their own
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # hydra/launcher=parallel's record, where it ran (not imported otherwise: it needs cloudpickle)
