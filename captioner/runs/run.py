@@ -200,8 +200,10 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         raise
     finally:
         signals.restore()
-        finish_loggers(loggers, failed=summary.status != "completed")
-        held.close()
+        try:
+            finish_loggers(loggers, failed=summary.status != "completed")
+        finally:  # the GPU lease and the DDP variables go back whatever happens
+            held.close()
     if signals.received:  # while it wrote its outputs: the run is complete, a sweep stops here
         log.warning("the run completed; stopping on %s", signal.Signals(signals.received).name)
         raise Preempted(signals.received)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from captioner.records.run_summary import RunSummary
 from captioner.settings import LoggerSettings
+
+log = logging.getLogger(__name__)
 
 
 def wandb_offline(asked: bool | None) -> bool:
@@ -100,4 +103,7 @@ def finish_loggers(loggers: list[Logger], failed: bool = False) -> None:
         if isinstance(logger, WandbLogger):
             import wandb
 
-            wandb.finish(exit_code=1 if failed else 0)
+            try:
+                wandb.finish(exit_code=1 if failed else 0)
+            except Exception as error:  # W&B unreachable: the run's own files stand, its lease goes back
+                log.warning("the W&B run was not closed cleanly: %s: %s", type(error).__name__, error)
