@@ -99,3 +99,19 @@ def test_unk_is_never_written_unless_research_use_allows_it():
     assert not (sampled == UNK_ID).any()
     unbanned, _ = sample_captions(decoder, features, 4, *length.search_arguments())
     assert (unbanned == UNK_ID).any()
+
+
+def test_every_search_writes_at_least_one_word_where_the_model_would_end_at_once():
+    # An untrained model (or an odd image) whose likeliest first token is <end> got the empty caption.
+    torch.manual_seed(0)
+    decoder = CaptionDecoder(12, feature_dim=8, embed_dim=16, hidden_dim=32, attention_dim=16).eval()
+    with torch.no_grad():
+        decoder.vocab_out.bias[END_ID] = 50.0  # <end> the likeliest token at every step
+    features = torch.randn(3, 5, 8)
+    length = CaptionLength(6)
+    for options in (GREEDY, DecodeOptions("beam", beam_size=3), DecodeOptions("beam", beam_size=3,
+                                                                              length_penalty=1.0)):
+        tokens, _ = decode(decoder, features, options, length)
+        assert (tokens[:, 0] != END_ID).all() and (tokens[:, 1] == END_ID).all(), options
+    sampled, log_probs = sample_captions(decoder, features, 4, *length.search_arguments())
+    assert (sampled[:, 0] != END_ID).all() and torch.isfinite(log_probs).all()

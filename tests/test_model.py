@@ -90,7 +90,7 @@ def test_greedy_decoding_pads_after_end_and_stops_at_max_length():
         decoder.vocab_out.bias.fill_(-10)
         decoder.vocab_out.bias[2] = 10
     tokens, _ = greedy_decode(decoder, torch.randn(3, 5, 8), max_length=7, start_id=1, end_id=2)
-    assert tokens.tolist() == [[2], [2], [2]]
+    assert tokens.shape == (3, 2) and (tokens[:, 0] != 2).all() and (tokens[:, 1] == 2).all()  # one word
     with torch.no_grad():  # never <end>
         decoder.vocab_out.bias[2] = -10
         decoder.vocab_out.bias[7] = 10

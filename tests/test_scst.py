@@ -48,6 +48,7 @@ def test_samples_are_masked_after_end_and_their_log_probs_are_the_decoders():
     inputs = torch.cat([torch.full((12, 1), START), tokens], dim=1)
     logits, _ = decoder(features.repeat_interleave(4, 0), inputs)
     logits[..., [PAD, START]] = float("-inf")
+    logits[:, 0, END] = float("-inf")  # a caption has at least one word
     forced = F.log_softmax(logits, -1).gather(2, tokens.unsqueeze(2)).squeeze(2)
     assert torch.allclose(forced[~after_end], log_probs[~after_end], atol=1e-5)
     log_probs.sum().backward()  # gradients reach the decoder

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from captioner.model.decoder import CaptionDecoder
+from captioner.model.search import never_at
 
 
 def sample_captions(decoder: CaptionDecoder, features: torch.Tensor, samples: int, max_length: int,
@@ -27,12 +28,14 @@ def sample_captions(decoder: CaptionDecoder, features: torch.Tensor, samples: in
     rows = regions.shape[0]
     tokens = torch.full((rows,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(rows, dtype=torch.bool, device=features.device)
-    never = torch.zeros(1, decoder.vocab_out.out_features, dtype=torch.bool, device=features.device)
-    never[0, [pad_id, start_id, *banned]] = True  # never words of a caption
+    never = torch.zeros(2, decoder.vocab_out.out_features, dtype=torch.bool, device=features.device)
+    never[0, never_at(0, pad_id, start_id, end_id, banned)] = True  # the first word: not <end> either
+    never[1, never_at(1, pad_id, start_id, end_id, banned)] = True
     words, log_probs = [], []
-    for _ in range(max_length + 1):  # max_length words, then room for <end>
+    for step in range(max_length + 1):  # max_length words, then room for <end>
         logits, state, _ = decoder.step(tokens, regions, keys, state)
-        step_log_probs = torch.log_softmax(logits.float().masked_fill(never, float("-inf")) / temperature, -1)
+        masked = logits.float().masked_fill(never[min(step, 1)].unsqueeze(0), float("-inf"))
+        step_log_probs = torch.log_softmax(masked / temperature, -1)
         with torch.no_grad():
             drawn = torch.multinomial(step_log_probs.exp(), 1).squeeze(1)
         tokens = drawn.masked_fill(finished, pad_id)

@@ -10,6 +10,12 @@ import torch.nn.functional as F
 from captioner.model.decoder import CaptionDecoder
 
 
+def never_at(step: int, pad_id: int, start_id: int, end_id: int, banned: Sequence[int]) -> list[int]:
+    """The ids no caption may hold at `step`: <pad>, <start>, `banned`, and <end> first of all (a
+    caption has at least one word; an untrained or odd model's likeliest first token can be <end>)."""
+    return [pad_id, start_id, *banned, *((end_id,) if step == 0 else ())]
+
+
 @torch.no_grad()
 def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: int, start_id: int,
                   end_id: int, pad_id: int = 0,
@@ -25,9 +31,9 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, max_length: i
     tokens = torch.full((batch,), start_id, dtype=torch.long, device=features.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=features.device)
     words, attention = [], []
-    for _ in range(max_length + 1):  # max_length words, then room for <end>
+    for step in range(max_length + 1):  # max_length words, then room for <end>
         logits, state, weights = decoder.step(tokens, regions, keys, state)
-        logits[:, [pad_id, start_id, *banned]] = float("-inf")  # never words of a caption
+        logits[:, never_at(step, pad_id, start_id, end_id, banned)] = float("-inf")
         tokens = logits.argmax(dim=-1).masked_fill(finished, pad_id)
         words.append(tokens)
         attention.append(weights.masked_fill(finished.unsqueeze(1), 0.0))
@@ -92,7 +98,7 @@ def beam_search(decoder: CaptionDecoder, features: torch.Tensor, max_length: int
         logits, state, weights = decoder.step(tokens, regions, keys, state)
         weights = weights.float()  # the pool keeps float32 attention, whatever autocast computed
         log_probs = torch.log_softmax(logits.float(), dim=-1)
-        log_probs[:, [pad_id, start_id, *banned]] = float("-inf")  # never words of a caption
+        log_probs[:, never_at(step, pad_id, start_id, end_id, banned)] = float("-inf")
         if block_trigram_repeats:
             _block_repeated_trigrams(log_probs, history)
         vocab = log_probs.shape[1]
