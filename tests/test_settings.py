@@ -53,6 +53,17 @@ LATE_CHECKS = [
     (["cnn=mobilenet_v2", "cnn.weights=IMAGENET1K_V1", "cnn.trainable_blocks=4"],
      "cnn.trainable_blocks=4: mobilenet_v2 lists 3 top blocks to train; choose 0-3"),
     (["cnn.trainable_blocks=1"], "cnn.trainable_blocks=1 fine-tunes pretrained blocks, but cnn.weights=null"),
+    # each of these failed only after the features were extracted (or with a traceback)
+    (["+trainer.max_epoch=5"], "trainer.max_epoch: not an option of Lightning's Trainer (did you mean "
+                               "trainer.max_epochs"),
+    (["trainer.devices=two"], "trainer.devices='two': expected a number of devices"),
+    (["trainer.devices=0"], "trainer.devices=0: expected a number of devices"),
+    (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer >= 1"),
+    (["cnn=inception_v3", "cnn.input_size=64"], "cnn.input_size=64: expected an integer >= 75"),
+    (["features_path=5"], "features_path=5: expected a path"),
+    (["ckpt_path=true"], "ckpt_path=True: expected a path or last"),
+    (["seed=4294967296"], "seed=4294967296: expected an integer from 0 to 4294967295"),
+    (["scst.from_checkpoint=xe.ckpt"], "xe.ckpt': only with scst.enabled=true"),
 ]
 
 
@@ -146,7 +157,8 @@ def test_the_decoding_flags_are_checked_before_the_checkpoint_is_read(tmp_path, 
 
 
 TAKEN_BEFORE = ["early_stopping.patience=0", "progress_every_s=0", "text.min_word_count=0",
-                "trainer.precision=null", "trainer.devices='1'"]
+                "trainer.precision=null", "trainer.devices='1'", "trainer.devices=auto", "trainer.devices=-1",
+                "trainer.devices='0,1'", "trainer.devices=[0,1]", "cnn.input_size=32", "seed=4294967295"]
 
 
 @pytest.mark.parametrize("override", TAKEN_BEFORE)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 CNN_NAMES = ("efficientnet_lite2", "inception_resnet_v2", "inception_v3", "mobilenet_v2", "resnet101",
              "vgg16")
+# The smallest cnn.input_size each CNN runs at (Inception's stem and reductions: 75 px); others 32.
+MIN_INPUT_SIZE = {"inception_v3": 75, "inception_resnet_v2": 75}
+DEFAULT_MIN_INPUT_SIZE = 32
 # How many of its last blocks each CNN can hand to training (`cnn.trainable_blocks`); the blocks
 # themselves are listed in features/backbones.py (`grid_units`), which a test keeps in step.
 TRAINABLE_BLOCKS = {"efficientnet_lite2": 3, "inception_resnet_v2": 0, "inception_v3": 3, "mobilenet_v2": 3,

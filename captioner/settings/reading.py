@@ -9,7 +9,9 @@ before anything hashes or opens them.
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
@@ -38,6 +40,7 @@ from captioner.settings.sections import (
 
 PATH_OPTIONS = ("data_root", "dataset.root", "features_path", "cnn.weights_path", "scst.from_checkpoint")
 _MISSING = object()
+MAX_SEED = 2**32 - 1  # what Lightning's seed_everything takes
 
 
 def _integer(value: Any) -> bool:
@@ -52,11 +55,17 @@ def with_absolute_paths(cfg: DictConfig, base_dir: Path) -> DictConfig:
     """A copy of `cfg` whose path options are absolute (`ckpt_path` too, unless it is `last`)."""
     resolved = cfg.copy()
     OmegaConf.set_struct(resolved, False)
+    not_paths = []
     for key in (*PATH_OPTIONS, "ckpt_path"):
         value = OmegaConf.select(cfg, key, default=None)
         if value in (None, "") or (key == "ckpt_path" and value == "last"):
             continue
+        if not isinstance(value, str):  # `features_path=5`, `ckpt_path=true`: Path() would raise
+            not_paths.append(f"{key}={value!r}: expected a path" + (" or last" if key == "ckpt_path" else ""))
+            continue
         OmegaConf.update(resolved, key, str(absolute(value, base_dir)), merge=False)
+    if not_paths:
+        raise ConfigError("; ".join(not_paths))
     return resolved
 
 
@@ -127,7 +136,8 @@ def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
         raise ConfigError(" ".join(str(error).split())) from None
     read = _Reader(cfg)
     settings = RunSettings(
-        seed=read.integer("seed", 0),
+        seed=read.get("seed", lambda v: _integer(v) and 0 <= v <= MAX_SEED,
+                      f"an integer from 0 to {MAX_SEED}"),
         data_root=Path(read.text("data_root") or "."),  # "." only ever in settings refused below
         features_path=_path(read.raw("features_path", None)),
         ckpt_path=read.raw("ckpt_path", None) or None,
@@ -177,7 +187,8 @@ def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
                              ".pth state dict")
     return CnnSettings(
         name=read.choice(f"{prefix}.name", choices.CNN_NAMES),
-        input_size=read.integer(f"{prefix}.input_size", 32),
+        input_size=read.integer(f"{prefix}.input_size", choices.MIN_INPUT_SIZE.get(
+            read.raw(f"{prefix}.name", None), choices.DEFAULT_MIN_INPUT_SIZE)),
         mean=tuple(read.get(f"{prefix}.mean", lambda v: three(v, lambda x: True), "three numbers") or ()),
         std=tuple(read.get(f"{prefix}.std", lambda v: three(v, lambda x: x > 0), "three numbers > 0") or ()),
         weights=read.get(f"{prefix}.weights", lambda v: v is None or (isinstance(v, str) and v != ""),
@@ -280,6 +291,9 @@ def decode_settings(values: Mapping[str, Any]) -> DecodeSettings:
 def _scst(read: _Reader) -> ScstSettings:
     enabled = read.flag("scst.enabled", False)
     from_checkpoint = read.raw("scst.from_checkpoint", None) or None
+    if from_checkpoint and not enabled:  # it would be ignored: a whole cross-entropy run instead
+        read.problems.append(f"scst.from_checkpoint={from_checkpoint!r}: only with scst.enabled=true (it "
+                             "starts the self-critical stage from that checkpoint)")
     if enabled and from_checkpoint and not Path(from_checkpoint).is_file():
         read.problems.append(f"scst.from_checkpoint={from_checkpoint!r}: no such checkpoint file, give a "
                              "cross-entropy .ckpt of this model, or null to train cross-entropy first")
@@ -295,16 +309,46 @@ def _scst(read: _Reader) -> ScstSettings:
         patience=read.integer("scst.patience", 0, None, nullable=True) or None)
 
 
+def _devices(value: Any) -> bool:
+    """Whether Lightning's Trainer takes `value` as `devices` (0 and [] it refuses)."""
+    if isinstance(value, str):
+        return re.fullmatch(r"\s*(auto|-1|\d+|\d+(\s*,\s*\d+)*\s*,?)\s*", value) is not None and \
+            value.strip() not in ("0", "")
+    if isinstance(value, list):
+        return bool(value) and all(_integer(i) and i >= 0 for i in value)
+    return _integer(value) and (value >= 1 or value == -1)
+
+
+def _trainer_option_problems(options: dict[str, Any]) -> list[str]:
+    """Keys of the trainer section that Lightning's Trainer does not take: a typo there
+    (`+trainer.max_epoch=5`) failed only after the features were extracted."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    problems = []
+    for key in sorted(set(options) - known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        problems.append(f"trainer.{key}: not an option of Lightning's Trainer"
+                        + (f" (did you mean trainer.{close[0]}?)" if close else ""))
+    return problems
+
+
 def _trainer(read: _Reader) -> TrainerSettings:
     options = read.get("trainer", lambda v: isinstance(v, dict), "a trainer section", {})
+    if isinstance(options, dict):
+        read.problems += _trainer_option_problems(options)
+    read.get("trainer.check_val_every_n_epoch", lambda v: v is None or (_integer(v) and v >= 1),
+             "an integer >= 1 or null", None)
+    read.number("trainer.gradient_clip_val", lambda v: v >= 0, "a number >= 0", None, nullable=True)
     precision = read.get("trainer.precision", lambda v: v is None or str(v) in choices.PRECISIONS,
                          "one of " + ", ".join(choices.PRECISIONS[:6]) + " (or null: 32-true)", "32-true")
     return TrainerSettings(
         max_epochs=read.integer("trainer.max_epochs", -1, wanted="an integer >= 0 (or -1: no limit)"),
         accelerator=read.choice("trainer.accelerator", choices.ACCELERATORS, "auto"),
-        devices=read.get("trainer.devices", lambda v: isinstance(v, str) or (_integer(v) and v >= -1) or (
-            isinstance(v, list) and all(_integer(i) for i in v)), "a number of devices, a list of "
-            "device indices, or a string Lightning reads (auto, \"0,1\")", 1),
+        devices=read.get("trainer.devices", _devices, "a number of devices (>= 1, or -1: all), a list of "
+                         "device indices, or a string Lightning reads (auto, \"2\", \"0,1\")", 1),
         precision="32-true" if precision is None else str(precision),
         enable_progress_bar=read.flag("trainer.enable_progress_bar", True),
         options=options if isinstance(options, dict) else {})
