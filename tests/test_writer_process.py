@@ -83,6 +83,38 @@ def test_a_parent_that_goes_away_leaves_the_file_closed(tmp_path):
     assert saved.read_text() == f"{saved}\nkept"
 
 
+def test_a_signal_that_stops_the_parent_mid_message_ends_the_child_without_a_wait(tmp_path):
+    # A signal's Preempted raised between two writes of one message: the child waited for the rest,
+    # and the `close` that followed (extraction's `finally`) waited for its reply forever.
+    import struct
+    import threading
+
+    saved = tmp_path / "notebook.txt"
+    notebook = WriterProcess(Notebook, str(saved))
+    notebook.call("add", "kept")
+    connection = notebook._connection
+
+    def half_then_signal(buf):
+        connection._send(struct.pack("!i", len(buf)) + bytes(buf)[: len(buf) // 2])
+        raise SystemExit(143)
+
+    connection._send_bytes = half_then_signal
+    with pytest.raises(SystemExit):
+        notebook.call("add", "x" * 100_000)
+    ended = []
+
+    def close():  # as FeatureFileWriter.close in extraction's `finally`
+        if notebook.alive:
+            notebook.call("close")
+        ended.append(notebook.alive)
+
+    closing = threading.Thread(target=close, daemon=True)
+    closing.start()
+    closing.join(timeout=10)
+    assert ended == [False]  # no call waits on a child that holds half a message
+    assert saved.read_text() == f"{saved}\nkept"  # which closed the file where it stood
+
+
 def test_a_failing_constructor_is_raised_here():
     with pytest.raises(TypeError):
         WriterProcess(Notebook)  # `first` missing

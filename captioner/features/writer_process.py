@@ -83,7 +83,8 @@ def _serve(connection: Connection, parent_end: Connection, fatal: tuple[type[Bas
     while True:
         try:
             name, call_args = connection.recv()
-        except EOFError:  # the parent is gone: leave the file closed (resumable), and end
+        except (EOFError, OSError):  # the parent is gone (OSError: mid-message), so leave the file
+            # closed (resumable), and end
             with contextlib.suppress(BaseException):
                 target.close()
             os._exit(0)
@@ -127,7 +128,16 @@ class WriterProcess:
             self._connection.send((method, args))
         except OSError as error:  # BrokenPipeError: the child is gone
             raise self._ended(method) from error
-        return self._reply(method)
+        except BaseException as error:
+            if not isinstance(error, Exception):  # a signal's exit mid-message: the child holds half
+                self._abandon()
+            raise
+        try:
+            return self._reply(method)
+        except BaseException as error:
+            if not isinstance(error, Exception):  # a signal's exit while the child works: no waiting
+                self._abandon()
+            raise
 
     def _reply(self, method: str) -> Any:
         while True:
@@ -152,6 +162,16 @@ class WriterProcess:
     def _stop(self) -> None:
         self._process.join(timeout=30)
         self._connection.close()
+
+    def _abandon(self) -> None:
+        """End the child without another message: the pipe may hold half of one, and waiting for a
+        reply would wait forever. Closing this end tells the child (EOF), which closes the file
+        where it stands (resumable) and exits; one that does not within 30 s is terminated."""
+        self._connection.close()
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
 
     @property
     def alive(self) -> bool:
