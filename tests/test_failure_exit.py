@@ -113,3 +113,41 @@ def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, s
     assert stopped.value.code == 128 + signal.SIGTERM
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
+
+
+def _signal_in_a_forked_child(signum: int) -> int:
+    """Fork; the child signals itself and reports how that ended it (7: KeyboardInterrupt, 9:
+    SystemExit such as Preempted); returns its exit status (negative: killed by that signal)."""
+    import os
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.kill(os.getpid(), signum)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            os._exit(7)
+        except SystemExit:
+            os._exit(9)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def test_stopping_at_once_is_the_runs_own_and_leaves_sigusr1_to_lightning():
+    # SIGUSR1 taken before the fit kept Lightning from installing its SLURM requeue; a loader worker
+    # forked before training (sanity validation, extraction) raised Preempted on Ctrl+C, and its
+    # parent failed on "worker exited unexpectedly" instead of saving a checkpoint.
+    import signal
+
+    from captioner.training.preemption import PreemptionSignals
+
+    usr1 = signal.getsignal(signal.SIGUSR1)
+    signals = PreemptionSignals()
+    signals.stop_at_once()
+    try:
+        assert signal.getsignal(signal.SIGUSR1) is usr1
+        assert _signal_in_a_forked_child(signal.SIGINT) == 7  # as PyTorch's workers expect
+        assert _signal_in_a_forked_child(signal.SIGTERM) == -signal.SIGTERM
+    finally:
+        signals.restore()

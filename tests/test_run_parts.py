@@ -534,6 +534,27 @@ def test_a_signal_in_the_test_after_early_stopping_resumes_to_no_further_epoch(t
     assert resumed.status == "completed" and [e["epoch"] for e in resumed.history] == [0, 1]
 
 
+def test_only_early_stopping_ends_the_fit_for_a_resume_not_max_time():
+    # Lightning's Timer (trainer.max_time) sets should_stop too: a resume with more time trained nothing.
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import EarlyStopping, Timer
+
+    from captioner.training.mid_epoch_checkpoint import MidEpochCheckpoint, stopped_early
+
+    stopper = EarlyStopping("val/cider", mode="max", patience=1)
+    timed_out = SimpleNamespace(should_stop=True, callbacks=[Timer(duration="00:00:00:01"), stopper])
+    assert not stopped_early(timed_out)
+    stopper.stopped_epoch = 3
+    assert stopped_early(timed_out)
+    assert not stopped_early(SimpleNamespace(should_stop=False, callbacks=[stopper]))
+    callback = MidEpochCheckpoint(Path("last.ckpt"), None)
+    callback.setup(timed_out, None, "fit")
+    assert callback.state_dict() == {"fit_ended": True}
+    stopper.stopped_epoch = 0
+    assert callback.state_dict() == {"fit_ended": False}
+
+
 def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():
     assert batches_until_next_agreement(None) == 1  # pace not known yet: agree again after one batch
     assert batches_until_next_agreement(0.006) == 166  # a 6 ms compiled GPU step

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, EarlyStopping
 
 from captioner.training.preemption import Preempted, PreemptionSignals, agreed_signal
 
@@ -42,6 +42,13 @@ def batches_until_next_agreement(seconds_per_batch: float | None, every_s: float
     if not seconds_per_batch or seconds_per_batch <= 0:
         return 1
     return max(1, min(MOST_BATCHES_BETWEEN, int(every_s / seconds_per_batch)))
+
+
+def stopped_early(trainer: pl.Trainer) -> bool:
+    """Whether early stopping has ended the fit (not `max_time`'s Timer, which a resume with more
+    time must go on from)."""
+    return trainer.should_stop and any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0
+                                       for c in trainer.callbacks)
 
 
 def _validates_at_epoch_end(trainer: pl.Trainer) -> bool:
@@ -88,8 +95,7 @@ class MidEpochCheckpoint(Callback):
         return (self.signals.received if self.signals is not None else None) or 0
 
     def state_dict(self) -> dict[str, Any]:
-        stopped = self._fitting is not None and self._fitting.should_stop
-        return {"fit_ended": self._fit_ended or stopped}
+        return {"fit_ended": self._fit_ended or (self._fitting is not None and stopped_early(self._fitting))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._fit_ended = bool(state_dict.get("fit_ended", False))

@@ -18,6 +18,7 @@ as a preemption. `restore()`, at the end of the run, puts back the handlers the 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -57,17 +58,20 @@ class PreemptionSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._at_once = False  # before training: stop where the signal finds the run (stop_at_once)
+        self._owner = os.getpid()  # the process that stops so; a child forked meanwhile does not
         main = threading.current_thread() is threading.main_thread()
         # what restore() puts back: the handlers before the run, never one a Trainer installed since
         self._original: dict[int, Any] = {s: signal.getsignal(s) for s in SIGNALS} if main else {}
         self._chained: dict[int, Any] = {}  # what was there when we took over (called for SIGUSR1)
 
     def stop_at_once(self) -> None:
-        """Until `install()`: a signal raises Preempted where it finds the run (extracting features,
-        waiting for a GPU). There is nothing to checkpoint yet, and the default action would kill
-        the process with metrics.json still saying `running`."""
-        self.install()
+        """Until `install()`: SIGTERM or SIGINT raises Preempted where it finds the run (extracting
+        features, waiting for a GPU). There is nothing to checkpoint yet, and the default action
+        would kill the process with metrics.json still saying `running`. SIGUSR1 is left alone:
+        a handler of ours there would keep Lightning from installing its SLURM requeue at fit."""
+        self.install((signal.SIGTERM, signal.SIGINT))
         self._at_once = True
+        self._owner = os.getpid()
 
     def install(self, signals: tuple[int, ...] = SIGNALS) -> None:
         self._at_once = False
@@ -87,6 +91,9 @@ class PreemptionSignals:
         self._chained.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._at_once and os.getpid() != self._owner:
+            _as_by_default(signum)  # a child forked meanwhile (a loader worker): the parent decides
+            return
         if self.received is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl+C: the user does not want to wait
         if self.received is None:
@@ -99,6 +106,15 @@ class PreemptionSignals:
         chained = self._chained.get(signum)
         if signum == signal.SIGUSR1 and callable(chained):
             chained(signum, frame)  # Lightning's SLURM auto-requeue, where it is configured
+
+
+def _as_by_default(signum: int) -> None:
+    """What the signal does without a handler: SIGINT raises KeyboardInterrupt (which PyTorch's
+    loader workers wait out), the others end the process."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def agreed_signal(trainer: pl.Trainer, signum: int) -> int:
