@@ -43,21 +43,19 @@ def exit_for_user_error(error: BaseException, prog: str) -> None:
     sys.exit(USER_ERROR)
 
 
-_sweep_launched = False  # a multirun got past its command line (sweep_launched)
+class SweepRunsFailed(SystemExit):
+    """A sweep ended with runs that did not complete (its end's callback says which): exit 1, also
+    where the runs were processes of their own and this one never saw a job start (submitit)."""
 
-
-def sweep_launched() -> None:
-    """A multirun's command line was read and its jobs are about to start (Hydra's
-    on_multirun_start): an exit 1 from now on is the sweep's outcome, not a command-line error."""
-    global _sweep_launched
-    _sweep_launched = True
+    def __init__(self) -> None:
+        super().__init__(1)
 
 
 def _runs_started_elsewhere() -> bool:
-    """Whether a sweep launched runs, maybe each in a process of its own (`hydra/launcher=parallel`,
-    submitit's launchers), where their `job_started` flags are set, not in this one."""
+    """Whether `hydra/launcher=parallel` started runs, each in a process of its own (where their
+    `job_started` flags are set, not in this one)."""
     launcher = sys.modules.get("captioner.launch.process_per_run")
-    return _sweep_launched or (launcher is not None and launcher.runs_started > 0)
+    return launcher is not None and launcher.runs_started > 0
 
 
 def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:
@@ -70,7 +68,8 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
     try:
         main()
     except SystemExit as exit:
-        if exit.code == 1 and not job_started() and not _runs_started_elsewhere():
+        if exit.code == 1 and not isinstance(exit, SweepRunsFailed) and not job_started() \
+                and not _runs_started_elsewhere():
             sys.exit(USER_ERROR)
         raise
     except Exception as error:

@@ -293,6 +293,12 @@ def test_a_failed_run_under_submitit_ends_the_sweep_with_exit_1(tmp_path, shared
     assert "| failed: ConfigError: model.dropout=2.0" in (sweep / "report.md").read_text()
 
 
+def test_a_bad_value_in_a_sweep_list_is_a_user_error(tmp_path):
+    result = command(tmp_path, train_command(tmp_path / "data", "-m", "dataset=shapes,shapez"), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "shapez" in result.stderr
+
+
 @pytest.mark.parametrize("launcher, target", [("parallel", "ProcessPerRunLauncher"),
                                               ("local_gpus", "LocalLauncher"),
                                               ("slurm", "SlurmLauncher")])

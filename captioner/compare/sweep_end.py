@@ -15,7 +15,7 @@ from captioner.compare.content_groups import load_groups
 from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
-from captioner.errors import PREEMPTED_BASE, sweep_launched
+from captioner.errors import PREEMPTED_BASE, SweepRunsFailed
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
 from captioner.trainer_setup.loggers import wandb_offline
@@ -29,9 +29,6 @@ class ReportAtSweepEnd(Callback):
     def __init__(self, job_name: str = "train") -> None:
         self.job_name = job_name
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_launched()  # a failed run's exit 1 stays 1 where the runs are processes of their own
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         # hydra/launcher=parallel's record, where it ran (not imported otherwise: it needs cloudpickle)
         launcher = sys.modules.get("captioner.launch.process_per_run")
@@ -42,7 +39,7 @@ class ReportAtSweepEnd(Callback):
                 raise SystemExit(PREEMPTED_BASE + launcher.stopped_by)
         if launcher is not None and launcher.runs_lost:  # runs that ended before writing anything
             log.error("%d run(s) ended without a result (see the log above)", launcher.runs_lost)
-            raise SystemExit(1)
+            raise SweepRunsFailed()
 
     def _report_if_train(self, config: DictConfig) -> None:
         if config.hydra.job.name != self.job_name:
@@ -60,12 +57,12 @@ class ReportAtSweepEnd(Callback):
             self._report(config, sweep_dir, runs)
         except Exception as error:
             log.error("the sweep's report was not written: %s: %s", type(error).__name__, error)
-            raise SystemExit(1) from None
+            raise SweepRunsFailed() from None
         if failed:
             log.error("%d of %d runs did not complete: %s", len(failed), len(runs),
                       ", ".join(str(run.path) for run in failed))
             # The others finished and are in the report; the exit status still says not all did.
-            raise SystemExit(1)
+            raise SweepRunsFailed()
 
     @staticmethod
     def _report(config: DictConfig, sweep_dir: Path, runs: list[RunResult]) -> None:
