@@ -5,7 +5,9 @@
 2017: the same images and captions re-cut into `train2017/` and `val2017/` (`<id>.jpg`, ids 12
 digits), listed in `annotations/captions_{train,val}2017.json`. The layout is detected: 2017 when
 none of 2014's files and folders is in `dataset.root` and some of 2017's are, else 2014 (as
-before 2017 was read). `dataset.year=2014|2017` chooses for a root that holds both.
+before 2017 was read). `+dataset.year=2014|2017` chooses for a root that holds both (not a key of
+conf/dataset/coco.yaml: a new key there would change every COCO run's settings key, and a resumed
+sweep would no longer find its completed runs).
 
 Splits:
 
