@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from captioner.errors import ConfigError
@@ -265,9 +266,12 @@ def test_coco_dataset_year_chooses_for_a_root_that_holds_both_releases(tmp_path)
     shutil.copytree(coco(tmp_path / "coco2017", year="2017"), root, dirs_exist_ok=True)
     options = compose_config(dataset="coco").dataset
     assert {r.path.parent.name for r in load_records("coco", root, options)} == {"train2014", "val2014"}
-    options.year = 2017
+    options = compose_config("+dataset.year=2017", dataset="coco").dataset  # as on the command line
     assert {r.path.parent.name for r in load_records("coco", root, options)} == {"train2017", "val2017"}
-    options.year = 2015
+    options = OmegaConf.to_container(options)
+    options["year"] = 2017
+    assert {r.path.parent.name for r in load_records("coco", root, options)} == {"train2017", "val2017"}
+    options["year"] = 2015
     with pytest.raises(ConfigError, match="dataset.year=2015: expected auto, 2014 or 2017"):
         load_records("coco", root, options)
 
