@@ -40,12 +40,13 @@ def test_colour_agreement_of_humans_and_model_by_hand():
 
 def test_cider_rotations_by_hand():
     """Each rotation's scorer is built by hand from the references left in, with their document
-    frequencies; the baseline averages an image's rotations (car: 3, dog: 2)."""
+    frequencies over every image (one without a reference k keeps all of its own); the baseline
+    averages an image's rotations (car: 3, dog: 2)."""
     found = leave_one_out(REFERENCES, CAPTIONS, COLOURS)
     rotations = [  # the references left in when reference k is held out
         {"car": ["a red car", "a blue car"], "dog": ["a black dog"]},
         {"car": ["a red car", "a blue car"], "dog": ["a dog"]},
-        {"car": ["a red car", "a red car"]},  # the dog has no third reference
+        {"car": ["a red car", "a red car"], "dog": ["a dog", "a black dog"]},  # the dog has no third
     ]
     held_out = [{"car": "a red car", "dog": "a dog"}, {"car": "a red car", "dog": "a black dog"},
                 {"car": "a blue car"}]
@@ -53,7 +54,7 @@ def test_cider_rotations_by_hand():
     model = {"car": [], "dog": []}
     for left_in, out in zip(rotations, held_out, strict=True):
         scorer = CiderD(left_in)
-        for image in left_in:
+        for image in out:  # the images that have a reference k to hold out
             human[image].append(scorer.score([out[image]], [image])[0])
             model[image].append(scorer.score([CAPTIONS["run"][image]], [image])[0])
     assert found.human.cider == pytest.approx([np.mean(human["car"]), np.mean(human["dog"])])

@@ -75,8 +75,10 @@ def leave_one_out(references: Mapping[str, Sequence[str]], captions: Mapping[Has
     rotations = np.zeros(len(images))
     for held_out in range(max(len(tokens[i]) for i in images)):
         rows = [row for row, i in enumerate(images) if len(tokens[i]) > held_out]
-        others = {images[row]: [t for k, t in enumerate(tokens[images[row]]) if k != held_out]
-                  for row in rows}
+        # Document frequencies over every image, those without a reference k with all of theirs:
+        # over the few images with a 6th or 7th reference (COCO), CIDEr-D's idf meant little, and
+        # over one image it is log(1) = 0 and every score 0.
+        others = {i: [t for k, t in enumerate(tokens[i]) if k != held_out] for i in images}
         scorer = CiderD(others)
         keys = [images[row] for row in rows]
         rotations[rows] += 1
