@@ -61,10 +61,11 @@ def replace_durably(staging: Path, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged(path: Path) -> Iterator[Path]:
+def staged(path: Path, clean_up: bool = True) -> Iterator[Path]:
     """This writer's staging file for `path` (`staging_path`), for the block to write and rename
-    into place; removed if the block fails. After a write that succeeded, the staging files of
-    `path` that killed writers of this machine left are removed."""
+    into place; removed if the block fails. After a write that succeeded (`clean_up`), the staging
+    files of `path` that killed writers of this machine left are removed: a look through the
+    folder, which a writer of many files in one folder (thumbnails) leaves to its own end."""
     path = Path(path)
     staging = staging_path(path)
     try:
@@ -72,7 +73,8 @@ def staged(path: Path) -> Iterator[Path]:
     finally:  # gone after the rename; still there if the block failed, before or after writing
         with contextlib.suppress(OSError):  # never in place of the block's own error
             staging.unlink(missing_ok=True)
-    remove_stale_staging(path.parent, f".{path.name}.partial-")
+    if clean_up:
+        remove_stale_staging(path.parent, f".{path.name}.partial-")
 
 
 def staging_path(path: Path) -> Path:

@@ -468,3 +468,23 @@ def test_the_effect_charts_carry_95_percent_error_bars_from_seeds_and_images(tmp
     low, high = means["mobilenet_v2"].interval()
     segment = errorbar.lines[2][0].get_segments()[0]  # the first level's error bar: (x, low), (x, high)
     assert segment[:, 1] == pytest.approx([low, high])
+
+
+def test_pruning_thumbnails_removes_the_staging_files_killed_writers_left(tmp_path):
+    # thumbnails are staged without a look through the folder after each (that was quadratic)
+    import os
+    import subprocess
+
+    from captioner import paths
+    from captioner.compare.html_report import prune_thumbnails
+
+    folder = tmp_path / "report_images"
+    folder.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in ("a.jpg", "b.jpg", f".c.jpg.partial-{paths._host()}-{dead.pid}.0",
+                 f".d.jpg.partial-{paths._host()}-{os.getppid()}.0"):
+        (folder / name).write_bytes(b"x")
+    prune_thumbnails(tmp_path, {"images": [{"photo": "report_images/a.jpg", "attention": []}]})
+    assert sorted(p.name for p in folder.iterdir()) == [f".d.jpg.partial-{paths._host()}-{os.getppid()}.0",
+                                                       "a.jpg"]

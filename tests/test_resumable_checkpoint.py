@@ -70,3 +70,16 @@ def test_a_run_resumed_into_a_new_folder_tests_the_best_of_all_its_epochs(traine
     assert Path(summary.checkpoint).parent == tmp_path / "resumed" / "checkpoints"
     assert Path(summary.checkpoint).name == Path(earlier.checkpoint).name or scores[-1] >= max(scores[:-1])
     assert Path(earlier.checkpoint).is_file()
+
+
+def test_a_run_folder_moved_and_resumed_where_it_is_now_keeps_its_best(tmp_path):
+    earlier = tmp_path / "before" / "checkpoints" / "best-epoch01.ckpt"
+    moved = tmp_path / "after" / "checkpoints" / earlier.name
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(b"the best epoch's weights")
+    state = {"monitor": "val/cider", "best_model_score": torch.tensor(0.5), "best_model_path": str(earlier),
+             "dirpath": str(earlier.parent), "best_k_models": {str(earlier): torch.tensor(0.5)},
+             "kth_best_model_path": str(earlier), "kth_value": torch.tensor(0.5), "last_model_path": ""}
+    best = _best_in(moved.parent)
+    best.load_state_dict(state)
+    assert best.best_model_path == str(moved) and float(best.best_model_score) == 0.5

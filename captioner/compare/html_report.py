@@ -23,7 +23,7 @@ from PIL import Image
 
 from captioner.compare.content_groups import ContentGroup
 from captioner.features.upright_rgb import upright_rgb
-from captioner.paths import replace_durably, staged, write_atomically
+from captioner.paths import remove_stale_staging, replace_durably, staged, write_atomically
 from captioner.records.run_folder import RunFolder
 from captioner.records.sweep_runs import RunResult
 from captioner.sources import load_records
@@ -96,7 +96,8 @@ def _thumbnail(source: Path, target: Path) -> bool:
         return True
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with staged(target) as staging, Image.open(source) as image:  # two report writers keep apart
+        # two report writers keep apart; what killed writers left goes with prune_thumbnails
+        with staged(target, clean_up=False) as staging, Image.open(source) as image:
             image = upright_rgb(image)
             image.thumbnail((THUMBNAIL, THUMBNAIL))
             image.save(staging, format="JPEG", quality=85)
@@ -205,6 +206,9 @@ def prune_thumbnails(sweep_dir: Path, data: dict[str, Any]) -> None:
     for path in folder.glob("*.jpg"):
         if path.name not in used:
             path.unlink()
+    # staging files killed writers left (thumbnails are staged without a look through the folder each)
+    for target in {p.name[1:p.name.index(".partial-")] for p in folder.glob(".*.partial-*")}:
+        remove_stale_staging(folder, f".{target}.partial-")
 
 
 PAGE = """<!DOCTYPE html>

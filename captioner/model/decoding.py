@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -75,7 +75,7 @@ class DecodeOptions:
 
 
 def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python
+    return isinstance(value, Integral) and not isinstance(value, bool)  # numpy's too; True is an int
 
 
 def _number(value: Any) -> bool:

@@ -52,15 +52,16 @@ class ResumableCheckpoint(ModelCheckpoint):
             return
         if score is None:  # unmonitored, or no validation yet: nothing to choose among
             return
-        if not earlier.is_file():
+        here = Path(self.dirpath) / earlier.name
+        if earlier.is_file():
+            link_or_copy(earlier, here)
+        elif not here.is_file():  # (found here: the run folder was moved, and resumed where it is now)
             log.warning("the earlier run's best checkpoint %s is gone: the best is chosen among the "
                         "epochs from here on", earlier)
             super().load_state_dict({**state_dict, "dirpath": self.dirpath, "best_model_path": "",
                                      "best_model_score": None, "best_k_models": {},
                                      "kth_best_model_path": "", "last_model_path": ""})
             return
-        here = Path(self.dirpath) / earlier.name
-        link_or_copy(earlier, here)
         super().load_state_dict({**state_dict, "dirpath": self.dirpath, "best_model_path": str(here),
                                  "best_k_models": {str(here): score}, "kth_best_model_path": str(here),
                                  "kth_value": score, "last_model_path": ""})
