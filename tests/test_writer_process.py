@@ -115,6 +115,26 @@ def test_a_signal_that_stops_the_parent_mid_message_ends_the_child_without_a_wai
     assert saved.read_text() == f"{saved}\nkept"  # which closed the file where it stood
 
 
+def test_a_process_forked_later_does_not_keep_the_child_waiting_after_a_signal(tmp_path):
+    # A loader worker forked after the writer held a copy of this end of the pipe: closing ours
+    # did not reach the child, which was killed after 30 s instead of closing its file.
+    saved = tmp_path / "notebook.txt"
+    notebook = WriterProcess(Notebook, str(saved))
+    notebook.call("add", "kept")
+    worker = os.fork()
+    if worker == 0:  # a DataLoader worker, say
+        time.sleep(20)
+        os._exit(0)
+    try:
+        began = time.monotonic()
+        notebook._abandon()  # as after a signal mid-message
+        assert time.monotonic() - began < 5 and notebook._process.exitcode == 0
+        assert saved.read_text() == f"{saved}\nkept"
+    finally:
+        os.kill(worker, signal.SIGKILL)
+        os.waitpid(worker, 0)
+
+
 def test_a_failing_constructor_is_raised_here():
     with pytest.raises(TypeError):
         WriterProcess(Notebook)  # `first` missing

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -29,6 +30,21 @@ class WriterProcessError(RuntimeError):
 
 # Calls after which the child has nothing left to do.
 _LAST_CALLS = {"finish", "close"}
+
+# This process's ends of its writers' pipes. A process forked from it later (a DataLoader worker)
+# closes its copies: else closing ours would not reach the child as the end of the pipe
+# (`_abandon`), and it would wait while those workers live.
+_parent_ends: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _close_parent_ends_in_forked_child() -> None:
+    for connection in list(_parent_ends):
+        with contextlib.suppress(OSError):
+            connection.close()  # this process's copy of the descriptor; the parent's stays open
+    _parent_ends.clear()
+
+
+os.register_at_fork(after_in_child=_close_parent_ends_in_forked_child)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -114,6 +130,7 @@ class WriterProcess:
                  fatal: tuple[type[BaseException], ...] = (OSError,), name: str = "writer"):
         context = _context()
         self._connection, child_end = context.Pipe()
+        _parent_ends.add(self._connection)
         self._process = context.Process(
             target=_serve, args=(child_end, self._connection, fatal, factory, args), name=name, daemon=True)
         self._process.start()
