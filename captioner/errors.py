@@ -58,6 +58,17 @@ def _runs_started_elsewhere() -> bool:
     return launcher is not None and launcher.runs_started > 0
 
 
+def _after_a_job_failed(exit: SystemExit) -> bool:
+    """Whether Hydra exits 1 over a sweep job that a launcher reports lost (submitit's error for a
+    job killed by the scheduler, out of memory or out of time): not the command line's fault."""
+    error = exit.__context__
+    while error is not None:
+        if type(error).__module__.startswith("submitit"):
+            return True
+        error = error.__context__
+    return False
+
+
 def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:
     """Run a `@hydra.main` function with this project's exit codes.
 
@@ -69,7 +80,7 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
         main()
     except SystemExit as exit:
         if exit.code == 1 and not isinstance(exit, SweepRunsFailed) and not job_started() \
-                and not _runs_started_elsewhere():
+                and not _runs_started_elsewhere() and not _after_a_job_failed(exit):
             sys.exit(USER_ERROR)
         raise
     except Exception as error:

@@ -58,6 +58,10 @@ LATE_CHECKS = [
                                "trainer.max_epochs"),
     (["trainer.devices=two"], "trainer.devices='two': expected a number of devices"),
     (["trainer.devices=0"], "trainer.devices=0: expected a number of devices"),
+    (["trainer.accelerator=cpu", "trainer.devices=-1"], "trainer.devices=-1 means every GPU, but "
+                                                         "trainer.accelerator=cpu"),
+    (["+trainer.default_root_dir=elsewhere"], "trainer.default_root_dir: set by the run itself"),
+    (["cnn.name=[vgg16]"], r"cnn.name=\['vgg16'\]: expected one of"),
     (["trainer.check_val_every_n_epoch=0"], "trainer.check_val_every_n_epoch=0: expected an integer >= 1"),
     (["cnn=inception_v3", "cnn.input_size=64"], "cnn.input_size=64: expected an integer >= 75"),
     (["features_path=5"], "features_path=5: expected a path"),
@@ -157,7 +161,7 @@ def test_the_decoding_flags_are_checked_before_the_checkpoint_is_read(tmp_path, 
 
 
 TAKEN_BEFORE = ["early_stopping.patience=0", "progress_every_s=0", "text.min_word_count=0",
-                "trainer.precision=null", "trainer.devices='1'", "trainer.devices=auto", "trainer.devices=-1",
+                "trainer.precision=null", "trainer.devices='1'", "trainer.devices=auto", "trainer.devices=2",
                 "trainer.devices='0,1'", "trainer.devices=[0,1]", "cnn.input_size=32", "seed=4294967295"]
 
 

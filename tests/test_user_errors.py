@@ -147,3 +147,30 @@ def test_train_py_exits_2_for_a_weights_file_that_is_no_state_dict(tmp_path):
     garbage.write_bytes(b"not a torch file")
     line = _one_line_exit_2(tmp_path, f"cnn.weights_path={garbage}")
     assert f"{garbage}: not a loadable state dict" in line and "cnn.weights_path" in line
+
+
+def test_a_sweep_job_the_launcher_lost_is_exit_1_not_a_command_line_error():
+    # Hydra exits 1 over submitit's error for a job killed by the scheduler (out of memory, out
+    # of time): that is not the command line's fault, which exits 2.
+    import sys
+
+    from captioner.errors import run_hydra_app
+
+    class UncompletedJobError(RuntimeError):
+        pass
+
+    UncompletedJobError.__module__ = "submitit.core.utils"
+
+    def lost_job():
+        try:
+            raise UncompletedJobError("job 3 has not produced any output (state: OUT_OF_MEMORY)")
+        except RuntimeError:
+            sys.exit(1)  # as Hydra's run_and_report
+
+    def bad_override():
+        sys.exit(1)
+
+    for main, code in ((lost_job, 1), (bad_override, 2)):
+        with pytest.raises(SystemExit) as ended:
+            run_hydra_app(main, lambda: False)
+        assert ended.value.code == code

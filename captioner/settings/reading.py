@@ -177,6 +177,11 @@ def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
     return settings
 
 
+def _min_input_size(cnn_name: Any) -> int:
+    known = isinstance(cnn_name, str) and cnn_name in choices.MIN_INPUT_SIZE  # a bad name is its own problem
+    return choices.MIN_INPUT_SIZE[cnn_name] if known else choices.DEFAULT_MIN_INPUT_SIZE
+
+
 def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
     def three(values: Any, ok: Callable[[float], bool]) -> bool:
         return isinstance(values, list) and len(values) == 3 and all(_number(v) and ok(v) for v in values)
@@ -187,8 +192,7 @@ def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
                              ".pth state dict")
     return CnnSettings(
         name=read.choice(f"{prefix}.name", choices.CNN_NAMES),
-        input_size=read.integer(f"{prefix}.input_size", choices.MIN_INPUT_SIZE.get(
-            read.raw(f"{prefix}.name", None), choices.DEFAULT_MIN_INPUT_SIZE)),
+        input_size=read.integer(f"{prefix}.input_size", _min_input_size(read.raw(f"{prefix}.name", None))),
         mean=tuple(read.get(f"{prefix}.mean", lambda v: three(v, lambda x: True), "three numbers") or ()),
         std=tuple(read.get(f"{prefix}.std", lambda v: three(v, lambda x: x > 0), "three numbers > 0") or ()),
         weights=read.get(f"{prefix}.weights", lambda v: v is None or (isinstance(v, str) and v != ""),
@@ -205,7 +209,7 @@ def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
 def _trainable_blocks(read: _Reader, prefix: str, weights_path: Any) -> int:
     blocks = read.integer(f"{prefix}.trainable_blocks", 0, 0)
     name = read.raw(f"{prefix}.name", None)
-    most = choices.TRAINABLE_BLOCKS.get(name)
+    most = choices.TRAINABLE_BLOCKS.get(name) if isinstance(name, str) else None  # a bad name: its own error
     if most is not None and isinstance(blocks, int) and blocks > most:
         read.problems.append(f"{prefix}.trainable_blocks={blocks}: {name} lists {most} top blocks to train; "
                              f"choose 0-{most}")
@@ -319,6 +323,12 @@ def _devices(value: Any) -> bool:
     return _integer(value) and (value >= 1 or value == -1)
 
 
+# Trainer options the run sets itself (runs/run.py), and where a user chooses instead.
+RUN_SETS = {"logger": "choose with the logger= group", "callbacks": "checkpoints, early stopping and "
+            "progress come from their own keys", "plugins": "checkpoints are written whole by the run",
+            "default_root_dir": "the run folder is hydra.run.dir"}
+
+
 def _trainer_option_problems(options: dict[str, Any]) -> list[str]:
     """Keys of the trainer section that Lightning's Trainer does not take: a typo there
     (`+trainer.max_epoch=5`) failed only after the features were extracted."""
@@ -327,7 +337,8 @@ def _trainer_option_problems(options: dict[str, Any]) -> list[str]:
     import pytorch_lightning as pl
 
     known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-    problems = []
+    problems = [f"trainer.{key}: set by the run itself ({RUN_SETS[key]})"
+                for key in sorted(set(options) & set(RUN_SETS))]
     for key in sorted(set(options) - known):
         close = difflib.get_close_matches(key, sorted(known), n=1)
         problems.append(f"trainer.{key}: not an option of Lightning's Trainer"
@@ -344,9 +355,13 @@ def _trainer(read: _Reader) -> TrainerSettings:
     read.number("trainer.gradient_clip_val", lambda v: v >= 0, "a number >= 0", None, nullable=True)
     precision = read.get("trainer.precision", lambda v: v is None or str(v) in choices.PRECISIONS,
                          "one of " + ", ".join(choices.PRECISIONS[:6]) + " (or null: 32-true)", "32-true")
+    accelerator = read.choice("trainer.accelerator", choices.ACCELERATORS, "auto")
+    if accelerator == "cpu" and str(read.raw("trainer.devices", 1)).strip() == "-1":
+        read.problems.append("trainer.devices=-1 means every GPU, but trainer.accelerator=cpu: give a "
+                             "number of processes")
     return TrainerSettings(
         max_epochs=read.integer("trainer.max_epochs", -1, wanted="an integer >= 0 (or -1: no limit)"),
-        accelerator=read.choice("trainer.accelerator", choices.ACCELERATORS, "auto"),
+        accelerator=accelerator,
         devices=read.get("trainer.devices", _devices, "a number of devices (>= 1, or -1: all), a list of "
                          "device indices, or a string Lightning reads (auto, \"2\", \"0,1\")", 1),
         precision="32-true" if precision is None else str(precision),
