@@ -84,7 +84,9 @@ def test_a_failure_writing_the_outputs_ends_the_run_as_failed(tmp_path, shared_d
     assert '"status": "failed"' in (tmp_path / "run" / "metrics.json").read_text()
 
 
-def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, shared_data_root, monkeypatch):
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, shared_data_root, monkeypatch,
+                                                                    name):
     # Before, the handlers came with training: a SIGTERM while features were extracted (or a GPU
     # awaited) killed the process and left metrics.json saying `running`; SIGINT ended as `failed`.
     import json
@@ -94,13 +96,14 @@ def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, s
     import captioner.runs.run as run_module
     from captioner.training.preemption import Preempted
 
+    signum = signal.Signals[name]
     ignored = []  # the handler the process had: where the run does not take over, the signal is lost
     signalled = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: ignored.append(signum))
+    previous = signal.signal(signum, lambda signum, frame: ignored.append(signum))
     try:
         def extracting(*args, **kwargs):
             signalled.append(time.monotonic())
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
             time.sleep(5)
             raise AssertionError("the signal did not stop the run")
 
@@ -108,11 +111,11 @@ def test_a_signal_before_training_stops_the_run_at_once_as_preempted(tmp_path, s
         with pytest.raises(Preempted) as stopped:
             run_module.run(compose_config(data_root=shared_data_root), tmp_path / "run")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
     assert time.monotonic() - signalled[0] < 5 and not ignored
-    assert stopped.value.code == 128 + signal.SIGTERM
+    assert stopped.value.code == 128 + signum
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert metrics["status"] == "preempted" and "SIGTERM" in metrics["error"]
+    assert metrics["status"] == "preempted" and name in metrics["error"]
 
 
 def _signal_in_a_forked_child(signum: int) -> int:
@@ -134,8 +137,8 @@ def _signal_in_a_forked_child(signum: int) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
-def test_stopping_at_once_is_the_runs_own_and_leaves_sigusr1_to_lightning():
-    # SIGUSR1 taken before the fit kept Lightning from installing its SLURM requeue; a loader worker
+def test_stopping_at_once_is_the_runs_own_and_hands_sigusr1_back_for_a_fit():
+    # SIGUSR1 held as a fit starts keeps Lightning from installing its SLURM requeue; a loader worker
     # forked before training (sanity validation, extraction) raised Preempted on Ctrl+C, and its
     # parent failed on "worker exited unexpectedly" instead of saving a checkpoint.
     import signal
@@ -146,6 +149,8 @@ def test_stopping_at_once_is_the_runs_own_and_leaves_sigusr1_to_lightning():
     signals = PreemptionSignals()
     signals.stop_at_once()
     try:
+        assert signal.getsignal(signal.SIGUSR1) == signals._handle
+        signals.release((signal.SIGUSR1,))  # MidEpochCheckpoint.setup, as a fit starts
         assert signal.getsignal(signal.SIGUSR1) is usr1
         assert _signal_in_a_forked_child(signal.SIGINT) == 7  # as PyTorch's workers expect
         assert _signal_in_a_forked_child(signal.SIGTERM) == -signal.SIGTERM

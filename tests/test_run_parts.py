@@ -553,6 +553,44 @@ def test_only_early_stopping_ends_the_fit_for_a_resume_not_max_time():
     assert callback.state_dict() == {"fit_ended": True}
     stopper.stopped_epoch = 0
     assert callback.state_dict() == {"fit_ended": False}
+    stopper.wait_count = stopper.patience  # patience spent within epoch 0 (val_check_interval < 1)
+    assert callback.state_dict() == {"fit_ended": True}
+
+
+def _logged_train_steps(run_dir: Path) -> list[int]:
+    with open(run_dir / "csv" / "metrics.csv") as log:
+        return [int(row["step"]) for row in csv.DictReader(log) if row.get("train/loss")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", ["signal", "failure"])
+def test_a_resume_from_a_mid_epoch_checkpoint_logs_every_step_once(tiny_cfg, tmp_path, monkeypatch, stop):
+    # The checkpoint was written at a batch's end, before Lightning logged that batch and counted it:
+    # the resume dropped its row (a failure after it) or it was never logged (a signal stopped at once).
+    from captioner.training.module import CaptionModule
+
+    original = CaptionModule.training_step
+
+    def stopping(module, batch, batch_idx):
+        if stop == "signal" and module.current_epoch == 0 and batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        if module.current_epoch == 0 and batch_idx == 3:
+            raise RuntimeError("a failure after the mid-epoch checkpoint")
+        return original(module, batch, batch_idx)
+
+    monkeypatch.setattr(CaptionModule, "training_step", stopping)
+    with open_dict(tiny_cfg):
+        tiny_cfg.trainer.max_epochs, tiny_cfg.trainer.log_every_n_steps = 1, 1
+        if stop == "failure":  # a checkpoint after every batch, no signal
+            tiny_cfg.checkpoint.every_minutes = 1e-9
+    with pytest.raises((Preempted, RuntimeError)):
+        run(tiny_cfg, tmp_path / "run")
+    monkeypatch.setattr(CaptionModule, "training_step", original)
+    with open_dict(tiny_cfg):
+        tiny_cfg.ckpt_path = "last"
+    run(tiny_cfg, tmp_path / "run")
+    steps = _logged_train_steps(tmp_path / "run")
+    assert steps == list(range(len(steps))) and len(steps) > 3
 
 
 def test_ddp_ranks_agree_on_saving_or_stopping_about_once_a_second_not_every_batch():

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from captioner.training.checkpoint_loading import CheckpointError
-from captioner.training.lightning_seams import saved_batches_that_stepped
+from captioner.training.lightning_seams import resumed_logger_step
 
 STAGES = ("xe", "scst")  # cross-entropy, self-critical
 
@@ -49,7 +49,7 @@ def read_checkpoint_record(path: Path) -> CheckpointRecord:
     if not isinstance(state, dict):
         raise CheckpointDamagedError(f"holds a {type(state).__name__}, not a Lightning checkpoint")
     global_step = int(state.get("global_step", 0))
-    logger_step = saved_batches_that_stepped(state)
+    logger_step = resumed_logger_step(state)
     return CheckpointRecord(path=path, stage=state.get("training_stage", "xe"), global_step=global_step,
                             logger_step=global_step if logger_step is None else logger_step,
                             hyper_parameters=dict(state.get("hyper_parameters") or {}))

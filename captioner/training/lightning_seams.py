@@ -90,14 +90,24 @@ def batches_that_stepped(trainer: pl.Trainer) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def saved_batches_that_stepped(checkpoint: dict[str, Any]) -> int | None:
-    """The loggers' step a checkpoint was saved at (its fit loop's `_batches_that_stepped`), or None
-    when it does not say. After a second Trainer's fit (the self-critical stage) it differs from
-    the checkpoint's `global_step`, which counts that Trainer's optimizer steps from 0."""
+def resumed_logger_step(checkpoint: dict[str, Any]) -> int | None:
+    """The loggers' step a run resumed from `checkpoint` logs from (its fit loop's
+    `_batches_that_stepped`), or None when it does not say. After a second Trainer's fit (the
+    self-critical stage) it differs from the checkpoint's `global_step`, which counts that
+    Trainer's optimizer steps from 0. A checkpoint written at a training batch's end (mid-epoch)
+    was written before Lightning logged that batch and counted it: the resume counts it then (its
+    loop's `reset`), so the logs keep that batch's step."""
     try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"])
+        fit_loop = checkpoint["loops"]["fit_loop"]
+        stepped = int(fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"])
     except (KeyError, TypeError, ValueError):
         return None
+    try:
+        progress = fit_loop["epoch_loop.batch_progress"]["current"]
+        at_batch_end = int(progress["processed"]) > int(progress["completed"])
+    except (KeyError, TypeError, ValueError):
+        at_batch_end = False
+    return stepped + 1 if at_batch_end else stepped
 
 
 def set_batches_that_stepped(trainer: pl.Trainer, batches: int) -> None:

@@ -47,8 +47,8 @@ def batches_until_next_agreement(seconds_per_batch: float | None, every_s: float
 def stopped_early(trainer: pl.Trainer) -> bool:
     """Whether early stopping has ended the fit (not `max_time`'s Timer, which a resume with more
     time must go on from)."""
-    return trainer.should_stop and any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0
-                                       for c in trainer.callbacks)
+    return trainer.should_stop and any(isinstance(c, EarlyStopping) and (
+        c.stopped_epoch > 0 or c.wait_count >= c.patience) for c in trainer.callbacks)  # (in epoch 0 too)
 
 
 def _validates_at_epoch_end(trainer: pl.Trainer) -> bool:
@@ -66,6 +66,9 @@ class MidEpochCheckpoint(Callback):
         self._next_agreement = 0  # DDP: the batch (of this epoch) at which the ranks next agree
         self._agreed_at: tuple[int, float] | None = None  # (batch, time) of the last agreement
         self._stop_after_epoch = 0  # a signal at the last batch: stop once the epoch's checkpoint is written
+        # a signal mid-epoch: the checkpoint is written at the batch's end, the stop comes before the
+        # next batch, once Lightning has logged the batch (a stop at once lost its row in the logs)
+        self._stop_before_next_batch = 0
         # Early stopping ended the fit: kept in every checkpoint written after that (the epoch's
         # last.ckpt, one written as a signal stopped the run), so that a resume from it ends its fit
         # at once too (Lightning does not save `should_stop`; the resume trained another epoch).
@@ -74,6 +77,8 @@ class MidEpochCheckpoint(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._fitting = trainer  # state_dict() is asked without it
+        if stage == "fit" and self.signals is not None:  # before the fit registers its handlers
+            self.signals.release((signal.SIGUSR1,))
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._next_agreement, self._agreed_at = 0, None  # batch indices start again (or mid-epoch, resumed)
@@ -81,7 +86,7 @@ class MidEpochCheckpoint(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save = time.monotonic()
-        self._stop_after_epoch = 0
+        self._stop_after_epoch = self._stop_before_next_batch = 0
         if self._fit_ended:  # resumed from the checkpoint such a stop wrote
             trainer.should_stop, self._fit_ended = True, False
         if self.signals is not None:
@@ -135,9 +140,15 @@ class MidEpochCheckpoint(Callback):
         self._last_save = time.monotonic()
         if signum:
             log.warning("saved %s at epoch %d, batch %d", self.path, trainer.current_epoch, batch_idx + 1)
-            raise Preempted(signum, str(self.path))
+            self._stop_before_next_batch = signum  # (a fit with no next batch stops as it ends)
+            return
         log.info("mid-epoch checkpoint %s (epoch %d, batch %d)", self.path, trainer.current_epoch,
                  batch_idx + 1)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._stop_before_next_batch:
+            raise Preempted(self._stop_before_next_batch, str(self.path))
 
     def _agree(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch_idx: int, due: bool,
                signum: int) -> tuple[bool, int]:
@@ -165,8 +176,8 @@ class MidEpochCheckpoint(Callback):
             raise Preempted(received, str(self.path) if self.path.is_file() else None)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        # Lightning has just put back the handlers it found when the fit began: SIGTERM and SIGINT
-        # are ours again for the test and the outputs (SIGUSR1 is left to the next fit's SLURM
-        # requeue handler, which the next on_train_start chains); the run restores them at its end.
+        # Lightning has just put back the handlers it found when the fit began: the signals are
+        # ours again for the test and the outputs (the next fit's setup hands SIGUSR1 back for its
+        # SLURM requeue, which its on_train_start chains); the run restores them at its end.
         if self.signals is not None and stage == "fit":
-            self.signals.install((signal.SIGTERM, signal.SIGINT))
+            self.signals.install()

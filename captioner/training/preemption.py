@@ -65,13 +65,21 @@ class PreemptionSignals:
         self._chained: dict[int, Any] = {}  # what was there when we took over (called for SIGUSR1)
 
     def stop_at_once(self) -> None:
-        """Until `install()`: SIGTERM or SIGINT raises Preempted where it finds the run (extracting
-        features, waiting for a GPU). There is nothing to checkpoint yet, and the default action
-        would kill the process with metrics.json still saying `running`. SIGUSR1 is left alone:
-        a handler of ours there would keep Lightning from installing its SLURM requeue at fit."""
-        self.install((signal.SIGTERM, signal.SIGINT))
+        """Until `install()`: a signal raises Preempted where it finds the run (extracting features,
+        waiting for a GPU). There is nothing to checkpoint yet, and the default action would kill
+        the process with metrics.json still saying `running`."""
+        self.install()
         self._at_once = True
         self._owner = os.getpid()
+
+    def release(self, signals: tuple[int, ...]) -> None:
+        """Put back the handlers the run began with for `signals`: as a fit starts, Lightning installs
+        its SLURM requeue on SIGUSR1 only where no handler is (`install()` then chains it)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in signals:
+            handler = self._original.get(signum)
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
     def install(self, signals: tuple[int, ...] = SIGNALS) -> None:
         self._at_once = False
