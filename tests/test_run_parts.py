@@ -489,45 +489,28 @@ def test_a_signal_while_the_outputs_are_written_completes_the_run_then_stops(tin
 
 
 @pytest.mark.slow
-def test_a_signal_as_early_stopping_ends_the_fit_resumes_to_no_further_epoch(tiny_cfg, tmp_path, monkeypatch):
+@pytest.mark.parametrize("hook", ["on_validation_epoch_start", "on_test_epoch_start"])
+def test_a_signal_as_early_stopping_ends_the_fit_resumes_to_no_further_epoch(tiny_cfg, tmp_path, monkeypatch,
+                                                                            hook):
     # lr ~ 0: nothing improves after epoch 0, so patience 1 ends the fit at epoch 1's validation,
-    # where the signal comes. Lightning does not save `should_stop`: the resume trained epoch 2.
+    # where the signal comes, or in the test after it (the epoch's last.ckpt written by then).
+    # Lightning does not save `should_stop`: the resume trained epoch 2.
     from captioner.training.module import CaptionModule
 
-    original = CaptionModule.on_validation_epoch_start
+    original = getattr(CaptionModule, hook)
 
-    def signal_in_epoch_1(module):
-        if module.current_epoch == 1 and not module.trainer.sanity_checking:
+    def signalled(module):
+        in_test = hook == "on_test_epoch_start"
+        if (in_test or module.current_epoch == 1) and not module.trainer.sanity_checking:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(module)
 
-    monkeypatch.setattr(CaptionModule, "on_validation_epoch_start", signal_in_epoch_1)
+    monkeypatch.setattr(CaptionModule, hook, signalled)
     with open_dict(tiny_cfg):
         tiny_cfg.model.lr, tiny_cfg.trainer.max_epochs, tiny_cfg.early_stopping.patience = 1e-12, 5, 1
     with pytest.raises(Preempted):
         run(tiny_cfg, tmp_path / "run")
-    monkeypatch.setattr(CaptionModule, "on_validation_epoch_start", original)
-    with open_dict(tiny_cfg):
-        tiny_cfg.ckpt_path = "last"
-    resumed = run(tiny_cfg, tmp_path / "run")
-    assert resumed.status == "completed" and [e["epoch"] for e in resumed.history] == [0, 1]
-
-
-@pytest.mark.slow
-def test_a_signal_in_the_test_after_early_stopping_resumes_to_no_further_epoch(tiny_cfg, tmp_path,
-                                                                               monkeypatch):
-    # Early stopping ended the fit at epoch 1 and the epoch's last.ckpt was written then; a signal
-    # (or a kill -9) in the test came after it. Lightning does not save `should_stop`, and the
-    # resume from that last.ckpt trained epoch 2.
-    from captioner.training.module import CaptionModule
-
-    original = CaptionModule.on_test_epoch_start
-    _signal_self_before(monkeypatch, CaptionModule, "on_test_epoch_start")
-    with open_dict(tiny_cfg):
-        tiny_cfg.model.lr, tiny_cfg.trainer.max_epochs, tiny_cfg.early_stopping.patience = 1e-12, 5, 1
-    with pytest.raises(Preempted):
-        run(tiny_cfg, tmp_path / "run")
-    monkeypatch.setattr(CaptionModule, "on_test_epoch_start", original)
+    monkeypatch.setattr(CaptionModule, hook, original)
     with open_dict(tiny_cfg):
         tiny_cfg.ckpt_path = "last"
     resumed = run(tiny_cfg, tmp_path / "run")
