@@ -93,8 +93,9 @@ def main(overrides: list[str]) -> None:
             status = None
         hung = []
         if status is None:  # still running after its error: what it waits in, then end it all
-            hung = [threads_of(entry) for entry in processes_marked(marker)]
-            for entry in processes_marked(marker):
+            marked = processes_marked(marker)
+            hung = [threads_of(entry) for entry in marked]
+            for entry in marked:
                 with contextlib.suppress(OSError):
                     os.kill(int(entry.split()[0]), signal.SIGKILL)
             process.wait()

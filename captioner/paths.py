@@ -98,19 +98,21 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "unknown"
 
 
-def remove_stale_staging(folder: Path, prefix: str, legacy_pid_only: bool = False) -> None:
-    """Remove the staging files (or folders) `{prefix}{host}-{pid}.{n}` in `folder` whose writer is
+def remove_stale_staging(folder: Path, prefix: str = ".", legacy_pid_only: bool = False) -> None:
+    """Remove the staging files (or folders) `...partial-{host}-{pid}.{n}` in `folder` whose names
+    begin with `prefix` (one target's: `.{name}.partial-`; ".": every target's) and whose writer is
     a dead process of this machine: a killed writer's, which no later write would reuse. Another
     machine's, or a live process's, are left alone. `legacy_pid_only`: also `{prefix}{pid}`, the
     names of versions that did not write the host (taken for this machine's, as they were then)."""
-    own = f"{prefix}{_host()}-"
+    own = f"partial-{_host()}-"
     try:
         names = [p.name for p in Path(folder).iterdir()]
     except OSError:
         return
     for name in names:
+        _, marked, rest = name.rpartition(own)
         # the rest holds no "-": another host whose name begins like this one's never matches
-        if name.startswith(own) and (found := re.fullmatch(r"(\d+)(?:\.\d+)?", name[len(own):])):
+        if marked and name.startswith(prefix) and (found := re.fullmatch(r"(\d+)(?:\.\d+)?", rest)):
             pid = int(found[1])
         elif legacy_pid_only and name.startswith(prefix) and name[len(prefix):].isdigit():
             pid = int(name[len(prefix):])

@@ -206,9 +206,7 @@ def prune_thumbnails(sweep_dir: Path, data: dict[str, Any]) -> None:
     for path in folder.glob("*.jpg"):
         if path.name not in used:
             path.unlink()
-    # staging files killed writers left (thumbnails are staged without a look through the folder each)
-    for target in {p.name[1:p.name.index(".partial-")] for p in folder.glob(".*.partial-*")}:
-        remove_stale_staging(folder, f".{target}.partial-")
+    remove_stale_staging(folder)  # what killed writers left (thumbnails are staged without a look each)
 
 
 PAGE = """<!DOCTYPE html>

@@ -39,9 +39,8 @@ class ResidentFeatures:
         images = np.unique(np.asarray(images, dtype=np.int64))
         row = torch.full((features.num_images,), -1, dtype=torch.long)
         row[torch.from_numpy(images)] = torch.arange(len(images))
+        self.resident = (row >= 0).numpy()  # on the host: checked without a sync
         self.row = row.to(self.device)  # image index -> row of `values` (-1: not resident)
-        self.resident = np.zeros(features.num_images, dtype=bool)  # on the host: checked without a sync
-        self.resident[images] = True
         self.values = torch.empty((len(images), features.regions, features.channels),
                                   dtype=torch.float16, device=self.device)
         for start in range(0, len(images), READ_IMAGES):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -15,6 +13,7 @@ from captioner.model.decoder import CaptionDecoder
 from captioner.model.search import beam_search, greedy_decode
 from captioner.model.tokens import UNK_ID, CaptionLength
 from captioner.settings.choices import DECODE_STRATEGIES, MIN_BEAM_SIZE, MIN_LENGTH_PENALTY
+from captioner.settings.value_kinds import finite_number, whole_number
 
 # The settings checked the config against these; DecodeOptions checks them again for API users.
 STRATEGIES = DECODE_STRATEGIES
@@ -39,9 +38,9 @@ class DecodeOptions:
         problems = []
         if self.strategy not in STRATEGIES:
             problems.append(f"decode.strategy={self.strategy!r}: expected {' or '.join(STRATEGIES)}")
-        if not _integer(self.beam_size) or self.beam_size < MIN_BEAM_SIZE:
+        if not whole_number(self.beam_size) or self.beam_size < MIN_BEAM_SIZE:
             problems.append(f"decode.beam_size={self.beam_size!r}: expected an integer >= {MIN_BEAM_SIZE}")
-        if not _number(self.length_penalty) or self.length_penalty < MIN_LENGTH_PENALTY:
+        if not finite_number(self.length_penalty) or self.length_penalty < MIN_LENGTH_PENALTY:
             problems.append(f"decode.length_penalty={self.length_penalty!r}: expected a number >= "
                             f"{MIN_LENGTH_PENALTY:g}")
         for name in ("block_trigram_repeats", "allow_unk"):
@@ -72,14 +71,6 @@ class DecodeOptions:
     def banned_ids(self) -> tuple[int, ...]:
         """Token ids decoding never writes besides <pad> and <start>: <unk> unless allowed."""
         return () if self.allow_unk else (UNK_ID,)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)  # numpy's too; True is an int
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 GREEDY = DecodeOptions()

@@ -155,22 +155,21 @@ class RunFolder:
             return []
         return list(yaml.safe_load(self.overrides_file.read_text()) or [])
 
+    def _hydra_value(self, key: str) -> Any:
+        """`key` of what Hydra recorded of the run (`.hydra/hydra.yaml`; None without it)."""
+        return OmegaConf.select(OmegaConf.load(self.hydra_file), key) if self.hydra_file.is_file() else None
+
     def config_name(self) -> str | None:
         """The primary config the run was composed from (`--config-name`; Hydra records it)."""
-        if not self.hydra_file.is_file():
-            return None
-        return OmegaConf.select(OmegaConf.load(self.hydra_file), "hydra.job.config_name")
+        return self._hydra_value("hydra.job.config_name")
 
     def config(self) -> DictConfig | None:
         return OmegaConf.load(self.config_file) if self.config_file.is_file() else None
 
     def launch_dir(self) -> Path:
         """Where the run was started: relative paths in its config start there (Hydra records it)."""
-        if self.hydra_file.is_file():
-            launched = OmegaConf.select(OmegaConf.load(self.hydra_file), "hydra.runtime.cwd")
-            if launched:
-                return Path(launched)
-        return self.path
+        launched = self._hydra_value("hydra.runtime.cwd")
+        return Path(launched) if launched else self.path
 
     def features_file(self) -> Path | None:
         """The features file the run trained on.

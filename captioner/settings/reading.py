@@ -10,10 +10,8 @@ before anything hashes or opens them.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +35,11 @@ from captioner.settings.sections import (
     TextSettings,
     TrainerSettings,
 )
+from captioner.settings.value_kinds import finite_number, whole_number
 
 PATH_OPTIONS = ("data_root", "dataset.root", "features_path", "cnn.weights_path", "scst.from_checkpoint")
 _MISSING = object()
 MAX_SEED = 2**32 - 1  # what Lightning's seed_everything takes
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def with_absolute_paths(cfg: DictConfig, base_dir: Path) -> DictConfig:
@@ -107,14 +98,14 @@ class _Reader:
 
     def integer(self, key: str, minimum: int, default: Any = _MISSING, *, nullable: bool = False,
                 wanted: str | None = None) -> int | None:
-        return self.get(key, lambda v: (nullable and v is None) or (_integer(v) and v >= minimum),
+        return self.get(key, lambda v: (nullable and v is None) or (whole_number(v) and v >= minimum),
                         wanted or f"an integer >= {minimum}" + (" or null" if nullable else ""), default)
 
     def number(self, key: str, ok: Callable[[float], bool], wanted: str, default: Any = _MISSING, *,
                nullable: bool = False) -> float | None:
-        value = self.get(key, lambda v: (nullable and v is None) or (_number(v) and ok(v)),
+        value = self.get(key, lambda v: (nullable and v is None) or (finite_number(v) and ok(v)),
                          wanted + (", or null" if nullable else ""), default)
-        return None if value is None else float(value) if _number(value) else value
+        return None if value is None else float(value) if finite_number(value) else value
 
     def flag(self, key: str, default: Any = _MISSING) -> bool:
         return self.get(key, lambda v: isinstance(v, bool), "true or false", default)
@@ -136,7 +127,7 @@ def read_settings(cfg: DictConfig, base_dir: Path) -> RunSettings:
         raise ConfigError(" ".join(str(error).split())) from None
     read = _Reader(cfg)
     settings = RunSettings(
-        seed=read.get("seed", lambda v: _integer(v) and 0 <= v <= MAX_SEED,
+        seed=read.get("seed", lambda v: whole_number(v) and 0 <= v <= MAX_SEED,
                       f"an integer from 0 to {MAX_SEED}"),
         data_root=Path(read.text("data_root") or "."),  # "." only ever in settings refused below
         features_path=_path(read.raw("features_path", None)),
@@ -184,7 +175,8 @@ def _min_input_size(cnn_name: Any) -> int:
 
 def read_cnn(read: _Reader, prefix: str = "cnn") -> CnnSettings:
     def three(values: Any, ok: Callable[[float], bool]) -> bool:
-        return isinstance(values, list) and len(values) == 3 and all(_number(v) and ok(v) for v in values)
+        return isinstance(values, list) and len(values) == 3 and all(
+            finite_number(v) and ok(v) for v in values)
 
     weights_path = read.raw(f"{prefix}.weights_path", None) or None
     if weights_path and not Path(weights_path).is_file():
@@ -319,8 +311,8 @@ def _devices(value: Any) -> bool:
         return re.fullmatch(r"\s*(auto|-1|\d+|\d+(\s*,\s*\d+)*\s*,?)\s*", value) is not None and \
             value.strip() not in ("0", "")
     if isinstance(value, list):
-        return bool(value) and all(_integer(i) and i >= 0 for i in value)
-    return _integer(value) and (value >= 1 or value == -1)
+        return bool(value) and all(whole_number(i) and i >= 0 for i in value)
+    return whole_number(value) and (value >= 1 or value == -1)
 
 
 # Trainer options the run sets itself (runs/run.py), and where a user chooses instead.
@@ -350,7 +342,7 @@ def _trainer(read: _Reader) -> TrainerSettings:
     options = read.get("trainer", lambda v: isinstance(v, dict), "a trainer section", {})
     if isinstance(options, dict):
         read.problems += _trainer_option_problems(options)
-    read.get("trainer.check_val_every_n_epoch", lambda v: v is None or (_integer(v) and v >= 1),
+    read.get("trainer.check_val_every_n_epoch", lambda v: v is None or (whole_number(v) and v >= 1),
              "an integer >= 1 or null", None)
     read.number("trainer.gradient_clip_val", lambda v: v >= 0, "a number >= 0", None, nullable=True)
     precision = read.get("trainer.precision", lambda v: v is None or str(v) in choices.PRECISIONS,

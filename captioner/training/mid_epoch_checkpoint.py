@@ -100,7 +100,8 @@ class MidEpochCheckpoint(Callback):
         return (self.signals.received if self.signals is not None else None) or 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fit_ended": self._fit_ended or (self._fitting is not None and stopped_early(self._fitting))}
+        # (`_fit_ended`, read from a checkpoint, has become should_stop by the time any is written)
+        return {"fit_ended": self._fitting is not None and stopped_early(self._fitting)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._fit_ended = bool(state_dict.get("fit_ended", False))
