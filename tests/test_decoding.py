@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +13,7 @@ from captioner.errors import ConfigError
 from captioner.model import CaptionDecoder, greedy_decode, sample_captions
 from captioner.model.decoding import GREEDY, DecodeOptions, decode
 from captioner.model.tokens import END_ID, PAD_ID, SPECIAL_TOKENS, START_ID, UNK_ID, CaptionLength
+from captioner.settings.reading import decode_settings
 
 
 def test_options_come_from_the_config_and_change_only_where_given():
@@ -38,6 +42,21 @@ def test_options_built_in_python_are_checked_as_the_settings_check_them(changes,
         DecodeOptions("beam", **changes)
     with pytest.raises(ConfigError, match=message):
         GREEDY.with_changes(**changes)
+
+
+def test_numpy_scalars_are_taken_as_the_python_values_they_hold():
+    # Values from array code (a sweep over np.arange) failed in OmegaConf ("int64 is not a supported
+    # primitive type") or went to results.json as types json cannot write.
+    changes = {"strategy": np.str_("beam"), "beam_size": np.int64(4), "length_penalty": np.float32(0.5),
+               "block_trigram_repeats": np.bool_(True), "allow_unk": np.bool_(False)}
+    settings = decode_settings(changes)
+    assert (settings.beam_size, settings.length_penalty, settings.block_trigram_repeats) == (4, 0.5, True)
+    options = GREEDY.with_changes(**changes)
+    assert options == DecodeOptions("beam", 4, 0.5, True, False)
+    assert json.loads(json.dumps(options.as_dict())) == options.as_dict()
+    assert all(type(value) in (str, int, float, bool) for value in options.as_dict().values())
+    with pytest.raises(ConfigError, match="decode.beam_size=0: expected an integer >= 1"):
+        decode_settings({"beam_size": np.int32(0)})
 
 
 def test_caption_length_owns_the_token_arithmetic_and_the_vocabulary_agrees():

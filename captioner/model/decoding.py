@@ -13,7 +13,7 @@ from captioner.model.decoder import CaptionDecoder
 from captioner.model.search import beam_search, greedy_decode
 from captioner.model.tokens import UNK_ID, CaptionLength
 from captioner.settings.choices import DECODE_STRATEGIES, MIN_BEAM_SIZE, MIN_LENGTH_PENALTY
-from captioner.settings.value_kinds import finite_number, whole_number
+from captioner.settings.value_kinds import finite_number, python_value, whole_number
 
 # The settings checked the config against these; DecodeOptions checks them again for API users.
 STRATEGIES = DECODE_STRATEGIES
@@ -30,6 +30,8 @@ class DecodeOptions:
     allow_unk: bool = False  # research use: let captions contain <unk> (a person never sees it)
 
     def __post_init__(self) -> None:
+        for field in fields(self):  # numpy's scalars (from array code) held as Python's: they go to json
+            object.__setattr__(self, field.name, python_value(getattr(self, field.name)))
         if problems := self._problems():
             raise ConfigError("; ".join(problems))
 

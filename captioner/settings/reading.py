@@ -35,7 +35,7 @@ from captioner.settings.sections import (
     TextSettings,
     TrainerSettings,
 )
-from captioner.settings.value_kinds import finite_number, whole_number
+from captioner.settings.value_kinds import finite_number, python_value, whole_number
 
 PATH_OPTIONS = ("data_root", "dataset.root", "features_path", "cnn.weights_path", "scst.from_checkpoint")
 _MISSING = object()
@@ -277,7 +277,8 @@ def _decode(read: _Reader) -> DecodeSettings:
 
 def decode_settings(values: Mapping[str, Any]) -> DecodeSettings:
     """Decoding options from plain values (e.g. the CLIs' flags), checked as the config's are."""
-    read = _Reader(OmegaConf.create({"decode": {**DecodeSettings().as_dict(), **values}}))
+    plain = {key: python_value(value) for key, value in values.items()}  # OmegaConf refuses numpy's
+    read = _Reader(OmegaConf.create({"decode": {**DecodeSettings().as_dict(), **plain}}))
     settings = _decode(read)
     if read.problems:
         raise ConfigError("; ".join(read.problems))

@@ -7,6 +7,8 @@ import math
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
+
 
 def whole_number(value: Any) -> bool:
     """An integer (numpy's too), not a bool (True is an int to Python)."""
@@ -16,3 +18,9 @@ def whole_number(value: Any) -> bool:
 def finite_number(value: Any) -> bool:
     """A finite real number, not a bool."""
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def python_value(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (np.int64(3) -> 3, np.bool_ -> bool); anything
+    else as it is. OmegaConf and json take only Python's own, and numpy's come from array code."""
+    return value.item() if isinstance(value, np.generic) else value
