@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from captioner.data.datamodule import CaptionDataModule
+from captioner.errors import ConfigError
 from captioner.features.cache import ensure_features
 from captioner.features.feature_file import FeatureFile
 from captioner.sources import load_records
@@ -42,6 +43,17 @@ def test_train_batches_pair_each_caption_with_its_image(features_path, in_memory
                        for o in owners)
         seen += len(batch["tokens"])
     assert seen == len(datamodule.train_captions) == 5 * len(train_images)
+
+
+def test_a_vocabulary_without_words_is_refused_naming_the_file_and_the_option(features_path):
+    # Before: training went on with a model that writes only <pad> (greedy) or fails (sampling).
+    datamodule = CaptionDataModule(features_path, min_word_count=10**6)
+    with pytest.raises(ConfigError, match=rf"^{features_path}: no word of the train split's \d+ captions is "
+                       r"seen text.min_word_count=1000000 times.*lower text.min_word_count$"):
+        datamodule.setup()
+    datamodule = CaptionDataModule(features_path, min_word_count=2)
+    datamodule.setup()
+    assert len(datamodule.vocabulary) > 4
 
 
 def test_evaluation_iterates_images_with_all_their_references(features_path):

@@ -13,7 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from captioner.data.resident_features import ResidentFeatures, fits_on_device, resident_bytes
 from captioner.data.training_order import EpochShuffle, ResumableDataLoader
 from captioner.data.vocabulary import Vocabulary
+from captioner.errors import ConfigError
 from captioner.features.feature_file import FeatureFile
+from captioner.model.tokens import SPECIAL_TOKENS
 from captioner.worker_processes import worker_context
 
 
@@ -135,6 +137,12 @@ class CaptionDataModule(pl.LightningDataModule):
             self.vocabulary = Vocabulary.build(
                 (self.features.captions[c] for c in self.train_captions),
                 max_words=self.max_words, min_count=self.min_word_count)
+            if len(self.vocabulary) == len(SPECIAL_TOKENS):
+                # a model of only <pad>/<start>/<end>/<unk> writes <pad> (greedy) or fails (sampling)
+                raise ConfigError(
+                    f"{self.features_path}: no word of the train split's {len(self.train_captions)} "
+                    f"captions is seen text.min_word_count={self.min_word_count} times, so the "
+                    "vocabulary would hold no word; lower text.min_word_count")
         ids, lengths = self.vocabulary.encode_batch(
             [self.features.captions[c] for c in self.train_captions], self.max_caption_length)
         self.caption_ids, self.caption_lengths = ids.numpy(), lengths.numpy()
