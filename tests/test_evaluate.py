@@ -160,6 +160,30 @@ def test_features_of_the_same_cnn_at_another_scale_are_rescaled_to_the_checkpoin
         evaluate(checkpoint, features=other, split="val", accelerator="cpu", meteor=False)
 
 
+def test_the_runs_own_file_rebuilt_for_other_records_is_refused_and_a_named_one_is_not(trained_run, tmp_path):
+    """The run's features file, re-extracted in place for other dataset options (as earlier versions
+    did), was evaluated silently: its test split was another set of images than the run's."""
+    import h5py
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(trained_run / "checkpoints" / "last.ckpt", run / "checkpoints" / "last.ckpt")
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    rebuilt = tmp_path / "rebuilt.h5"
+    shutil.copy(metrics["features"], rebuilt)
+    with h5py.File(rebuilt, "r+") as file:
+        identity = json.loads(file.attrs["identity"])
+        file.attrs["identity"] = json.dumps({**identity, "records": "0123456789abcdef"}, sort_keys=True)
+    (run / "metrics.json").write_text(json.dumps({**metrics, "features": str(rebuilt)}))
+    with pytest.raises(CheckpointError, match=rf"{rebuilt}, the features file this run trained on, now "
+                       r"holds other images or captions \(records 0123456789abcdef, the run's "
+                       rf"{identity['records']}\): its val split may not be the run's"):
+        evaluate(run / "checkpoints" / "last.ckpt", split="val", accelerator="cpu", meteor=False)
+    named = evaluate(run / "checkpoints" / "last.ckpt", features=rebuilt, split="val",
+                     output=tmp_path / "named", accelerator="cpu", meteor=False)
+    assert named["images"] > 0  # a file the user names (another dataset's, say) is theirs to choose
+
+
 def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():
     """The COCO readers know an image by its file's stem; coco-caption's loadRes wants COCO's own
     integer id, or it refuses the results file."""

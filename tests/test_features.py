@@ -162,9 +162,11 @@ def test_each_config_of_a_cnn_has_its_own_default_file_and_a_named_one_is_an_err
     written = path.stat().st_mtime_ns
     assert ensure_features(settings_of(cfg), records, tmp_path) == path  # the first is still there
     assert path.stat().st_mtime_ns == written and FeatureFile(path).identity["weights"]["seed"] == 0
-    # other images under the same config: that config's file is rebuilt where it is
-    assert ensure_features(settings_of(cfg), records[:8], tmp_path) == path
-    assert FeatureFile(path).num_images == 8
+    # other records under the same config: a file of their own beside it; the first is kept
+    fewer = ensure_features(settings_of(cfg), records[:8], tmp_path)
+    assert fewer == path.with_name(f"{path.stem}-records-{FeatureFile(fewer).identity['records'][:8]}.h5")
+    assert FeatureFile(fewer).num_images == 8 and FeatureFile(path).num_images == 12
+    assert path.stat().st_mtime_ns == written
 
 
 def test_the_key_of_a_default_file_follows_what_changes_the_features_and_nothing_else():
@@ -268,8 +270,28 @@ def test_images_rebuilt_under_the_same_names_are_extracted_again(tmp_path, caplo
         image.resize((48, 48)).save(records[3].path)  # the same name, another image
     with caplog.at_level(logging.WARNING):
         again = ensure_features(settings_of(cfg), records, tmp_path)
-    assert "stale or damaged (records: file has" in caplog.text
-    assert FeatureFile(again).identity["records"] != before
+    assert f"{path} holds this config's features of other images or captions" in caplog.text
+    assert FeatureFile(again).identity["records"] != before and again != path
+    assert FeatureFile(path).identity["records"] == before  # runs trained on it can still be evaluated
+
+
+def test_runs_over_other_records_never_replace_a_file_another_run_reads(tmp_path, caplog):
+    """A sweep over dataset.num_images (or COCO's max_captions) took turns re-extracting one file:
+    a run reading it in parallel stopped with "was replaced since this run read it", each run of
+    the sweep paid a whole extraction again, and a finished run's evaluation read other images."""
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    first = ensure_features(settings_of(cfg), records, tmp_path)
+    reading = FeatureFile(first)
+    reading.read([0])  # a run that has opened it and goes on reading
+    fewer = ensure_features(settings_of(cfg), records[:9], tmp_path)
+    assert fewer != first and FeatureFile(fewer).num_images == 9
+    assert reading.read([11]).shape == FeatureFile(first).read([11]).shape  # still its own file
+    made = {p: p.stat().st_mtime_ns for p in (first, fewer)}
+    with caplog.at_level(logging.INFO):  # in turns again: both reused, nothing extracted
+        assert ensure_features(settings_of(cfg), records, tmp_path) == first
+        assert ensure_features(settings_of(cfg), records[:9], tmp_path) == fewer
+    assert "extracting" not in caplog.text and {p: p.stat().st_mtime_ns for p in made} == made
 
 
 def test_calibration_skips_unreadable_images_and_names_them_when_none_is_left(tmp_path, caplog):

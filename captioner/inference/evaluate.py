@@ -88,6 +88,14 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     if differences:
         raise CheckpointError(f"{features} was not made by the CNN this checkpoint was trained on: "
                               + "; ".join(differences))
+    if not given and expected.get("records") and found.get("records") != expected["records"]:
+        # the run's own file, re-extracted for other records since (by an earlier version, which
+        # rebuilt it in place): its split would not be the one the run was tested on
+        raise CheckpointError(
+            f"{features}, the features file this run trained on, now holds other images or captions "
+            f"(records {found.get('records')}, the run's {expected['records']}): its {split} split "
+            "may not be the run's. Pass --features with a file made from the run's dataset options "
+            "(python -m captioner.prepare with its overrides makes one)")
     module.test_decoding = options = module.test_decoding.with_changes(**changes)
     module.hparams.spice, module.hparams.meteor = spice, meteor
     # Before the decoding: a bad --output must not cost it (every rank: none writes before rank 0 checks).
