@@ -35,6 +35,39 @@ def test_wandb_runs_get_the_sweep_group_tags_config_and_summary(tmp_path, monkey
     assert list(tmp_path.glob("wandb/offline-run-*"))
 
 
+def test_wandb_mode_disabled_writes_nothing_and_leaves_the_mode_for_later_runs(tmp_path, monkeypatch):
+    # Before: `disabled` was taken as offline, and Lightning's offline logger set WANDB_MODE=dryrun for
+    # the whole process: this run and every later one of a sequential sweep were written offline.
+    import os
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    settings = settings_of(compose_config("logger=wandb"))
+    (logger,) = build_loggers(settings.loggers, tmp_path, settings.tags, settings.config, group="g")
+    try:
+        assert logger.experiment.disabled
+        record_summary([logger], RunSummary(status="completed", test={"cider": 1.5}))
+    finally:
+        finish_loggers([logger])
+    assert os.environ["WANDB_MODE"] == "disabled" and not (tmp_path / "wandb").exists()
+
+
+def test_a_wandb_run_is_closed_when_the_loggers_cannot_all_be_built(tmp_path, monkeypatch):
+    # Before: a W&B run started, then its config update failed: the run stayed open, and the next
+    # job of a sequential sweep logged into it.
+    import wandb
+    from wandb.sdk import wandb_config
+
+    def refused(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb_config.Config, "update", refused)
+    settings = settings_of(compose_config("logger=wandb"))
+    with pytest.raises(OSError, match="disk full"):
+        build_loggers(settings.loggers, tmp_path, settings.tags, settings.config, group="g")
+    assert wandb.run is None
+
+
 def test_a_wandb_run_that_cannot_be_closed_leaves_the_run_completed_and_its_process_clean(
         tmp_path, shared_data_root, monkeypatch):
     # wandb.finish raising (W&B unreachable) skipped the lease's release and the DDP variables'

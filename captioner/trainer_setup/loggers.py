@@ -25,7 +25,13 @@ def wandb_offline(asked: bool | None) -> bool:
     if asked is not None:
         return bool(asked)
     default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
-    return os.environ.get("WANDB_MODE", default) in ("offline", "disabled", "dryrun")
+    return os.environ.get("WANDB_MODE", default) in ("offline", "dryrun")
+
+
+def wandb_disabled() -> bool:
+    """`WANDB_MODE=disabled`: W&B writes nothing. (Not passed as offline: Lightning's offline logger
+    sets WANDB_MODE=dryrun for the whole process, which then wrote every later run offline.)"""
+    return os.environ.get("WANDB_MODE") == "disabled"
 
 
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
@@ -39,25 +45,40 @@ def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[
     instead of starting a second one. W&B runs get `tags` and, unless the config names one,
     `group` (the sweep), so W&B's compare views line up the runs of a sweep.
     """
-    loggers = []
-    for logger_settings in settings:
-        entry = dict(logger_settings.options)
-        if logger_settings.kind == "wandb":
-            offline = wandb_offline(entry.get("offline"))
-            resumed = {"id": wandb_run_id, "resume": "allow"} if wandb_run_id else {}
-            logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
-                                 tags=[*tags, *(entry.get("tags") or [])],
-                                 group=entry.get("group") or group, **resumed)
-            if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
-                logger.experiment.config.update(dict(config), allow_val_change=True)
-        elif logger_settings.kind == "csv":  # the project's ResumingCSVLogger
-            logger = instantiate(entry, save_dir=str(run_dir), resume_step=resume_step)
-        elif logger_settings.kind == "tensorboard" and resume_step is not None:
-            logger = instantiate(entry, save_dir=str(run_dir), purge_step=resume_step)
-        else:
-            logger = instantiate(entry, save_dir=str(run_dir))
-        loggers.append(logger)
+    loggers: list[Logger] = []
+    try:
+        for logger_settings in settings:
+            loggers.append(_build_logger(logger_settings, run_dir, tags, config, group, resume_step,
+                                         wandb_run_id))
+    except BaseException:
+        # a W&B run already started would stay open: the next job of a multirun would log into it
+        finish_loggers(loggers, failed=True)
+        raise
     return loggers
+
+
+def _build_logger(logger_settings: LoggerSettings, run_dir: Path, tags: list[str], config: Mapping[str, Any],
+                  group: str | None, resume_step: int | None, wandb_run_id: str | None) -> Logger:
+    entry = dict(logger_settings.options)
+    if logger_settings.kind == "wandb":
+        disabled = wandb_disabled() and entry.get("offline") is None
+        offline = False if disabled else wandb_offline(entry.get("offline"))
+        resumed = {"id": wandb_run_id, "resume": "allow"} if wandb_run_id else {}
+        logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
+                             tags=[*tags, *(entry.get("tags") or [])], group=entry.get("group") or group,
+                             **resumed, **({"mode": "disabled"} if disabled else {}))
+        if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
+            try:
+                logger.experiment.config.update(dict(config), allow_val_change=True)
+            except BaseException:
+                finish_loggers([logger], failed=True)  # the W&B run has started: close it
+                raise
+        return logger
+    if logger_settings.kind == "csv":  # the project's ResumingCSVLogger
+        return instantiate(entry, save_dir=str(run_dir), resume_step=resume_step)
+    if logger_settings.kind == "tensorboard" and resume_step is not None:
+        return instantiate(entry, save_dir=str(run_dir), purge_step=resume_step)
+    return instantiate(entry, save_dir=str(run_dir))
 
 
 def wandb_run_id(loggers: list[Logger]) -> str | None:
