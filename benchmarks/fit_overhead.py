@@ -6,13 +6,16 @@
 
 The step of benchmarks/training_step.py (LSTM, batch 64 of 64 x 2048 regions, 22 tokens) through
 `Trainer.fit` as `python train.py` runs it (gradient clipping 5.0, the compiled step where
-`model.compile=auto` compiles), with Lightning's SimpleProfiler: host milliseconds per step of
-every hook and loop action that runs once a step, over the timed steps only. On CUDA the timed
+`model.compile=auto` compiles), twice: first plain, timed only (the fit's speed, the row to set
+against the bare step), then instrumented, with Lightning's SimpleProfiler: host milliseconds per
+step of every hook and loop action that runs once a step, over the timed steps only. On CUDA the timed
 steps also run under `torch.cuda.set_sync_debug_mode("warn")`, which warns at every operation that
 waits for the GPU: the table counts them per step by the line that called them. On every device
 the timed steps' host reads of tensors (`.item()`, `bool()`, ...) are counted by line as well
 (captioner/training/host_reads.py): on a CPU they name the syncs a GPU run would make. Host time is
 what a launch-bound step is made of, so the largest rows beside the training step itself are the cost.
+The instrumented fit is slower than the plain one (the read counter sends every torch call outside
+the compiled graph through Python): its own time is shown only to size what the rows describe.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.profilers import SimpleProfiler
-from table import print_table  # benchmarks/ is on sys.path when run as a script
-from training_step import SETTINGS, lightning_fit, write_features_file
+from table import StreamedTable  # benchmarks/ is on sys.path when run as a script
+from training_step import FIT_CLIP, SETTINGS, fit_adam, lightning_fit, write_features_file
 
 from captioner.training.host_reads import CountHostReadsPerStep, HostReads, shown_path
 
@@ -96,21 +99,32 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device if args.device != "auto" else
                           "cuda" if torch.cuda.is_available() else "cpu")
     torch.set_float32_matmul_precision("high")  # what train.py sets (TF32 on CUDA)
-    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # every synchronizing call, not the first per line
-        # Its own report goes to a file: its rows would read as this table's.
-        profiler = SimpleProfiler(dirpath=scratch, filename="profile")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    rows = StreamedTable()  # each row as measured: a stage cut off at its limit keeps the plain fit's
+    rows.append(("device", f"{name}, torch {torch.__version__}"))
+    rows.append(("command", "python benchmarks/fit_overhead.py "
+                 + " ".join(sys.argv[1:] if argv is None else argv)))
+    what = (f"{args.rnn} {args.precision} compile={args.compile} "
+            f"(clip {FIT_CLIP}, {fit_adam(device, args.precision)} Adam)")
+    with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "bench.h5"
         write_features_file(path, (args.steps + args.warmup + 2) * SETTINGS["batch"] // 5 + 5)
-        reads = HostReads()
-        with reads:
-            fit = lightning_fit(path, args.rnn, args.precision, device, args.steps, args.warmup, args.compile,
-                                profiler=profiler,
-                                callbacks=[CountHostReadsPerStep(reads), SyncDebugWindow(args.warmup)])
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    rows = [("device", f"{name}, torch {torch.__version__}"),
-            ("Trainer.fit step", f"{fit['ms']:.2f} ms ({fit['captions_s']:,.0f} captions/s), "
-                                 f"{args.rnn} {args.precision} compile={args.compile}")]
+        # The fit's speed: no profiler, no counter, no sync debug mode (the counter sends every torch
+        # call outside the compiled graph through Python, so the fit below is slower than this one).
+        plain = lightning_fit(path, args.rnn, args.precision, device, args.steps, args.warmup, args.compile)
+        rows.append(("Trainer.fit step, plain: no profiler, no read counter (its speed)",
+                     f"{plain['ms']:.2f} ms ({plain['captions_s']:,.0f} captions/s), {what}"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every synchronizing call, not the first per line
+            # Its own report goes to a file: its rows would read as this table's.
+            profiler = SimpleProfiler(dirpath=scratch, filename="profile")
+            reads = HostReads()
+            with reads:
+                fit = lightning_fit(path, args.rnn, args.precision, device, args.steps, args.warmup,
+                                    args.compile, profiler=profiler,
+                                    callbacks=[CountHostReadsPerStep(reads), SyncDebugWindow(args.warmup)])
+    rows.append(("Trainer.fit step, instrumented: profiler, read counter, sync debug (slower)",
+                 f"{fit['ms']:.2f} ms ({fit['captions_s']:,.0f} captions/s): the fit profiled below"))
     profile = per_step_host_ms(profiler.recorded_durations, args.steps)
     for action, ms in profile[:args.top]:
         rows.append((f"host ms/step: {action}", f"{ms:.3f}"))
@@ -119,17 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     timed = range(args.warmup, args.warmup + args.steps)
     read_sites = reads.total(timed)
     rows.append(("host reads of tensors per step", f"{sum(read_sites.values()) / args.steps:.2f}"))
-    rows += [(f"read at {site}", f"{count / args.steps:.2f} per step")
-             for site, count in read_sites.most_common(8)]
+    for site, count in read_sites.most_common(8):
+        rows.append((f"read at {site}", f"{count / args.steps:.2f} per step"))
     if device.type == "cuda":
         sites = sync_sites(caught)
         rows.append(("synchronizing calls per step", f"{sum(sites.values()) / args.steps:.2f}"))
-        rows += [(f"sync at {site}", f"{count / args.steps:.2f} per step")
-                 for site, count in sites.most_common(8)]
+        for site, count in sites.most_common(8):
+            rows.append((f"sync at {site}", f"{count / args.steps:.2f} per step"))
     else:
         rows.append(("synchronizing calls per step", "n/a (CUDA only)"))
-    rows.append(("command", "python benchmarks/fit_overhead.py " + " ".join(sys.argv[1:])))
-    print_table(rows)
 
 
 if __name__ == "__main__":

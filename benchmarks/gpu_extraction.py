@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from table import machine_row, print_table  # benchmarks/ is on sys.path when run as a script
+from table import StreamedTable, machine_row  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -101,19 +101,21 @@ def main() -> None:
         sys.exit(f"{args.folder}: no .jpg files")
     cnn = cnn_settings(args.cnn, args.weights, args.weights_path)
     net = build_backbone(cnn).to(args.device, memory_format=torch.channels_last)
-    rows = [machine_row(), ("device", torch.cuda.get_device_name() if args.device.startswith("cuda")
-                            else args.device), ("torch", torch.__version__),
-            ("images", f"{len(paths)} JPEGs of {args.folder.name}, {args.passes} passes, "
-                       f"{cnn.name} ({'random' if cnn.random_weights else 'pretrained'}) at "
-                       f"{cnn.input_size} px, batch {args.batch_size}, {args.workers} workers")]
+    rows = StreamedTable()  # each row as measured: a stage cut off at its time limit keeps them
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device
+    for row in [machine_row(), ("device", device), ("torch", torch.__version__),
+                ("images", f"{len(paths)} JPEGs of {args.folder.name}, {args.passes} passes, "
+                           f"{cnn.name} ({'random' if cnn.random_weights else 'pretrained'}) at "
+                           f"{cnn.input_size} px, batch {args.batch_size}, {args.workers} workers")]:
+        rows.append(row)
     for place in ("workers", "device"):
         for run_cnn in (True, False):
             rate = timed_passes(paths, cnn, net, place, args.device, args.batch_size, args.workers,
                                 args.passes, run_cnn)
             rows.append((f"{place} decoding{' + CNN' if run_cnn else ' alone'}", f"{rate:,.0f} images/s"))
     pixels, features = agreement(paths, cnn, net, args.device, args.batch_size)
-    rows += [("input difference, grey levels", pixels), ("feature difference", features)]
-    print_table(rows)
+    rows.append(("input difference, grey levels", pixels))
+    rows.append(("feature difference", features))
 
 
 if __name__ == "__main__":

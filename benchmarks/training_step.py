@@ -40,6 +40,10 @@ from captioner.model.losses import doubly_stochastic_penalty, masked_caption_los
 
 SETTINGS = {"batch": 64, "regions": 64, "channels": 2048, "vocab": 5000, "tokens": 22,
             "embed": 256, "hidden": 512, "attention": 512}
+FIT_CLIP = 5.0  # trainer.gradient_clip_val of `python train.py`: Trainer.fit clips, the bare step does not
+FIT_DIFFERS = (f"the bare step: fused Adam on CUDA (loop on a CPU), no clipping; Trainer.fit: Lightning "
+               f"clips gradients at {FIT_CLIP} and Adam is train.py's (model.adam=auto: fused for fp32, "
+               f"foreach for bf16-mixed with clipping, on CUDA)")
 
 
 def step_flops(cell: str, batch: int, regions: int, channels: int, vocab: int, tokens: int,
@@ -189,6 +193,14 @@ def write_features_file(path: Path, images: int, seed: int = 0) -> None:
     writer.finish(grid=[8, 8])
 
 
+def fit_adam(device: torch.device, precision: str) -> str:
+    """The Adam implementation CaptionModule picks for a Trainer.fit row (model.adam=auto)."""
+    from captioner.training.adam_implementation import adam_implementation
+
+    return adam_implementation("auto", device.type, "bf16-mixed" if precision == "bf16" else "32-true",
+                               FIT_CLIP)
+
+
 def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, steps: int,
                   warmup: int, compile_setting: str, profiler: Any = None,
                   callbacks: Sequence[Any] = ()) -> dict[str, float]:
@@ -224,7 +236,7 @@ def lightning_fit(path: Path, cell: str, precision: str, device: torch.device, s
     trainer = pl.Trainer(accelerator=device.type, devices=1, max_epochs=1,
                          limit_train_batches=warmup + steps, limit_val_batches=0, num_sanity_val_steps=0,
                          logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=5.0,
+                         enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=FIT_CLIP,
                          precision="bf16-mixed" if precision == "bf16" else "32-true",
                          callbacks=[clock, *callbacks], profiler=profiler)
     trainer.fit(module, datamodule=datamodule)
@@ -290,41 +302,48 @@ def main() -> None:
         rows.append(row)
     if device.type == "cpu":
         rows.append(("fp32 peak (lscpu)", f"{peak:.0f} GFLOP/s = {peak_how}"))
-    if args.check:
-        check_mode = "reduce-overhead" if device.type == "cuda" else None
-        for cell in args.rnn.split(","):
-            rows.append((f"compiled = eager? {cell} ({check_mode or 'default'})",
-                         compiled_matches_eager(cell, device, check_mode)))
-    for cell in args.rnn.split(","):
-        flops = step_flops(cell, **{**SETTINGS, "batch": args.batch})
-        rows.append((f"{cell} FLOPs per step", f"{flops / 1e9:.1f} GFLOP"))
-        for precision in precisions:
-            for mode in modes:
-                r = bare_step(cell, mode, precision, device, args.steps, args.warmup, args.batch)
-                rate = flops * r["captions_s"] / args.batch / 1e9
-                share = f", {100 * rate / peak:.0f}% of peak" if peak == peak else ""
-                compiled = (f"; {r['graphs']} graph(s) in warm-up {r['warmup_s']:.0f} s, "
-                            f"{r['recompiles_timed']} while timed") if mode != "eager" else ""
-                rows.append((f"step {cell} {precision} {mode}",
-                             f"{r['captions_s']:,.0f} captions/s ({r['ms']:.0f} ms/step, "
-                             f"{rate:.0f} GFLOP/s{share}){compiled}"))
-    if args.lightning_steps or args.loader_batches:
-        with tempfile.TemporaryDirectory() as scratch:
-            path = Path(scratch) / "bench.h5"
+    cells = args.rnn.split(",")
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "bench.h5"
+        if args.lightning_steps or args.loader_batches:  # first: the Trainer.fit rows read it
             batches = max(args.lightning_steps + args.warmup + 2, args.loader_batches + 2)
             write_features_file(path, batches * SETTINGS["batch"] // 5 + 5)
-            for cell in args.rnn.split(",") if args.lightning_steps else []:
-                for precision in precisions:
-                    for setting in ["false", "auto"] if device.type == "cuda" else ["false"]:
-                        r = lightning_fit(path, cell, precision, device, args.lightning_steps,
-                                          max(args.warmup, 1), setting)
-                        rows.append((f"Trainer.fit {cell} {precision} compile={setting}",
-                                     f"{r['captions_s']:,.0f} captions/s ({r['ms']:.0f} ms/step)"))
-            placements = ["in memory", "HDF5 streaming", "resident"] if args.loader_batches else []
-            for placement in placements:
-                rate = loader_alone(path, placement, device, args.loader_batches)
-                where = f" on {device.type}" if placement == "resident" else ""
-                rows.append((f"loader alone, {placement}{where}", f"{rate:,.0f} captions/s"))
+        if args.lightning_steps:
+            rows.append(("bare step against Trainer.fit", FIT_DIFFERS))
+        # The rows that decide the targets first (a stage cut off at its limit loses the last ones):
+        # each precision's bare steps, then its Trainer.fit (compiled before eager); the check of
+        # compiled = eager after the first precision; the loader alone last.
+        for index, precision in enumerate(precisions):
+            for cell in cells:
+                flops = step_flops(cell, **{**SETTINGS, "batch": args.batch})
+                if index == 0:
+                    rows.append((f"{cell} FLOPs per step", f"{flops / 1e9:.1f} GFLOP"))
+                for mode in modes:
+                    r = bare_step(cell, mode, precision, device, args.steps, args.warmup, args.batch)
+                    rate = flops * r["captions_s"] / args.batch / 1e9
+                    share = f", {100 * rate / peak:.0f}% of peak" if peak == peak else ""
+                    compiled = (f"; {r['graphs']} graph(s) in warm-up {r['warmup_s']:.0f} s, "
+                                f"{r['recompiles_timed']} while timed") if mode != "eager" else ""
+                    rows.append((f"step {cell} {precision} {mode}",
+                                 f"{r['captions_s']:,.0f} captions/s ({r['ms']:.0f} ms/step, "
+                                 f"{rate:.0f} GFLOP/s{share}){compiled}"))
+                for setting in (["auto", "false"] if device.type == "cuda" else ["false"]
+                                ) if args.lightning_steps else []:
+                    r = lightning_fit(path, cell, precision, device, args.lightning_steps,
+                                      max(args.warmup, 1), setting)
+                    rows.append((f"Trainer.fit {cell} {precision} compile={setting} "
+                                 f"(clip {FIT_CLIP}, {fit_adam(device, precision)} Adam)",
+                                 f"{r['captions_s']:,.0f} captions/s ({r['ms']:.0f} ms/step)"))
+            if args.check and index == 0:
+                check_mode = "reduce-overhead" if device.type == "cuda" else None
+                for cell in cells:
+                    rows.append((f"compiled = eager? {cell} ({check_mode or 'default'})",
+                                 compiled_matches_eager(cell, device, check_mode)))
+        placements = ["in memory", "HDF5 streaming", "resident"] if args.loader_batches else []
+        for placement in placements:
+            rate = loader_alone(path, placement, device, args.loader_batches)
+            where = f" on {device.type}" if placement == "resident" else ""
+            rows.append((f"loader alone, {placement}{where}", f"{rate:,.0f} captions/s"))
 
 
 if __name__ == "__main__":

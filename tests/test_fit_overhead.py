@@ -49,6 +49,11 @@ def test_the_cpu_dry_run_profiles_a_real_fit(capsys):
     table = dict(line.strip("|").split("|")[:2] for line in capsys.readouterr().out.splitlines()
                  if line.startswith("| ") and line.count("|") >= 3)
     table = {key.strip(): value.strip() for key, value in table.items()}
+    # The fit's speed is timed on its own, without the profiler and the read counter that slow it.
+    assert table["Trainer.fit step, plain: no profiler, no read counter (its speed)"].endswith(
+        "compile=false (clip 5.0, loop Adam)")
+    assert "Trainer.fit step, instrumented: profiler, read counter, sync debug (slower)" in table
+    assert float(table["host reads of tensors per step"]) >= 0
     assert float(table["host ms/step: run_training_batch"]) > 0
     step = float(table["host ms/step: [Strategy]SingleDeviceStrategy.training_step"])
     backward = float(table["host ms/step: [Strategy]SingleDeviceStrategy.backward"])
