@@ -37,7 +37,7 @@ def write_atomically(path: Path, text: str) -> None:
     the last one wins. A failed write leaves `path` as it was and removes its staging file."""
     path = Path(path)
     with staged(path) as staging:
-        staging.write_text(text)
+        staging.write_text(text, encoding="utf-8")  # whatever the locale says (pages declare utf-8)
         replace_durably(staging, path)
 
 

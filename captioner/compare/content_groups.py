@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from captioner.compare.effects import RunStatistic, SweepCells
-from captioner.compare.human_baseline import Agreement, LeaveOneOut, leave_one_out
+from captioner.compare.human_baseline import Agreement, LeaveOneOut, NoHumanBaseline, leave_one_out
 from captioner.records.sweep_runs import RunResult
 
 DEFAULT_GROUPS = Path(__file__).resolve().parents[1] / "conf" / "content_groups.yaml"  # captioner/conf/
@@ -43,7 +43,7 @@ class ContentGroup:
 def load_groups(path: Path = DEFAULT_GROUPS) -> list[ContentGroup]:
     """The groups of a YAML file `{group: [word, ...]}`; errors name the file."""
     try:
-        loaded = yaml.safe_load(Path(path).read_text())
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: cannot read content groups ({error})") from error
     if not isinstance(loaded, dict) or not all(isinstance(w, list) and w for w in loaded.values()):
@@ -52,16 +52,30 @@ def load_groups(path: Path = DEFAULT_GROUPS) -> list[ContentGroup]:
             for name, words in loaded.items()]
 
 
+TestSet = tuple[str, ...]  # a test set: its image ids, sorted
+
+
 def human_baselines(runs: Sequence[RunResult], colours: ContentGroup | None
-                    ) -> dict[tuple[str, ...], LeaveOneOut]:
-    """Each test set's leave-one-out human baseline, with every completed run on it measured alike."""
-    by_test_set: dict[tuple[str, ...], list[RunResult]] = {}
+                    ) -> tuple[dict[TestSet, LeaveOneOut], dict[TestSet, str]]:
+    """Each test set's leave-one-out human baseline, with every completed run on it measured alike;
+    and, for each test set that has none (one reference an image), why: the comparisons that need
+    it are not testable, the rest of the report stands."""
+    by_test_set: dict[TestSet, list[RunResult]] = {}
     for run in runs:
         if run.status == "completed" and run.per_image is not None and run.captions:
             by_test_set.setdefault(tuple(sorted(run.per_image.image_ids)), []).append(run)
     words = colours.words if colours is not None else frozenset()
-    return {images: leave_one_out(members[0].references, {r.path: r.captions for r in members}, words)
-            for images, members in by_test_set.items()}
+    baselines, missing = {}, {}
+    for images, members in by_test_set.items():
+        try:
+            baselines[images] = leave_one_out(members[0].references, {r.path: r.captions for r in members},
+                                              words)
+        except NoHumanBaseline as error:
+            more = len(members) - 3
+            named = ", ".join(r.name for r in members[:3]) + (f" and {more} more" if more > 0 else "")
+            missing[images] = (f"the test set of run{'s' if len(members) > 1 else ''} {named} has no human "
+                               f"baseline: {error}")
+    return baselines, missing
 
 
 class GroupMeasures:

@@ -85,7 +85,7 @@ def load_rule(path: Path = DEFAULT_CLAIMS) -> DecisionRule:
     """The rule in a claims YAML file; a missing or bad value is an error that names the file."""
     path = Path(path)
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: cannot read the decision rule ({error})") from error
     if not isinstance(loaded, dict):

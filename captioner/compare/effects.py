@@ -18,6 +18,7 @@ resampled on its own.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,8 @@ from captioner.compare.bootstrap import ImageResampler
 from captioner.compare.combined_interval import Estimate, estimate
 from captioner.compare.human_baseline import Agreement, LeaveOneOut
 from captioner.records.sweep_runs import RunResult
+
+log = logging.getLogger(__name__)
 
 REPLICATE = "seed"  # a swept seed repeats settings; it is not a factor with an effect of its own
 RATIO = "cider_vs_human"  # CIDEr-D / the human baseline, where test sets differ
@@ -44,7 +47,8 @@ class Comparison:
     label: str  # what is compared, e.g. "efficientnet_lite2 - mobilenet_v2"
     within: str  # for `within`: the other factors' values, e.g. "rnn=gru"
     metric: str  # cider | bleu4 | RATIO
-    estimate: Estimate | None  # None: no seed with every cell completed
+    estimate: Estimate | None  # None: no seed with every cell completed, or `untestable`
+    untestable: str = ""  # why it cannot be estimated at all (a test set without a human baseline)
 
 
 def factor_levels(runs: Sequence[RunResult], factor: str) -> list[str]:
@@ -60,17 +64,29 @@ class SweepCells:
     """The completed runs with per-image scores, by cell and seed, and their statistics."""
 
     def __init__(self, runs: Sequence[RunResult], factors: Sequence[str], resampler: ImageResampler,
-                 baselines: dict[tuple[str, ...], LeaveOneOut] | None = None, unbiased: bool = False):
+                 baselines: dict[tuple[str, ...], LeaveOneOut] | None = None, unbiased: bool = False,
+                 without_baseline: dict[tuple[str, ...], str] | None = None):
         self.factors = [f for f in factors if f != REPLICATE]
         self.unbiased = unbiased  # the rule's `interval: unbiased` (combined_interval.py)
-        self.levels = {f: factor_levels(runs, f) for f in self.factors}
         self.resampler = resampler
         self.baselines = baselines or {}  # test set (sorted image ids) -> humans and runs
+        self.without_baseline = without_baseline or {}  # test set -> why it has no human baseline
         self.by_cell: dict[Cell, dict[str, RunResult]] = {}
+        compared = []
         for run in runs:
             if run.status == "completed" and run.per_image is not None:
                 cell = tuple(run.overrides.get(f, "-") for f in self.factors)
-                self.by_cell.setdefault(cell, {})[run.overrides.get(REPLICATE, "-")] = run
+                seed = run.overrides.get(REPLICATE, "-")
+                if (first := self.by_cell.setdefault(cell, {}).get(seed)) is not None:
+                    log.warning("%s and %s ran the same settings with the same seed (%s): only the first "
+                                "is compared", first.path, run.path, " ".join(
+                                    f"{k}={v}" for k, v in run.overrides.items()) or "no overrides")
+                    continue
+                self.by_cell[cell][seed] = run
+                compared.append(run)
+        # Levels from the compared runs only: a level whose runs all failed (or a damaged run's "-")
+        # has no cells, and as the reference it left every effect without an estimate.
+        self.levels = {f: factor_levels(compared, f) for f in self.factors}
         self._cache: dict[tuple[str, str], np.ndarray | None] = {}
 
     # --- per-run statistics ---
@@ -92,6 +108,13 @@ class SweepCells:
         baseline, model = found
         weights = self.resampler.weights(baseline.image_ids)
         return (weights @ model.cider) / (weights @ baseline.human.cider)
+
+    def missing_baseline(self, cells: Sequence[Cell]) -> str:
+        """Why a comparison of these cells that needs human baselines cannot be made ("": it can)."""
+        reasons = dict.fromkeys(self.without_baseline[key] for cell in cells if cell in self.by_cell
+                                for run in self.by_cell[cell].values()
+                                if (key := tuple(sorted(run.per_image.image_ids))) in self.without_baseline)
+        return "; ".join(reasons)
 
     def baseline_of(self, run: RunResult) -> tuple[LeaveOneOut, Agreement] | None:
         """The run's test set's human baseline and the run's own leave-one-out values."""
@@ -135,6 +158,8 @@ class SweepCells:
         used = self.metric_for(terms, metric)
         if used is None:
             return None
+        if used == RATIO and (reason := self.missing_baseline([cell for _, cell in terms])):
+            return Comparison(kind, factor, label, within, used, None, untestable=reason)
         return Comparison(kind, factor, label, within, used, self.combine(terms, self.statistic(used)))
 
     def _others(self, *factors: str) -> list[tuple[str, ...]]:
@@ -173,6 +198,8 @@ class SweepCells:
         the rest."""
         found = []
         for first, second in itertools.combinations(self.factors, 2):
+            if not self.levels[first] or not self.levels[second]:  # no completed run
+                continue
             a0, b0 = self.levels[first][0], self.levels[second][0]
             for a1, b1 in itertools.product(self.levels[first][1:], self.levels[second][1:]):
                 groups = []

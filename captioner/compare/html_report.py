@@ -10,6 +10,7 @@ in `report_images/` beside it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import os
@@ -18,6 +19,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from PIL import Image
 
@@ -92,7 +94,9 @@ def image_paths(run: RunResult) -> dict[str, Path]:
 
 
 def _thumbnail(source: Path, target: Path) -> bool:
-    if target.is_file():  # whole: written through a staging file, so a kill leaves none half-written
+    # whole: written through a staging file, so a kill leaves none half-written; and of this very
+    # picture (its name holds a hash of the source's bytes), whichever run or image shows it
+    if target.is_file():
         return True
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -138,10 +142,9 @@ def browser_data(runs: Sequence[RunResult], factors: Sequence[str], groups: Sequ
             break
         photos.update({k: v for k, v in image_paths(run).items() if k not in photos})
     for entry in ordered:
-        entry["photo"] = _copied(photos.get(entry["id"]), folder, entry["id"])
-        entry["attention"] = [_copied(Path(a), folder, f"{entry['id']}-attention-{i}") if a else None
-                              for i, a in enumerate(entry["attention"])]
-    return {"runs": [r.label(factors) or r.path.name for r in shown], "groups": [g.name for g in groups],
+        entry["photo"] = _copied(photos.get(entry["id"]), folder)
+        entry["attention"] = [_copied(Path(a), folder) if a else None for a in entry["attention"]]
+    return {"runs": [r.label(factors) or r.name for r in shown], "groups": [g.name for g in groups],
             "images": ordered, "selection": selection(ordered, everything, groups),
             "sample": random_sample(everything, needed, photos, folder, len(ordered))}
 
@@ -169,17 +172,29 @@ def random_sample(everything: list[dict[str, Any]], shown: set[str], photos: dic
     if not pool:
         return []
     chosen = random.Random(seed).sample(pool, min(size, len(pool)))
-    return [{**entry, "attention": [None] * len(entry["attention"]),
-             "photo": Path(os.path.relpath(photos[entry["id"]], folder)).as_posix()}
+    return [{**entry, "attention": [None] * len(entry["attention"]),  # URLs: `#`, `?`, `%` quoted
+             "photo": quote(Path(os.path.relpath(photos[entry["id"]], folder)).as_posix())}
             for entry in sorted(chosen, key=lambda e: e["id"])]
 
 
-def _copied(source: Path | None, folder: Path, name: str) -> str | None:
-    if source is None:
+def thumbnail_name(source: Path) -> str | None:
+    """The thumbnail's file name for `source`: its stem and a hash of its bytes, so that one name
+    means one picture, the same on every machine (a committed report regenerates byte for byte).
+    (Named by image id and run column, a report rebuilt after another run completed showed one
+    run's figure in another's column; and ids `a b` and `a_b` shared a file.) None: unreadable."""
+    try:
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:20]
+    except OSError:
         return None
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    target = folder / IMAGES_DIR / f"{safe}.jpg"
-    return f"{IMAGES_DIR}/{target.name}" if _thumbnail(source, target) else None
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', source.stem)[:40]}-{digest}.jpg"
+
+
+def _copied(source: Path | None, folder: Path) -> str | None:
+    """The URL of `source`'s thumbnail beside the page (made if not there yet), or None."""
+    if source is None or (name := thumbnail_name(Path(source))) is None:
+        return None
+    target = folder / IMAGES_DIR / name
+    return quote(f"{IMAGES_DIR}/{target.name}") if _thumbnail(Path(source), target) else None
 
 
 def write_html_report(sweep_dir: Path, markdown: str, data: dict[str, Any], into: Path | None = None) -> Path:
@@ -188,7 +203,9 @@ def write_html_report(sweep_dir: Path, markdown: str, data: dict[str, Any], into
     whose path it returns."""
     sweep_dir = Path(sweep_dir)
     into = sweep_dir if into is None else Path(into)
-    payload = json.dumps(data).replace("</", "<\\/")  # nothing in the data can close the script
+    # nothing in the data can close the script or open a comment (`<!--`, `<script`): in JSON
+    # strings, \u003c and the like read back as the characters themselves
+    payload = json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     page = PAGE.replace("{{TITLE}}", html.escape(f"Sweep {sweep_dir.parent.name}/{sweep_dir.name}"))
     page = page.replace("{{REPORT}}", markdown_to_html(markdown, into)).replace("{{DATA}}", payload)
     path = into / "report.html"
@@ -202,7 +219,8 @@ def prune_thumbnails(sweep_dir: Path, data: dict[str, Any]) -> None:
     folder = Path(sweep_dir) / IMAGES_DIR
     if not folder.is_dir():
         return
-    used = {Path(p).name for image in data["images"] for p in [image.get("photo"), *image["attention"]] if p}
+    used = {Path(unquote(p)).name for image in data["images"]
+            for p in [image.get("photo"), *image["attention"]] if p}
     for path in folder.glob("*.jpg"):
         if path.name not in used:
             path.unlink()

@@ -48,6 +48,11 @@ class LeaveOneOut:
     models: dict[Hashable, Agreement]  # per run
 
 
+class NoHumanBaseline(ValueError):
+    """A test set has no human baseline: no image with two references (IAPR TC-12 gives one per
+    image, as does `dataset.captions_per_image=1`), so no reference can be held out against another."""
+
+
 def _colours(text: str, colours: frozenset[str]) -> set[str]:
     return set(_WORD.findall(text.lower())) & colours
 
@@ -65,7 +70,7 @@ def leave_one_out(references: Mapping[str, Sequence[str]], captions: Mapping[Has
     images = tuple(sorted(i for i, refs in references.items() if len(refs) >= 2
                           and all(i in run for run in captions.values())))
     if not images:
-        raise ValueError("no test image has two references (and a caption from every run)")
+        raise NoHumanBaseline("no test image has two references (and a caption from every run)")
     tokens = {i: [simple_ptb_tokenize(r) for r in references[i]] for i in images}
     sides: dict[Hashable, dict[str, np.ndarray]] = {
         side: {name: np.zeros(len(images)) for name in ("cider", "named", "right", "hit")}

@@ -43,6 +43,8 @@ def described(judged: Judged, beside: bool = True) -> str:
                 RATIO: "model/human CIDEr-D", "share": "colour", "speed": ""}.get(comparison.metric,
                                                                                    comparison.metric)
         where = f" ({comparison.within})" if comparison.within else ""
+        if comparison.untestable:
+            return f"{name} {comparison.label}{where}: not testable ({comparison.untestable})".strip()
         if comparison.estimate is None:
             return f"{name} {comparison.label}{where}: no seed with every cell completed".strip()
         low, high = comparison.estimate.interval(confidence)
@@ -128,9 +130,11 @@ def _gru_faster(runs: Sequence[RunResult], verdicts: SweepVerdicts) -> ClaimAnsw
         measured = (f"s/epoch as the runs measured it, not judged (one timing per run, in the order the runs "
                     f"happened to run): GRU {gru:.0f}, LSTM {lstm:.0f}")
     if verdicts.speed is None:
+        record = f"the interleaved timing record is not testable ({verdicts.speed_untestable})" \
+            if verdicts.speed_untestable else "no interleaved timing record"
         return ClaimAnswer(claim, NOT_TESTABLE if not measured else UNDECIDED,
-                           (measured + "; " if measured else "") + "no interleaved timing record "
-                           "(speed.json: `python benchmarks/cell_speed.py --out <sweep>/speed.json`)")
+                           (measured + "; " if measured else "") + record +
+                           " (speed.json: `python benchmarks/cell_speed.py --out <sweep>/speed.json`)")
     record = verdicts.speed_record
     evidence = (f"interleaved timings, {len(record.seconds['gru'])} per arm ({record.machine}; "
                 f"`{record.command}`): {described(verdicts.speed)}" + (f"; {measured}" if measured else ""))
@@ -141,6 +145,8 @@ def _animals_over_people(verdicts: SweepVerdicts) -> ClaimAnswer:
     claim = ("InceptionV3 \"recognize[s] animals very well, while has many problems with people\" "
              "(tested on every CNN of the sweep: model/human CIDEr-D on animal images against people images)")
     found = [j for j in verdicts.groups if j.comparison.label in ("animals - people", "people - animals")]
+    if found and all(j.verdict is None for j in found) and (reasons := _untestable(found)):
+        return ClaimAnswer(claim, NOT_TESTABLE, reasons)
     if not found or all(j.verdict is None for j in found):
         return ClaimAnswer(claim, NOT_TESTABLE, "no test images of both animals and people (content groups)")
     words = []
@@ -171,10 +177,15 @@ def _colours(verdicts: SweepVerdicts) -> ClaimAnswer:
              "right less often than a person's)")
     found = [j for j in verdicts.colours if j.verdict is not None]
     if not found:
-        return ClaimAnswer(claim, NOT_TESTABLE,
-                           "no test images whose references name colours (content groups)")
+        return ClaimAnswer(claim, NOT_TESTABLE, _untestable(verdicts.colours)
+                           or "no test images whose references name colours (content groups)")
     return ClaimAnswer(claim, _answer([j.verdict.word for j in found], WORSE, [EQUIVALENT, BETTER]),
                        "; ".join(described(j) for j in found))
+
+
+def _untestable(judged: Sequence[Judged]) -> str:
+    """Why these comparisons cannot be made at all ("": they can), e.g. no human baseline."""
+    return "; ".join(dict.fromkeys(j.comparison.untestable for j in judged if j.comparison.untestable))
 
 
 def _datasets(factors: Sequence[str], verdicts: SweepVerdicts) -> ClaimAnswer:

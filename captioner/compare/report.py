@@ -48,17 +48,20 @@ HEADERS = {"bleu1": "BLEU-1", "bleu2": "BLEU-2", "bleu3": "BLEU-3", "bleu4": "BL
 
 
 def swept_factors(runs: list[RunResult]) -> list[str]:
-    """Overrides whose value differs between runs, in the order they were given."""
+    """Overrides whose value differs between runs, in the order they were given. A run whose
+    overrides could not be read is left out: its {} made every shared override look swept."""
+    known = [run for run in runs if run.overrides_read]
     keys: list[str] = []
-    for run in runs:
+    for run in known:
         keys += [k for k in run.overrides if k not in keys]
-    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+    return [k for k in keys if len({run.overrides.get(k) for run in known}) > 1]
 
 
 def main_effects(runs: list[RunResult], factor: str) -> dict[str, dict[str, float]]:
     """For each level of `factor`: the mean of every score over the completed runs at that level."""
     levels: dict[str, list[RunResult]] = {}
-    for run in runs:  # every level is listed, also one whose runs all failed (runs: 0)
+    # every level is listed, also one whose runs all failed (runs: 0); not a damaged run's "-"
+    for run in (r for r in runs if r.overrides_read):
         members = levels.setdefault(run.overrides.get(factor, "-"), [])
         if run.status == "completed":
             members.append(run)
@@ -72,7 +75,7 @@ def main_effects(runs: list[RunResult], factor: str) -> dict[str, dict[str, floa
 
 def _row(run: RunResult, factors: list[str]) -> list[str]:
     status = run.status if not run.error else f"{run.status}: {run.error}"
-    return [run.path.name, run.label(factors), status.replace("|", "/").replace("\n", " ")[:120],
+    return [run.name, run.label(factors), status.replace("|", "/").replace("\n", " ")[:120],
             *(number(run.test.get(name)) for name in SCORE_NAMES),
             "-" if run.epochs is None else str(run.epochs), number(run.train_time_s, 0),
             number(run.seconds_per_epoch, 0), number(run.captions_per_s, 0)]
@@ -95,7 +98,7 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
     # A report cut off (a full disk, a kill) leaves the last whole one: markdown, page and charts.
     with written_as_a_set(sweep_dir, last="report.md") as staging:
         lines = _report_lines(sweep_dir, runs, factors, verdicts, groups, staging)
-        (staging / "report.md").write_text("\n".join(lines) + "\n")
+        (staging / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
         write_html_report(sweep_dir, "\n".join(lines), browser, staging)
     prune_thumbnails(sweep_dir, browser)  # now that no page shows the others
     return sweep_dir / "report.md"
@@ -104,7 +107,8 @@ def write_report(sweep_dir: Path, runs: list[RunResult], groups: list[ContentGro
 def _report_lines(sweep_dir: Path, runs: list[RunResult], factors: list[str], verdicts: SweepVerdicts,
                   groups: list[ContentGroup], charts: Path) -> list[str]:
     """report.md's lines; its charts are drawn into `charts`."""
-    shared = {k: v for k, v in runs[0].overrides.items() if k not in factors}
+    first = next((r for r in runs if r.overrides_read), runs[0])
+    shared = {k: v for k, v in first.overrides.items() if k not in factors}
     failed = [r for r in runs if r.status != "completed"]
     lines = [f"# Sweep {sweep_dir.parent.name}/{sweep_dir.name}", "",
              f"{len(runs)} runs, {len(runs) - len(failed)} completed, {len(failed)} not completed.",
@@ -293,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:  # an unwritable folder, a full disk
         exit_for_user_error(OSError(f"{error.filename or args.sweep_dir}: the report cannot be written "
                                     f"({error.strerror or error})"), parser.prog)
+    except ValueError as error:  # a run's file of a shape nothing above refused (CAPTIONER_VERBOSE=1: where)
+        exit_for_user_error(ValueError(f"{args.sweep_dir}: the report cannot be made from its runs' files "
+                                       f"({error})"), parser.prog)
     print_report(runs)
     print(f"wrote {report} and {report.with_suffix('.html')}")
 

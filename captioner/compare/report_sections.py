@@ -45,21 +45,21 @@ def _verdict_cells(verdict: Verdict | None) -> list[str]:
 
 
 def comparison_lines(judged: Sequence[Judged], first_column: str, confidence: float) -> list[str]:
-    """One row per comparison: the deciding score with its interval (at the rule's `confidence`)
-    and verdict, the score beside."""
+    """One row per comparison: the deciding score with its interval (at the rule's `confidence`),
+    the measure it is on (each row its own: within one test set raw CIDEr-D, across test sets
+    model/human ratios) and its verdict, the score beside."""
     if not judged:
         return []
-    decided = judged[0].comparison.metric
     beside = next((j.beside.metric for j in judged if j.beside is not None), None)
     shown = f"{percent(confidence)} interval"
-    headers = [first_column, "within", f"{METRIC_NAMES.get(decided, decided)}, {shown}", "verdict",
-               "p (Holm)", *([f"{METRIC_NAMES.get(beside, beside)}, {shown} (shown)"] if beside else []),
-               "seeds"]
+    headers = [first_column, "within", f"estimate, {shown}", "verdict", "p (Holm)", "measure",
+               *([f"{METRIC_NAMES.get(beside, beside)}, {shown} (shown)"] if beside else []), "seeds"]
     rows = []
     for item in judged:
         comparison = item.comparison
         row = [comparison.label, comparison.within or "all", interval_text(comparison.estimate, confidence),
-               *_verdict_cells(item.verdict)]
+               *(["not testable", "-"] if comparison.untestable else _verdict_cells(item.verdict)),
+               METRIC_NAMES.get(comparison.metric, comparison.metric)]
         if beside:
             row.append(interval_text(item.beside.estimate if item.beside else None, confidence))
         row.append(str(comparison.estimate.seeds) if comparison.estimate else "0")
@@ -70,6 +70,8 @@ def comparison_lines(judged: Sequence[Judged], first_column: str, confidence: fl
                   "not comparable as differences (other references, other document frequencies). Each run's "
                   "leave-one-out CIDEr-D is divided by its own test set's human baseline, and the ratios are "
                   "compared, each test set resampled on its own."]
+    for reason in dict.fromkeys(j.comparison.untestable for j in judged if j.comparison.untestable):
+        lines += ["", f"not testable: {reason}."]
     return [*lines, ""]
 
 
@@ -82,10 +84,28 @@ def rule_lines(verdicts: SweepVerdicts) -> list[str]:
             "p-value after the correction: better/worse from the test of 0, equivalent from TOST.", ""]
 
 
+def _with_baseline(verdicts: SweepVerdicts) -> tuple[Any, RunResult] | None:
+    """A human baseline the report's tables show, and a compared run on its test set."""
+    for baseline in verdicts.baselines.values():
+        for cell in verdicts.cells.by_cell.values():
+            for run in cell.values():
+                if run.path in baseline.models:
+                    return baseline, run
+    return None
+
+
 def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors: Sequence[str]) -> list[str]:
     """Per content group: the human baseline, and each setting's model/human CIDEr-D and naming rate."""
-    if not verdicts.baselines:
-        return []
+    missing = [f"not testable: {reason}." for reason in dict.fromkeys(verdicts.without_baseline.values())]
+    found = _with_baseline(verdicts)
+    if found is None:
+        if not missing:
+            return []
+        return ["## Content groups against humans", "",
+                "Content groups and colours are measured against a human baseline (each of an image's "
+                "references scored against the others), which needs test images with two references or "
+                "more. Their comparisons are " + " ".join(missing), ""]
+    baseline, shown_run = found
     cells = verdicts.cells
     confidence = verdicts.rule.confidence
     lines = ["## Content groups against humans", "",
@@ -96,10 +116,12 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
              f"{percent(confidence)} interval (seeds and images); 1 would be as close to the references as "
              "a person. *names*: how often the model's caption uses one of the group's words / how often "
              "a held-out reference does.", ""]
-    baseline = next(iter(verdicts.baselines.values()))
-    if len(verdicts.baselines) > 1:  # a swept dataset: each run is measured against its own humans
-        lines += ["The human columns are the first test set's; each run's model/human uses its own.", ""]
-    references = next(r.references for cell in cells.by_cell.values() for r in cell.values())
+    if len(verdicts.baselines) > 1 or missing:  # a swept dataset: each run is measured against its own humans
+        lines += [f"The human columns are those of the test set of run {shown_run.name}; each run's "
+                  "model/human uses its own.", ""]
+    if missing:
+        lines += [f"Runs on a test set without a human baseline show \"-\": {' '.join(missing)}", ""]
+    references = shown_run.references
     settings = list(cells.by_cell)
     headers = ["group", "images", "human CIDEr-D", *(setting_label(cells.factors, cell) for cell in settings)]
     rows = []
@@ -121,11 +143,12 @@ def group_lines(verdicts: SweepVerdicts, groups: Sequence[ContentGroup], factors
                   "to people's own captions on the first group.", ""]
         lines += comparison_lines(verdicts.groups, "groups", confidence)
     if verdicts.colours:
-        lines += colour_lines(verdicts, settings)
+        lines += colour_lines(verdicts, settings, shown_run)
     return lines
 
 
-def colour_lines(verdicts: SweepVerdicts, settings: list) -> list[str]:
+def colour_lines(verdicts: SweepVerdicts, settings: list, run: RunResult) -> list[str]:
+    """Colour precision and recall of humans (on `run`'s test set) and of each setting."""
     cells = verdicts.cells
     colours = verdicts.colour_group
     confidence = verdicts.rule.confidence
@@ -133,8 +156,6 @@ def colour_lines(verdicts: SweepVerdicts, settings: list) -> list[str]:
              "reference (of the others, for a held-out human) uses too. *recall*: of the images whose "
              "references mostly name a colour, the share whose caption names a right one. Humans: each "
              "reference held out in turn.", ""]
-    any_cell = next(iter(cells.by_cell.values()))
-    run = next(iter(any_cell.values()))
     human_precision = verdicts.measures.colour_precision(human=True)(run)
     human_recall = verdicts.measures.colour_recall(colours, human=True)(run)
     rows = [["humans (held out)", f"{human_precision[0]:.3f}", f"{human_recall[0]:.3f}"]]
@@ -162,7 +183,10 @@ def _plain(estimate: Estimate | None, confidence: float) -> str:
 
 def speed_lines(verdicts: SweepVerdicts) -> list[str]:
     if verdicts.speed is None:
-        return []
+        if not verdicts.speed_untestable:  # no timing record: the claim says so
+            return []
+        return ["## Speed", "", f"The speed comparison is not testable: {verdicts.speed_untestable}. "
+                "s/epoch in the runs table is shown as measured, not judged.", ""]
     record = verdicts.speed_record
     rows = [[arm, str(len(times)), ", ".join(f"{t:.2f}" for t in times)]
             for arm, times in record.seconds.items()]
@@ -203,7 +227,7 @@ def code_lines(runs: Sequence[RunResult]) -> list[str]:
     text = "Code: " + ", ".join(f"{n} run{'s' if n > 1 else ''} from {c}" for c, n in commits.items())
     if unrecorded := len(runs) - len(recorded):
         text += f", {unrecorded} without a record"
-    changed = [run.path.name for run in recorded if run.uncommitted_changes]
+    changed = [run.name for run in recorded if run.uncommitted_changes]
     if changed:
         text += (f". With uncommitted changes on top (their `code.diff`, where kept, holds them): "
                  f"{', '.join(changed)}")

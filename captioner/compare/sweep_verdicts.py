@@ -43,16 +43,18 @@ class SweepVerdicts:
         self.rule = rule
         colours = next((g for g in groups if g.name == COLOURS), None)
         self.content_groups, self.colour_group = list(groups), colours
-        self.baselines = human_baselines(runs, colours)
+        # test sets without a baseline (one reference an image): what needs one is "not testable"
+        self.baselines, self.without_baseline = human_baselines(runs, colours)
         self.cells = SweepCells(runs, factors, ImageResampler(resamples), self.baselines,
-                                unbiased=rule.interval == "unbiased")
+                                unbiased=rule.interval == "unbiased", without_baseline=self.without_baseline)
         self.measures = GroupMeasures(self.cells)
         self.effects = {f: self._effects(f) for f in self.cells.factors}
         self.interactions = self._paired_with_beside(self.cells.interactions(rule.decides),
                                                      self._beside(self.cells.interactions))
         self.groups = self._group_contrasts([g for g in groups if g.name != COLOURS])
         self.colours = self._colour_contrasts(colours) if colours is not None else []
-        self.speed_record = _speed_record(sweep_dir)
+        self.speed_path = None if sweep_dir is None else Path(sweep_dir) / SPEED_FILE
+        self.speed_record, self.speed_untestable = _speed_record(sweep_dir)
         self.speed = self._speed() if self.speed_record is not None else None
         self._correct()
 
@@ -95,8 +97,10 @@ class SweepVerdicts:
                     x, y = self.measures.ratio(a)(run), self.measures.ratio(b)(run)
                     return None if x is None or y is None else x - y
                 terms = [(1 / len(cells), cell) for cell in cells]
-                comparison = Comparison("group", "content", f"{first.name} - {second.name}", within, "ratio",
-                                        self.cells.combine(terms, difference))
+                label = f"{first.name} - {second.name}"
+                reason = self.cells.missing_baseline(cells)
+                comparison = Comparison("group", "content", label, within, "ratio",
+                                        None if reason else self.cells.combine(terms, difference), reason)
                 found.append(Judged(comparison, self._judge(comparison)))
         return found
 
@@ -106,12 +110,13 @@ class SweepVerdicts:
             if not cells:
                 continue
             terms = [(1 / len(cells), cell) for cell in cells]
+            reason = self.cells.missing_baseline(cells)
             precision_gap = self.measures.colour_precision(versus_human=True)
             recall_gap = self.measures.colour_recall(colours, versus_human=True)
             precision = Comparison("colour", "colours", "precision, model - human", within, "share",
-                                   self.cells.combine(terms, precision_gap))
+                                   None if reason else self.cells.combine(terms, precision_gap), reason)
             recall = Comparison("colour", "colours", "recall, model - human", within, "share",
-                                self.cells.combine(terms, recall_gap))
+                                None if reason else self.cells.combine(terms, recall_gap), reason)
             verdict = None if precision.estimate is None else \
                 judge(f"colours: {precision.label} ({within})", precision.estimate, "share", self.rule)
             found.append(Judged(precision, verdict, recall))
@@ -120,7 +125,9 @@ class SweepVerdicts:
     def _speed(self) -> Judged | None:
         try:
             relative = relative_time(self.speed_record, "lstm", "gru")
-        except (KeyError, ValueError):
+        except (KeyError, ValueError) as error:  # another pair of arms, or too few timings
+            what = f"no arm {error}" if isinstance(error, KeyError) else str(error)
+            self.speed_untestable = f"{self.speed_path}: {what}"
             return None
         label = "LSTM time / GRU time - 1 (better: GRU faster)"
         comparison = Comparison("speed", "rnn", label, "", "speed", relative)
@@ -153,7 +160,13 @@ class SweepVerdicts:
         return len(verdicts), sum(v.tested for v in verdicts)
 
 
-def _speed_record(sweep_dir: Path | None) -> SpeedRecord | None:
+def _speed_record(sweep_dir: Path | None) -> tuple[SpeedRecord | None, str]:
+    """The sweep folder's interleaved timings, if it holds them; and, where its speed.json cannot be
+    read, why (the file named): then the speed comparison is not testable, the rest of the report
+    stands."""
     if sweep_dir is None or not (Path(sweep_dir) / SPEED_FILE).is_file():
-        return None
-    return SpeedRecord.read(Path(sweep_dir) / SPEED_FILE)
+        return None, ""
+    try:
+        return SpeedRecord.read(Path(sweep_dir) / SPEED_FILE), ""
+    except ValueError as error:  # damaged or cut off; the message names the file
+        return None, str(error)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 
 def log_comparison_table(sweep_dir: Path, data: dict[str, Any], group: str, project: str = "captioner",
@@ -25,7 +26,7 @@ def log_comparison_table(sweep_dir: Path, data: dict[str, Any], group: str, proj
                *(f"{label}: {what}" for label in labels for what in ("caption", "CIDEr-D"))]
     table = wandb.Table(columns=columns)
     for image in data["images"]:
-        photo = sweep_dir / image["photo"] if image.get("photo") else None
+        photo = sweep_dir / unquote(image["photo"]) if image.get("photo") else None  # a URL in the page
         cells = [image["id"], wandb.Image(str(photo)) if photo and photo.is_file() else None,
                  "\n".join(image["references"]), ", ".join(image["groups"]), round(image["disagreement"], 4)]
         for caption, cider in zip(image["captions"], image["cider"], strict=True):

@@ -47,14 +47,20 @@ class RunResult:
     attention_files: dict[str, str] = field(default_factory=dict)  # -> figure, relative to the run
     commit: str | None = None  # the git commit it trained from (runs from before provenance: None)
     uncommitted_changes: bool = False  # and changes on top of it (code.diff, where kept)
+    overrides_read: bool = True  # False: its overrides.yaml could not be read (`overrides` is {})
+    name: str = ""  # how the report names it: the folder's name, or its path below the sweep
+    # folder where names repeat (several sweeps in one folder); "": the folder's name
 
     @property
     def seconds_per_epoch(self) -> float | None:
         """Training time per epoch (with its dev validation)."""
         return self.train_time_s / self.epochs if self.train_time_s and self.epochs else None
 
+    def __post_init__(self) -> None:
+        self.name = self.name or self.path.name
+
     def label(self, factors: list[str]) -> str:
-        return " ".join(f"{f}={self.overrides.get(f, '-')}" for f in factors) or self.path.name
+        return " ".join(f"{f}={self.overrides.get(f, '-')}" for f in factors) or self.name
 
 
 def _parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -65,8 +71,20 @@ def _parse_overrides(lines: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _run_order(path: Path) -> tuple[int, str]:
-    return (int(path.name), "") if path.name.isdigit() else (1 << 30, path.name)
+def _run_order(relative: Path) -> tuple[tuple[int, int, str], ...]:
+    """The path below the sweep folder, part by part, job numbers as numbers: `A/2` before `A/10`
+    before `B/0`. The whole path, so that runs of several sweeps in one folder never tie (a tie
+    kept the file system's order)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
+                 for part in relative.parts)
+
+
+def _names(relatives: list[Path]) -> list[str]:
+    """Each run's name in the report: its folder's name, or where two runs share a folder name
+    (several sweeps in one folder: `A/0` and `B/0`, not `0` twice) every run's path below the
+    sweep folder."""
+    names = [relative.name for relative in relatives]
+    return names if len(set(names)) == len(names) else [relative.as_posix() for relative in relatives]
 
 
 def collect_runs(sweep_dir: Path) -> list[RunResult]:
@@ -74,21 +92,28 @@ def collect_runs(sweep_dir: Path) -> list[RunResult]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
+    folders = sorted(RunFolder.all_under(sweep_dir), key=lambda f: _run_order(f.path.relative_to(sweep_dir)))
+    names = _names([folder.path.relative_to(sweep_dir) for folder in folders])
     runs = []
-    for folder in sorted(RunFolder.all_under(sweep_dir), key=lambda f: _run_order(f.path)):
-        try:
-            overrides = _parse_overrides(folder.overrides())
-        except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as error:
-            runs.append(RunResult(folder.path, {}, "missing", error=f"{folder.overrides_file}: {error}"))
-            continue
-        try:
-            runs.append(_read_run(folder, overrides))
-        except (TypeError, ValueError, AttributeError, KeyError) as error:  # a metrics.json of another shape
-            what = f"not a run's summary ({type(error).__name__}: {error})"
-            runs.append(RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {what}"))
+    for folder, name in zip(folders, names, strict=True):
+        runs.append(_run_of(folder))
+        runs[-1].name = name or runs[-1].path.name  # "": the sweep folder is a run's own
     if not runs:
         raise FileNotFoundError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
     return runs
+
+
+def _run_of(folder: RunFolder) -> RunResult:
+    try:
+        overrides = _parse_overrides(folder.overrides())
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError) as error:
+        return RunResult(folder.path, {}, "missing", error=f"{folder.overrides_file}: {error}",
+                         overrides_read=False)
+    try:
+        return _read_run(folder, overrides)
+    except (TypeError, ValueError, AttributeError, KeyError) as error:  # a metrics.json of another shape
+        what = f"not a run's summary ({type(error).__name__}: {error})"
+        return RunResult(folder.path, overrides, "missing", error=f"{folder.metrics}: {what}")
 
 
 def _read_run(folder: RunFolder, overrides: dict[str, str]) -> RunResult:
