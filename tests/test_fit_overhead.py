@@ -6,6 +6,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -53,7 +55,16 @@ def test_the_cpu_dry_run_profiles_a_real_fit(capsys):
     assert table["Trainer.fit step, plain: no profiler, no read counter (its speed)"].endswith(
         "compile=false (clip 5.0, loop Adam)")
     assert "Trainer.fit step, instrumented: profiler, read counter, sync debug (slower)" in table
-    assert float(table["host reads of tensors per step"]) >= 0
+    # On a CPU the loss is checked every step (one read: captioner/training/loss_guard.py), and the
+    # same reads come in every step: a whole number per step, the sum of the rows by line below it.
+    reads = float(table["host reads of tensors per step"])
+    by_line = {key: float(value.removesuffix(" per step")) for key, value in table.items()
+               if key.startswith("read at ")}
+    assert reads.is_integer() and reads >= 1 and len(by_line) < 8  # every line shown
+    assert sum(by_line.values()) == pytest.approx(reads, abs=0.02)
+    guard = [count for key, count in by_line.items()
+             if key.startswith("read at captioner/training/loss_guard.py:") and key.endswith(" __bool__")]
+    assert guard == [1.0]
     assert float(table["host ms/step: run_training_batch"]) > 0
     step = float(table["host ms/step: [Strategy]SingleDeviceStrategy.training_step"])
     backward = float(table["host ms/step: [Strategy]SingleDeviceStrategy.backward"])

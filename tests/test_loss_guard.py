@@ -23,6 +23,12 @@ def test_finite_losses_pass_every_check():
     guard.check("before anything was observed")
     _observe(guard, [3.0, 2.5, 1e30])
     guard.check("at the end of epoch 0")
+    # it did watch them: a NaN after them is the first bad loss, reported with its own step
+    guard.observe(torch.tensor(math.nan), 3, epoch=1, batch=0, every_step=False)
+    guard.observe(torch.tensor(1.0), 4, epoch=1, batch=1, every_step=False)
+    found = r"^the training loss is nan at step 3 \(found at the end of epoch 1\)"
+    with pytest.raises(NonFiniteLossError, match=found):
+        guard.check("at the end of epoch 1")
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

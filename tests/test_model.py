@@ -133,14 +133,21 @@ def test_beam_search_always_returns_a_caption_even_when_no_beam_ends():
     assert torch.all(tokens != 2) and torch.all(tokens != 0)
 
 
+def _trigrams(row: list[int]) -> list[tuple[int, ...]]:
+    words = [t for t in row if t not in (0, 2)]
+    return [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+
+
 def test_trigram_blocking_never_repeats_a_trigram():
-    decoder = _decoder(vocab=6)
-    tokens, _ = beam_search(decoder, torch.randn(4, 5, 8), max_length=12, start_id=1, end_id=2,
-                            beam_size=2, block_trigram_repeats=True)
+    decoder, features = _decoder(vocab=6), torch.randn(4, 5, 8)
+    search = dict(max_length=12, start_id=1, end_id=2, beam_size=2)
+    unblocked, _ = beam_search(decoder, features, **search)
+    # the same search unblocked repeats a trigram in every row (this decoder loves word 5)
+    assert all(len(set(_trigrams(row))) < len(_trigrams(row)) for row in unblocked.tolist())
+    tokens, _ = beam_search(decoder, features, **search, block_trigram_repeats=True)
     for row in tokens.tolist():
-        words = [t for t in row if t not in (0, 2)]
-        trigrams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
-        assert len(trigrams) == len(set(trigrams))
+        trigrams = _trigrams(row)
+        assert len(trigrams) >= 5 and len(trigrams) == len(set(trigrams))  # long enough to repeat one
 
 
 def _decoder_of_varied_lengths(images: int) -> tuple[CaptionDecoder, torch.Tensor]:

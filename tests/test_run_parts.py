@@ -7,6 +7,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import time
@@ -121,7 +122,7 @@ def test_the_run_folder_finds_the_features_from_metrics_or_from_the_recorded_con
     assert folder.features_file() == Path("/elsewhere/f.h5")
     assert RunFolder.of_checkpoint(folder.last_checkpoint) == folder
     folder.metrics.write_text('{"status": "runn')  # half written: a reader must not take it as JSON
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(folder.metrics))}: not valid JSON"):
         folder.summary()
     earlier.unlink()
     assert folder.features_file() == expected
@@ -553,8 +554,11 @@ def test_a_resume_from_a_mid_epoch_checkpoint_logs_every_step_once(tiny_cfg, tmp
     from captioner.training.module import CaptionModule
 
     original = CaptionModule.training_step
+    reached = []  # the first epoch's batches that began a training step
 
     def stopping(module, batch, batch_idx):
+        if module.current_epoch == 0:
+            reached.append(batch_idx)
         if stop == "signal" and module.current_epoch == 0 and batch_idx == 2:
             os.kill(os.getpid(), signal.SIGTERM)
         if module.current_epoch == 0 and batch_idx == 3:
@@ -566,8 +570,16 @@ def test_a_resume_from_a_mid_epoch_checkpoint_logs_every_step_once(tiny_cfg, tmp
         tiny_cfg.trainer.max_epochs, tiny_cfg.trainer.log_every_n_steps = 1, 1
         if stop == "failure":  # a checkpoint after every batch, no signal
             tiny_cfg.checkpoint.every_minutes = 1e-9
-    with pytest.raises((Preempted, RuntimeError)):
-        run(tiny_cfg, tmp_path / "run")
+    if stop == "signal":
+        with pytest.raises(Preempted) as stopped:
+            run(tiny_cfg, tmp_path / "run")
+        # saved at batch 2's end and stopped before batch 3 (whose failure would also end as Preempted)
+        assert stopped.value.code == 128 + signal.SIGTERM and stopped.value.signum == signal.SIGTERM
+        assert reached == [0, 1, 2] and Path(stopped.value.checkpoint).is_file()
+    else:
+        with pytest.raises(RuntimeError, match="a failure after the mid-epoch checkpoint"):
+            run(tiny_cfg, tmp_path / "run")
+        assert reached == [0, 1, 2, 3]
     monkeypatch.setattr(CaptionModule, "training_step", original)
     with open_dict(tiny_cfg):
         tiny_cfg.ckpt_path = "last"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from operator import attrgetter
 
 import pytest
 from omegaconf import open_dict
@@ -160,14 +161,30 @@ def test_the_decoding_flags_are_checked_before_the_checkpoint_is_read(tmp_path, 
     assert "none.ckpt" not in result.stderr and "Traceback" not in result.stderr
 
 
-TAKEN_BEFORE = ["early_stopping.patience=0", "progress_every_s=0", "text.min_word_count=0",
-                "trainer.precision=null", "trainer.devices='1'", "trainer.devices=auto", "trainer.devices=2",
-                "trainer.devices='0,1'", "trainer.devices=[0,1]", "cnn.input_size=32", "seed=4294967295"]
+# (override, the setting it sets, the value read): each as earlier versions read it
+TAKEN_BEFORE = [
+    ("early_stopping.patience=0", "early_stopping_patience", None),  # 0: no early stopping
+    ("progress_every_s=0", "progress_every_s", 0.0),
+    ("text.min_word_count=0", "text.min_word_count", 0),
+    ("trainer.precision=null", "trainer.precision", "32-true"),
+    ("trainer.devices='1'", "trainer.devices", "1"),
+    ("trainer.devices=auto", "trainer.devices", "auto"),
+    ("trainer.devices=2", "trainer.devices", 2),
+    ("trainer.devices='0,1'", "trainer.devices", "0,1"),
+    ("trainer.devices=[0,1]", "trainer.devices", [0, 1]),
+    ("cnn.input_size=32", "cnn.input_size", 32),
+    ("seed=4294967295", "seed", 4294967295),
+]
 
 
-@pytest.mark.parametrize("override", TAKEN_BEFORE)
-def test_values_earlier_versions_took_are_still_taken(tmp_path, override):
-    read_settings(compose_config(override, data_root=tmp_path), tmp_path)
+@pytest.mark.parametrize(("override", "setting", "expected"), TAKEN_BEFORE,
+                         ids=[override for override, _, _ in TAKEN_BEFORE])
+def test_values_earlier_versions_took_are_still_taken(tmp_path, override, setting, expected):
+    settings = read_settings(compose_config(override, data_root=tmp_path), tmp_path)
+    value = attrgetter(setting)(settings)
+    assert (value, type(value)) == (expected, type(expected))  # 2, not "2"; 0.0, not None
+    if setting == "trainer.devices":  # as Lightning's Trainer is given it
+        assert settings.trainer.options["devices"] == expected
 
 
 def test_a_path_that_cannot_be_resolved_is_a_one_line_config_error(tmp_path, monkeypatch):

@@ -2,10 +2,13 @@
 
 import hashlib
 import json
+import platform
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pytest
+import pytorch_lightning
 import torch
 
 from captioner.data.vocabulary import tokenize
@@ -45,7 +48,10 @@ def test_a_run_writes_everything_a_user_looks_for(tiny_cfg, tmp_path, rnn):
     assert metrics == json.loads(json.dumps(summary.as_dict()))
     provenance = metrics["provenance"]  # which code, libraries and device made these numbers
     assert len(provenance["git_commit"]) == 40 and isinstance(provenance["git_dirty"], bool)
-    assert provenance["torch"] and provenance["device"].startswith("cpu")
+    assert provenance["torch"] == torch.__version__ and provenance["device"].startswith("cpu")
+    assert provenance["pytorch_lightning"] == pytorch_lightning.__version__
+    assert provenance["python"] == platform.python_version()
+    assert provenance["captioner"] == metadata.version("captioner")  # (the package has no __version__)
     patch = tmp_path / "code.diff"  # the uncommitted changes it trained with, when there were any
     assert patch.exists() == provenance["git_dirty"]
     if patch.exists():

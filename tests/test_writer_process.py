@@ -136,7 +136,9 @@ def test_a_process_forked_later_does_not_keep_the_child_waiting_after_a_signal(t
 
 
 def test_a_failing_constructor_is_raised_here():
-    with pytest.raises(TypeError):
+    # the child's own error: Notebook(), made there, missing its argument
+    missing = r"Notebook\.__init__\(\) missing 1 required positional argument: 'first'"
+    with pytest.raises(TypeError, match=missing):
         WriterProcess(Notebook)  # `first` missing
 
 
