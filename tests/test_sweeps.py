@@ -284,6 +284,21 @@ def test_optuna_search_runs_its_trials_and_records_the_best(tmp_path, shared_dat
 
 
 @pytest.mark.slow
+def test_a_search_whose_every_trial_fails_still_reports_them_and_exits_1(tmp_path, shared_data_root):
+    """Optuna gives up when no trial completed ("No trials are completed yet") before Hydra's
+    end of the sweep: no report was written, so nothing said which trials failed and why."""
+    result = train(tmp_path, "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=1",
+                   "dataset.split_fractions={train: 1.0, val: 0.0, test: 0.0}", data_root=shared_data_root,
+                   check=False)
+    assert result.returncode == 1, result.stderr[-3000:]
+    (sweep,) = sweep_dirs(tmp_path, "optuna")
+    report = (sweep / "report.md").read_text()
+    (row,) = [line for line in report.splitlines() if line.startswith("| 0 |")]
+    assert "| failed: ValueError: " in row and "split 'val' has no" in row, row  # (cut to a length)
+    assert (sweep / "report.html").is_file()
+
+
+@pytest.mark.slow
 def test_a_prepare_sweep_extracts_each_features_file_once_ahead_of_training(tmp_path):
     python(tmp_path, "-m", "captioner.prepare", "-m", "--config-dir", str(SWEEPS), "--config-name", "smoke",
            *SMALL, f"data_root={tmp_path / 'data'}")
