@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from captioner.data.vocabulary import tokenize
-from captioner.scoring.coco_metrics import score_captions, simple_ptb_tokenize
+from captioner.scoring.coco_metrics import score_captions
+from captioner.scoring.ptb_tokenizer import simple_ptb_tokenize
 from captioner.sources import load_records
 
 REPO = Path(__file__).resolve().parent.parent

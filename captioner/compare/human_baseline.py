@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from captioner.scoring.cider import CiderD
-from captioner.scoring.coco_metrics import simple_ptb_tokenize
+from captioner.scoring.ptb_tokenizer import simple_ptb_tokenize
 
 _WORD = re.compile(r"[a-z]+")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import re
 import shutil
 import subprocess
 import tempfile
@@ -23,27 +22,11 @@ from torchmetrics.utilities import dim_zero_cat
 
 from captioner.data.vocabulary import Vocabulary
 from captioner.scoring.bleu_statistics import bleu_counts
+from captioner.scoring.ptb_tokenizer import simple_ptb_tokenize_all
 
 log = logging.getLogger(__name__)
 
 SCORE_NAMES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
-
-# Tokens coco-caption's PTBTokenizer drops after tokenizing. Its list spells brackets "-LRB-" but
-# compares lower-cased text, so "-lrb-" and friends stay: we keep that quirk.
-_PTB_PUNCTUATION = {"''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";", '"'}
-_PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
-_PTB_SPLIT = re.compile(
-    r"\w+(?=n't\b)|n't\b|'(?:s|re|ve|ll|d|m)\b"  # clitics: do n't, ca n't, child 's, they 're
-    r"|<\w+>|'n'|\bo'\w+"  # <unk>, slip 'n' slide, o'clock
-    r"|(?:[a-z]\.){2,}|\b(?:mr|mrs|ms|dr|jr|sr|st|mt|vs|etc)\.|\b[a-z]\.(?!\S)"  # u.s., mr., jr., u.
-    r"|\w+\.(?:com|org|net|edu)\b"  # statefarm.com
-    r"|\d+(?:[.,:]\d+)+"  # numbers: 3.5, 1,000, 5:30
-    r"|\w+(?:-\w+)+"  # compounds: t-shirt, snow-covered
-    r"|\.\.\.|--|[^\w\s]|\w+")
-# Words the PTB tokenizer splits in two (its list; "cannot" is the one captions use)
-_PTB_SPLIT_WORDS = {"cannot": ("can", "not"), "gonna": ("gon", "na"), "gotta": ("got", "ta"),
-                    "wanna": ("wan", "na"), "gimme": ("gim", "me"), "lemme": ("lem", "me")}
-
 
 def java_available() -> bool:
     return shutil.which("java") is not None
@@ -66,18 +49,6 @@ def java_ptb_available() -> bool:
 
 def java_meteor_available() -> bool:
     return java_available() and _bundled_jar("pycocoevalcap.meteor.meteor", "METEOR_JAR") is not None
-
-
-def simple_ptb_tokenize(text: str) -> str:
-    """The PTB tokenizer's output on ordinary captions, without Java (on Flickr8k's 40,455
-    captions, tested where Java is installed: equal for all but a handful)."""
-    found = _PTB_SPLIT.findall(" ".join(text.lower().splitlines()))
-    tokens = (_PTB_BRACKETS.get(t, t) for word in found for t in _PTB_SPLIT_WORDS.get(word, (word,)))
-    return " ".join(t for t in tokens if t not in _PTB_PUNCTUATION)
-
-
-def _simple_ptb_tokenize_all(sentences: Sequence[str]) -> list[str]:
-    return [simple_ptb_tokenize(s) for s in sentences]
 
 
 def java_ptb_tokenize(sentences: Sequence[str]) -> list[str]:
@@ -118,7 +89,7 @@ def ptb_tokenize(captions: Mapping[Any, Sequence[str]]) -> dict[Any, list[str]]:
     """PTB-tokenize every caption (Java's Stanford tokenizer when available)."""
     keys = [key for key, texts in captions.items() for _ in texts]
     sentences = [text for texts in captions.values() for text in texts]
-    tokenizer = java_ptb_tokenize if java_ptb_available() else _simple_ptb_tokenize_all
+    tokenizer = java_ptb_tokenize if java_ptb_available() else simple_ptb_tokenize_all
     tokens = tokenizer(sentences)
     tokenized: dict[Any, list[str]] = {key: [] for key in captions}
     for key, text in zip(keys, tokens, strict=True):
