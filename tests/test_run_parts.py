@@ -374,6 +374,21 @@ def test_a_completed_run_resumed_with_the_same_settings_is_kept_and_with_more_ep
     assert longer.epochs == tiny_cfg.trainer.max_epochs and longer.resumed_from is not None
 
 
+def test_a_job_slurm_started_again_goes_on_from_its_folders_checkpoint(tiny_cfg, tmp_path, monkeypatch):
+    """A job requeued by SLURM (after a preemption, or by submitit at its time limit) reruns the same
+    command, without ckpt_path=last: it trained the run again from its first epoch."""
+    run(tiny_cfg, tmp_path / "run")
+    tiny_cfg.trainer.max_epochs += 1
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the job's first start: no resume asked, none made
+    fresh = run(tiny_cfg, tmp_path / "fresh")
+    assert fresh.resumed_from is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    requeued = run(tiny_cfg, tmp_path / "run")
+    assert requeued.resumed_from == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert requeued.epochs == tiny_cfg.trainer.max_epochs
+    assert run(tiny_cfg, tmp_path / "other").resumed_from is None  # a folder with no checkpoint: fresh
+
+
 # --- the fast path, folders, weights ---
 
 

@@ -5,6 +5,7 @@ Each candidate file is read once (its CheckpointRecord); Lightning's fit loads t
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -34,6 +35,20 @@ def _age_order(path: Path) -> tuple[int, list[int | str]]:
     numbers (run folders are named by their start time, best checkpoints by their epoch: 100 > 99)."""
     return path.stat().st_mtime_ns, [int(part) if part.isdigit() else part
                                      for part in re.split(r"(\d+)", str(path))]
+
+
+def requeued_ckpt_path(ckpt_path: str | None, folder: RunFolder) -> str | None:
+    """`ckpt_path`, or `last` for a job SLURM started again (`SLURM_RESTART_COUNT` > 0: requeued
+    after a preemption, or by submitit at its time limit) in its own run folder, which holds a
+    checkpoint: the same command, rerun by the scheduler, goes on where the run stopped instead of
+    training it again from the start. (A run of a sweep lands in its own folder again; a single
+    run needs a fixed `hydra.run.dir` for that.)"""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+    if ckpt_path is None and restarts.isdigit() and int(restarts) > 0 and folder.last_checkpoint.is_file():
+        log.warning("SLURM started this job again (restart %s): going on from %s as ckpt_path=last would",
+                    restarts, folder.last_checkpoint)
+        return "last"
+    return ckpt_path
 
 
 def resolve_checkpoint(ckpt_path: str | None, folder: RunFolder, overrides: list[str],

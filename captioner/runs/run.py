@@ -33,7 +33,12 @@ from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 from captioner.runs.console_summary import print_summary
 from captioner.runs.provenance import CodeState, code_before_resume, code_state, provenance
-from captioner.runs.resume import check_resumable, check_vocabulary, resolve_checkpoint_of_rank
+from captioner.runs.resume import (
+    check_resumable,
+    check_vocabulary,
+    requeued_ckpt_path,
+    resolve_checkpoint_of_rank,
+)
 from captioner.runs.run_outputs import write_run_outputs
 from captioner.settings import RunSettings, read_settings
 from captioner.trainer_setup.callbacks import run_callbacks
@@ -79,6 +84,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         # Up front, before anything is written: a typo must not cost an extraction and a fit, and a
         # resume that cannot go on must not touch the run it would resume.
         settings = read_settings(cfg, base_dir)
+        settings = replace(settings, ckpt_path=requeued_ckpt_path(settings.ckpt_path, folder))
         summary.config = _config_summary(settings)
         summary.settings_key = settings_key(cfg, base_dir)
         if settings.ckpt_path == "last" and (done := _completed_as_asked(folder, summary.settings_key)):
