@@ -17,7 +17,8 @@ from typing import Any
 OK = 0
 FAILED = 1  # a run failed, or a sweep had a failed run
 USER_ERROR = 2  # a bad option, a missing or malformed file: the message says what to fix
-PREEMPTED_BASE = 128  # preempted by a signal: 128 + its number (SIGTERM 143, SIGINT 130, SIGUSR1 138)
+# preempted by a signal: 128 + its number (SIGTERM 143, SIGINT 130, SIGUSR1 138, SIGUSR2 140)
+PREEMPTED_BASE = 128
 
 
 class UserError(Exception):

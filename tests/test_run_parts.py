@@ -375,8 +375,8 @@ def test_a_completed_run_resumed_with_the_same_settings_is_kept_and_with_more_ep
 
 
 def test_a_job_slurm_started_again_goes_on_from_its_folders_checkpoint(tiny_cfg, tmp_path, monkeypatch):
-    """A job requeued by SLURM (after a preemption, or by submitit at its time limit) reruns the same
-    command, without ckpt_path=last: it trained the run again from its first epoch."""
+    """A job requeued by SLURM (after a preemption) reruns the same command, without ckpt_path=last:
+    it trained the run again from its first epoch."""
     run(tiny_cfg, tmp_path / "run")
     tiny_cfg.trainer.max_epochs += 1
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the job's first start: no resume asked, none made
@@ -489,6 +489,27 @@ def test_a_signal_during_the_test_stops_the_run_as_preempted_with_the_last_check
     assert metrics["status"] == "preempted" and signal.Signals(signum).name in metrics["error"]
     assert metrics["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert {s: signal.getsignal(s) for s in before} == before  # the run's handlers are gone with it
+
+
+def test_submitits_time_limit_signal_in_training_saves_and_stops_as_preempted(tiny_cfg, tmp_path,
+                                                                              monkeypatch):
+    """submitit warns a SLURM job of its time limit with SIGUSR2; its own handler raised in the middle
+    of a training step: the run ended `failed`, with no checkpoint, and exit 0."""
+    from captioner.training.module import CaptionModule
+
+    called = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: called.append(signum))  # submitit's
+    try:
+        _signal_self_before(monkeypatch, CaptionModule, "training_step", signal.SIGUSR2)
+        with pytest.raises(Preempted) as stopped:
+            run(tiny_cfg, tmp_path / "run")
+    finally:
+        restored = signal.signal(signal.SIGUSR2, previous)
+    assert stopped.value.code == 128 + signal.SIGUSR2 and not called
+    assert callable(restored) and restored.__name__ == "<lambda>"  # the handler the run began with, back
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "preempted" and "SIGUSR2" in metrics["error"]
+    assert metrics["checkpoint"] == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
 
 def test_a_signal_while_the_outputs_are_written_completes_the_run_then_stops(tiny_cfg, tmp_path,

@@ -39,8 +39,7 @@ def _age_order(path: Path) -> tuple[int, list[int | str]]:
 
 def requeued_ckpt_path(ckpt_path: str | None, folder: RunFolder) -> str | None:
     """`ckpt_path`, or `last` for a job SLURM started again (`SLURM_RESTART_COUNT` > 0: requeued
-    after a preemption, or by submitit at its time limit) in its own run folder, which holds a
-    checkpoint: the same command, rerun by the scheduler, goes on where the run stopped instead of
+    after a preemption, or by `scontrol requeue`) in its own run folder, which holds a checkpoint: the same command, rerun by the scheduler, goes on where the run stopped instead of
     training it again from the start. (A run of a sweep lands in its own folder again; a single
     run needs a fixed `hydra.run.dir` for that.)"""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "")

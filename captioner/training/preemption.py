@@ -1,10 +1,12 @@
-"""Preemption: SIGTERM, SIGINT or SIGUSR1 during training asks for a checkpoint and a clean stop;
-before training (extracting features, waiting for a GPU) it stops the run at once, as preempted.
+"""Preemption: SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 during training asks for a checkpoint and a
+clean stop; before training (extracting features, waiting for a GPU) it stops the run at once, as
+preempted.
 
 Schedulers (SLURM, Kubernetes, `kill`) send SIGTERM, or SIGUSR1 with `--signal=USR1@90`, some
-seconds before they kill. The handler only records the signal; `MidEpochCheckpoint` saves at the
-end of the batch in progress and raises `Preempted`, whose exit code is 128 + the signal number
-(143 for SIGTERM). A second Ctrl+C stops at once.
+seconds before they kill; submitit's SLURM jobs get SIGUSR2 before their time limit. The handler
+only records the signal; `MidEpochCheckpoint` saves at the end of the batch in progress and raises
+`Preempted`, whose exit code is 128 + the signal number (143 for SIGTERM). A second Ctrl+C stops
+at once.
 
 Lightning installs its own SIGTERM handler when fit starts (it raises mid-validation and saves
 nothing outside SLURM), so `PreemptionSignals.install()` is called again from the callback once
@@ -31,7 +33,9 @@ from captioner.errors import PREEMPTED_BASE
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+# SIGUSR2: what submitit's SLURM jobs get before their time limit (`--signal=USR2@<signal_delay_s>`);
+# its own handler raised in the middle of a training step, so the run ended `failed` with no checkpoint.
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class Preempted(SystemExit):
