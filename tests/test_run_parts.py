@@ -387,6 +387,11 @@ def test_a_job_slurm_started_again_goes_on_from_its_folders_checkpoint(tiny_cfg,
     assert requeued.resumed_from == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert requeued.epochs == tiny_cfg.trainer.max_epochs
     assert run(tiny_cfg, tmp_path / "other").resumed_from is None  # a folder with no checkpoint: fresh
+    with open_dict(tiny_cfg):  # a run that started from another run's checkpoint goes on from its own
+        tiny_cfg.ckpt_path = str(tmp_path / "fresh" / "checkpoints" / "last.ckpt")
+    tiny_cfg.trainer.max_epochs += 1
+    again = run(tiny_cfg, tmp_path / "run")
+    assert again.resumed_from == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
 
 
 # --- the fast path, folders, weights ---

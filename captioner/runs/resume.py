@@ -39,11 +39,13 @@ def _age_order(path: Path) -> tuple[int, list[int | str]]:
 
 def requeued_ckpt_path(ckpt_path: str | None, folder: RunFolder) -> str | None:
     """`ckpt_path`, or `last` for a job SLURM started again (`SLURM_RESTART_COUNT` > 0: requeued
-    after a preemption, or by `scontrol requeue`) in its own run folder, which holds a checkpoint: the same command, rerun by the scheduler, goes on where the run stopped instead of
-    training it again from the start. (A run of a sweep lands in its own folder again; a single
-    run needs a fixed `hydra.run.dir` for that.)"""
+    after a preemption, or by `scontrol requeue`) in its own run folder, which holds a checkpoint:
+    the same command, rerun by the scheduler, goes on where the run stopped instead of training it
+    again from the start (or from the checkpoint it started from). A run of a sweep lands in its
+    own folder again; a single run needs a fixed `hydra.run.dir` for that."""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "")
-    if ckpt_path is None and restarts.isdigit() and int(restarts) > 0 and folder.last_checkpoint.is_file():
+    # also over a ckpt_path=<file> the run started from: its own last.ckpt went on from that file
+    if ckpt_path != "last" and restarts.isdigit() and int(restarts) > 0 and folder.last_checkpoint.is_file():
         log.warning("SLURM started this job again (restart %s): going on from %s as ckpt_path=last would",
                     restarts, folder.last_checkpoint)
         return "last"
