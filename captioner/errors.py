@@ -80,26 +80,26 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
     try:
         main()
     except SystemExit as exit:
-        reported = _report_cut_off_sweep()  # a preemption or a lost job: the runs so far, reported
-        if exit.code == 1 and not isinstance(exit, SweepRunsFailed) and not job_started() \
-                and not _runs_started_elsewhere() and not _after_a_job_failed(exit) and not reported:
+        ran = job_started() or _runs_started_elsewhere() or _after_a_job_failed(exit)
+        if ran:  # a preemption or a lost job ended the sweep: its runs so far, reported
+            _report_cut_off_sweep()
+        if exit.code == 1 and not isinstance(exit, SweepRunsFailed) and not ran:
             sys.exit(USER_ERROR)
         raise
     except Exception as error:
         from hydra.errors import HydraException
 
-        if _report_cut_off_sweep() and not verbose():
-            # the sweeper gave up after the runs (Optuna: no trial completed): the report and each
-            # run's metrics.json say why, in place of the sweeper's traceback
-            print(f"the sweep ended: {type(error).__name__}: {error}", file=sys.stderr)
-            raise SweepRunsFailed() from None
+        if job_started() or _runs_started_elsewhere():  # (HYDRA_FULL_ERROR=1: Hydra re-raised)
+            _report_cut_off_sweep()
         if isinstance(error, (HydraException, UserError)):
             traceback.print_exception(error)
             sys.exit(USER_ERROR)
         raise
 
 
-def _report_cut_off_sweep() -> bool:
-    """The report of a sweep that ended in an exception, where one was under way (sweep_end.py)."""
+def _report_cut_off_sweep() -> None:
+    """The report of a sweep that ended in an exception after its jobs began, where one was under
+    way (sweep_end.py; only then: reading its folder's name would make the folder)."""
     sweep_end = sys.modules.get("captioner.compare.sweep_end")
-    return sweep_end is not None and sweep_end.report_cut_off_sweep()
+    if sweep_end is not None:
+        sweep_end.report_cut_off_sweep()

@@ -294,7 +294,8 @@ def test_a_search_whose_every_trial_fails_still_reports_them_and_exits_1(tmp_pat
     (sweep,) = sweep_dirs(tmp_path, "optuna")
     report = (sweep / "report.md").read_text()
     (row,) = [line for line in report.splitlines() if line.startswith("| 0 |")]
-    assert "| failed: ValueError: " in row and "split 'val' has no" in row, row  # (cut to a length)
+    assert "| failed: ValueError: " in row and "features" in row, row  # the error, cut to a length
+    assert "split 'val' has no images" in json.loads((sweep / "0" / "metrics.json").read_text())["error"]
     assert (sweep / "report.html").is_file()
 
 
@@ -337,6 +338,13 @@ def test_a_bad_value_in_a_sweep_list_is_a_user_error(tmp_path):
     result = command(tmp_path, train_command(tmp_path / "data", "-m", "dataset=shapes,shapez"), check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "shapez" in result.stderr
+    # also where the sweep goes on in a folder of earlier runs: none of them is this command's
+    earlier = tmp_path / "sweep" / "0" / ".hydra"
+    earlier.mkdir(parents=True)
+    (earlier / "overrides.yaml").write_text("- dataset=shapes\n")
+    result = command(tmp_path, train_command(tmp_path / "data", "-m", "dataset=shapes,shapez",
+                                             f"hydra.sweep.dir={tmp_path / 'sweep'}"), check=False)
+    assert result.returncode == 2 and not (tmp_path / "sweep" / "report.md").exists(), result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("launcher, target", [("parallel", "ProcessPerRunLauncher"),

@@ -16,7 +16,6 @@ from captioner.compare.html_report import browser_data
 from captioner.compare.report import print_report, swept_factors, write_report
 from captioner.compare.wandb_table import log_comparison_table
 from captioner.errors import PREEMPTED_BASE, SweepRunsFailed
-from captioner.records.run_folder import RunFolder
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
 from captioner.trainer_setup.loggers import wandb_offline
@@ -31,24 +30,20 @@ log = logging.getLogger(__name__)
 _open_sweep: tuple[ReportAtSweepEnd, DictConfig] | None = None
 
 
-def report_cut_off_sweep() -> bool:
-    """Write the report of a sweep that ended without Hydra's end-of-sweep call, as far as its
-    runs got; True where it had runs (False: it ended before any, e.g. a bad sweep value). Never
-    raises: the sweep's own error is what the user sees."""
+def report_cut_off_sweep() -> None:
+    """Write the report of a sweep that ended without Hydra's end-of-sweep call, as far as its runs
+    got (call it only once its jobs began). Never raises: the sweep's own error is what the user sees."""
     global _open_sweep
     if _open_sweep is None:
-        return False
+        return
     callback, config = _open_sweep
     _open_sweep = None
-    if config.hydra.job.name != callback.job_name or not RunFolder.all_under(Path(config.hydra.sweep.dir)):
-        return False
     try:
         callback._report_if_train(config)
     except SweepRunsFailed:  # runs did not complete: the sweep's own error already says it ended badly
         pass
     except Exception as error:
         log.error("the sweep's report was not written: %s: %s", type(error).__name__, error)
-    return True
 
 
 class ReportAtSweepEnd(Callback):
