@@ -217,6 +217,20 @@ def test_unreadable_and_truncated_images_are_skipped_counted_and_listed(tmp_path
     assert np.isfinite(read.read(range(16)).astype(np.float32)).all()
 
 
+def test_a_strict_run_of_other_records_leaves_a_file_that_skipped_images_to_its_runs(tmp_path):
+    """The strict check came first: a strict run of other records met a file that skipped an image
+    and rebuilt it in place, under the runs reading it, instead of making its own beside it."""
+    cfg = compose_config("dataset.num_images=12", data_root=tmp_path)
+    records = load_records("shapes", Path(cfg.dataset.root), cfg.dataset)
+    records[11].path.write_bytes(b"not a jpeg at all")
+    lenient = ensure_features(settings_of(cfg), records, tmp_path)
+    made = lenient.stat().st_mtime_ns
+    cfg.dataset.strict = True
+    strict = ensure_features(settings_of(cfg), records[:11], tmp_path)  # without the unreadable one
+    assert strict != lenient and FeatureFile(strict).num_images == 11 and not FeatureFile(strict).skipped
+    assert lenient.stat().st_mtime_ns == made and sorted(FeatureFile(lenient).skipped) == [11]
+
+
 # Hostile input and a hostile machine: bit rot, a bomb among the images, a full or read-only disk.
 
 def _rot(path: Path, image: int) -> None:

@@ -202,14 +202,15 @@ def _differences(path: Path, expected: dict[str, Any], strict: bool = False) -> 
         found = file.identity
     except FeatureFileError as error:
         return {"file": str(error)}
-    if strict and file.skipped:
+    expected = {"trainable_blocks": 0, **expected}  # a file of a trainable top is no frozen CNN's file
+    found = {"trainable_blocks": 0, **found}
+    differences = {key: f"{key}: file has {found.get(key)!r}, config wants {value!r}"
+                   for key, value in expected.items() if found.get(key) != value}
+    if strict and file.skipped and not differences:  # (another config's or records' file: that first)
         reasons = "; ".join(map(str, file.skipped.values()))[:300]
         return {"strict": f"it skipped {len(file.skipped)} unreadable image(s) ({reasons}), and "
                           "dataset.strict=true stops at one"}
-    expected = {"trainable_blocks": 0, **expected}  # a file of a trainable top is no frozen CNN's file
-    found = {"trainable_blocks": 0, **found}
-    return {key: f"{key}: file has {found.get(key)!r}, config wants {value!r}"
-            for key, value in expected.items() if found.get(key) != value}
+    return differences
 
 
 def _damage(path: Path) -> str | None:

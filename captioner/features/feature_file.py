@@ -438,13 +438,14 @@ class FeatureFile:
             handle = h5py.File(self.path, "r")
             found = _attr_value(handle.attrs.get("identity"))
             if found != self.attrs["identity"]:
-                # another run re-extracted the file for other settings since this one read it
-                # (they share the default path): its features would be read as this run's
+                # the file was replaced since this run read it (a damaged default file rebuilt, a
+                # features_path= two configs share, another copy put there): its features would be
+                # read as this run's
                 handle.close()
                 raise FeatureFileError(
                     f"{self.path} was replaced since this run read it, by a file made for other "
-                    f"settings ({found}): runs that differ in CNN weights, input size or images and run "
-                    "at once need their own features_path=")
+                    f"settings ({found}): runs that need other features and run at once must not "
+                    "share one features_path=")
             self._handle, self._pid = handle, os.getpid()
         return self._handle["features"]
 
