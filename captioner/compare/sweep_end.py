@@ -18,7 +18,7 @@ from captioner.compare.wandb_table import log_comparison_table
 from captioner.errors import PREEMPTED_BASE, SweepRunsFailed
 from captioner.records.sweep_runs import RunResult, collect_runs, sweep_group
 from captioner.settings.reading import logger_settings
-from captioner.trainer_setup.loggers import wandb_offline
+from captioner.trainer_setup.loggers import wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,6 @@ class ReportAtSweepEnd(Callback):
             if wandb is not None:  # the runs went to W&B: the per-image comparison goes there too
                 group = wandb.get("group") or sweep_group(config.sweep_name, sweep_dir)
                 log_comparison_table(sweep_dir, browser, group, wandb.get("project") or "captioner",
-                                     wandb.get("entity"), offline=wandb_offline(wandb.get("offline")))
+                                     wandb.get("entity"), mode=wandb_mode(wandb.get("offline")))
         except Exception as error:  # W&B down or misconfigured: the report on disk stands
             log.warning("the W&B comparison table was not logged: %s", error)

@@ -4,22 +4,20 @@ CIDEr-D, and how much the runs disagree. Online or offline as the sweep's runs w
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 
 def log_comparison_table(sweep_dir: Path, data: dict[str, Any], group: str, project: str = "captioner",
-                         entity: str | None = None, offline: bool = True) -> Any:
-    """A W&B run `<group>-comparison` holding the table, online or offline as the sweep's runs
-    went (`offline`; in `<sweep_dir>/wandb/`); returns the finished run."""
+                         entity: str | None = None, mode: str = "offline") -> Any:
+    """A W&B run `<group>-comparison` holding the table, `mode` (disabled, offline or online) as the
+    sweep's runs went (offline: in `<sweep_dir>/wandb/`); returns the finished run."""
     import wandb
 
-    disabled = os.environ.get("WANDB_MODE") == "disabled"
     run = wandb.init(project=project, entity=entity, group=group, name=f"{group}-comparison",
                      job_type="comparison", dir=str(sweep_dir),
-                     mode="disabled" if disabled else "offline" if offline else "online",
+                     mode=mode,
                      reinit="finish_previous")
     labels = data["runs"]
     columns = ["image_id", "photo", "references", "groups", "disagreement",

@@ -28,10 +28,12 @@ def wandb_offline(asked: bool | None) -> bool:
     return os.environ.get("WANDB_MODE", default) in ("offline", "dryrun")
 
 
-def wandb_disabled() -> bool:
-    """`WANDB_MODE=disabled`: W&B writes nothing. (Not passed as offline: Lightning's offline logger
-    sets WANDB_MODE=dryrun for the whole process, which then wrote every later run offline.)"""
-    return os.environ.get("WANDB_MODE") == "disabled"
+def wandb_mode(asked: bool | None) -> str:
+    """disabled, offline or online: as `logger.wandb.offline` says (`asked`); null: `WANDB_MODE=disabled`
+    writes nothing, else as `wandb_offline` decides. The runs and the sweep's comparison table both."""
+    if asked is None and os.environ.get("WANDB_MODE") == "disabled":
+        return "disabled"
+    return "offline" if wandb_offline(asked) else "online"
 
 
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
@@ -61,12 +63,13 @@ def _build_logger(logger_settings: LoggerSettings, run_dir: Path, tags: list[str
                   group: str | None, resume_step: int | None, wandb_run_id: str | None) -> Logger:
     entry = dict(logger_settings.options)
     if logger_settings.kind == "wandb":
-        disabled = wandb_disabled() and entry.get("offline") is None
-        offline = False if disabled else wandb_offline(entry.get("offline"))
+        mode = wandb_mode(entry.get("offline"))
         resumed = {"id": wandb_run_id, "resume": "allow"} if wandb_run_id else {}
-        logger = instantiate(entry, save_dir=str(run_dir), offline=offline,
+        # disabled is not passed as offline: Lightning's offline logger sets WANDB_MODE=dryrun for the
+        # whole process, which then wrote every later run of a sweep offline
+        logger = instantiate(entry, save_dir=str(run_dir), offline=mode == "offline",
                              tags=[*tags, *(entry.get("tags") or [])], group=entry.get("group") or group,
-                             **resumed, **({"mode": "disabled"} if disabled else {}))
+                             **resumed, **({"mode": "disabled"} if mode == "disabled" else {}))
         if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
             try:
                 logger.experiment.config.update(dict(config), allow_val_change=True)
