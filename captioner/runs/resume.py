@@ -41,8 +41,9 @@ def requeued_ckpt_path(ckpt_path: str | None, folder: RunFolder) -> str | None:
     """`ckpt_path`, or `last` for a job SLURM started again (`SLURM_RESTART_COUNT` > 0: requeued
     after a preemption, or by `scontrol requeue`) in its own run folder, which holds a checkpoint:
     the same command, rerun by the scheduler, goes on where the run stopped instead of training it
-    again from the start (or from the checkpoint it started from). A run of a sweep lands in its
-    own folder again; a single run needs a fixed `hydra.run.dir` for that."""
+    again from the start (or from the checkpoint it started from). A run of a `hydra/launcher=slurm`
+    sweep lands in its own folder again; one started by a user's own sbatch script needs a fixed
+    `hydra.sweep.dir` or `hydra.run.dir`."""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "")
     # also over a ckpt_path=<file> the run started from: its own last.ckpt went on from that file
     if ckpt_path != "last" and restarts.isdigit() and int(restarts) > 0 and folder.last_checkpoint.is_file():
