@@ -13,6 +13,7 @@ import numpy as np
 
 from captioner.paths import write_atomically
 from captioner.records.per_image_scores import RunScores
+from captioner.scoring.bleu_statistics import COUNTS
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,14 @@ def read_caption_entries(path: Path) -> list[CaptionEntry]:
     if not isinstance(values, list):
         raise ValueError(f"{path}: not a list of caption entries")
     try:
-        return [CaptionEntry.from_dict(v) for v in values]
+        entries = [CaptionEntry.from_dict(v) for v in values]
     except (KeyError, TypeError) as error:
         raise ValueError(f"{path}: an entry lacks {error}") from error
+    for entry in entries:
+        if entry.bleu_counts is not None and len(entry.bleu_counts) != len(COUNTS):
+            raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts hold {len(entry.bleu_counts)} "
+                             f"values, not BLEU's {len(COUNTS)}")
+    return entries
 
 
 def per_image_scores(entries: Sequence[CaptionEntry]) -> RunScores | None:

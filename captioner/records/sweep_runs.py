@@ -7,6 +7,7 @@ or were killed.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from captioner.records.per_image_scores import RunScores
 from captioner.records.run_folder import RunFolder
 from captioner.records.run_summary import RunSummary
 
+log = logging.getLogger(__name__)
 
 def sweep_group(sweep_name: str, sweep_dir: Path | str) -> str:
     """The W&B group of a sweep's runs: `<sweep_name>-<the sweep folder's name>`."""
@@ -148,7 +150,10 @@ def _read_captions(folder: RunFolder, run: RunResult) -> None:
     """The run's test captions and per-image scores, where it wrote them."""
     try:
         entries = read_caption_entries(folder.captions)
-    except (OSError, ValueError):  # an older or damaged run: the report does without them
+    except FileNotFoundError:  # a run that did not finish, or an older one: the report does without
+        return
+    except (OSError, ValueError) as error:  # damaged: its captions and per-image scores are left out
+        log.warning("%s: left out of the report's per-image comparisons: %s", folder.captions, error)
         return
     run.captions = {e.image_id: e.caption for e in entries}
     run.references = {e.image_id: e.references for e in entries}
