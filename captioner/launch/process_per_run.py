@@ -5,10 +5,10 @@ one of them dies: the OOM killer ending one run stopped the sweep and killed the
 checkpoint. A SIGTERM to the sweep's process did not reach them at all (they trained on as
 orphans). Here a run that dies is that run alone (its metrics.json says so; the others go on), and
 a signal to the sweep's process is passed to every run in progress, each of which saves and stops
-(training/preemption.py; SIGUSR1, SLURM's warning, goes on as SIGTERM, which a run handles outside
-training too); no new run starts, the report is written, and the sweep exits 128 + the signal. The
-runs leave the terminal's process group, so a Ctrl+C reaches each one once (from here), and get
-SIGTERM if this process dies.
+(training/preemption.py; SIGUSR1 and SIGUSR2, SLURM's and submitit's warnings, go on as SIGTERM,
+which a run handles outside training too); no new run starts, the report is written, and the
+sweep exits 128 + the signal. The runs leave the terminal's process group, so a Ctrl+C reaches
+each one once (from here), and get SIGTERM if this process dies.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from captioner.errors import PREEMPTED_BASE
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 stopped_by: int | None = None  # the signal that stopped this sweep (compare/sweep_end.py exits with it)
@@ -89,9 +89,9 @@ class _Forwarder:
 
     @staticmethod
     def forward(process: multiprocessing.Process, signum: int) -> None:
-        # SIGUSR1 would end a run outside training (its default action); SIGTERM stops it there too
+        # SIGUSR1/2 would end a run outside training (their default action); SIGTERM stops it there too
         if process.pid is not None and process.is_alive():
-            os.kill(process.pid, signal.SIGTERM if signum == signal.SIGUSR1 else signum)
+            os.kill(process.pid, signal.SIGTERM if signum in (signal.SIGUSR1, signal.SIGUSR2) else signum)
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
