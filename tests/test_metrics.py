@@ -135,6 +135,8 @@ def test_python_tokenizer_matches_ptb_on_quotes_entities_symbols_and_unicode():
     assert simple_ptb_tokenize_all(neighbours) == ["the letter b", "a dog", "the letter b."]
     if not java_ptb_available():
         pytest.skip("needs Java and pycocoevalcap's PTB tokenizer jar")
+    assert simple_ptb_tokenize_all(ODD_CAPTIONS) == java_ptb_tokenize(ODD_CAPTIONS)
+    # each alone, as the human baseline tokenizes them: the same words, none depends on the next line
     assert [simple_ptb_tokenize(c) for c in ODD_CAPTIONS] == java_ptb_tokenize(ODD_CAPTIONS)
     assert simple_ptb_tokenize_all(neighbours) == java_ptb_tokenize(neighbours)
 

@@ -165,13 +165,15 @@ def _run_processes(launcher_pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_signal_to_a_parallel_sweep_reaches_every_run_in_progress_and_starts_no_other(tmp_path,
-                                                                                      shared_data_root):
-    # joblib's workers never got a SIGTERM sent to the sweep's process: they trained on as orphans
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_a_signal_to_a_parallel_sweep_reaches_every_run_in_progress_and_starts_no_other(
+        tmp_path, shared_data_root, signum):
+    # joblib's workers never got a SIGTERM sent to the sweep's process: they trained on as orphans;
+    # SIGUSR2 (submitit's time-limit warning) killed the launcher and left its runs as orphans
     process = _start_parallel_sweep(tmp_path, shared_data_root, epochs=50)
     runs = _run_processes(process.pid)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == 128 + signum
     (sweep,) = sweep_dirs(tmp_path, "multirun")
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
