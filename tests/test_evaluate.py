@@ -182,6 +182,14 @@ def test_the_runs_own_file_rebuilt_for_other_records_is_refused_and_a_named_one_
     named = evaluate(run / "checkpoints" / "last.ckpt", features=rebuilt, split="val",
                      output=tmp_path / "named", accelerator="cpu", meteor=False)
     assert named["images"] > 0  # a file the user names (another dataset's, say) is theirs to choose
+    # the run's records' own file beside it (a run without metrics.json is pointed at the default one)
+    from captioner.features.cache import records_path
+
+    own = records_path(rebuilt, identity["records"])
+    shutil.copy(metrics["features"], own)
+    found = evaluate(run / "checkpoints" / "last.ckpt", split="val", output=tmp_path / "own",
+                     accelerator="cpu", meteor=False)
+    assert found["features"] == str(own)
 
 
 def test_results_name_coco_images_by_the_integer_id_coco_caption_matches():

@@ -21,6 +21,7 @@ import torch
 
 from captioner.data.datamodule import CaptionDataModule
 from captioner.errors import ConfigError, UserError, exit_for_user_error
+from captioner.features.cache import records_path
 from captioner.features.feature_file import FeatureFile
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
 from captioner.inference.trained_model import load_trained
@@ -62,6 +63,8 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
     folder = RunFolder.of_checkpoint(checkpoint)
     given = features is not None
     features = Path(features) if given else folder.features_file()
+    if not given and features is not None:
+        features = _records_file_beside(features, (module.hparams.get("cnn") or {}).get("records"))
     if features is None:
         raise FeaturesNotFoundError(
             f"{checkpoint}: its run folder records no features file (no metrics.json nor "
@@ -125,6 +128,17 @@ def evaluate(checkpoint: Path, features: Path | None = None, split: str = "test"
         write_atomically(output / "scores.json", json.dumps(summary, indent=1))
         summary["output"] = str(output)
     return summary
+
+
+def _records_file_beside(features: Path, records: str | None) -> Path:
+    """The run's file: `features`, or the file of the run's `records` beside it where `features`
+    holds other ones (a run whose metrics.json is gone is pointed at its config's default file)."""
+    if records:
+        own = records_path(features, records)
+        elsewhere = not features.is_file() or FeatureFile(features).identity.get("records") != records
+        if elsewhere and own.is_file():
+            return own
+    return features
 
 
 def _checked_decode_changes(decode: Mapping[str, Any] | None) -> dict[str, Any]:
