@@ -21,11 +21,12 @@ def test_wandb_runs_get_the_sweep_group_tags_config_and_summary(tmp_path, monkey
     tags = settings.tags
     assert tags == ["dataset=shapes", "cnn=vgg16", "rnn=gru"]
     (logger,) = build_loggers(settings.loggers, tmp_path, tags, settings.config,
-                              group="smoke-2026-01-01_00-00-00")
+                              group="smoke-2026-01-01_00-00-00", name="3 rnn=gru seed=1")
     try:
         run = logger.experiment
         assert run.offline
         assert run.group == "smoke-2026-01-01_00-00-00"
+        assert run.name == "3 rnn=gru seed=1"  # as the report names it, not a random W&B name
         assert set(tags) <= set(run.tags)
         assert run.config["dataset"]["name"] == "shapes" and run.config["rnn"]["cell"] == "gru"
         record_summary([logger], RunSummary(status="completed", test={"cider": 1.5}, best_val_cider=1.2))
@@ -33,6 +34,17 @@ def test_wandb_runs_get_the_sweep_group_tags_config_and_summary(tmp_path, monkey
     finally:
         finish_loggers([logger])
     assert list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_a_sweeps_run_is_named_in_wandb_by_its_folder_and_overrides(tmp_path):
+    from captioner.records.run_folder import RunFolder
+    from captioner.runs.run import _wandb_name
+
+    folder = RunFolder(tmp_path / "sweep" / "3")
+    overrides = ["rnn=gru", "seed=1", "ckpt_path=last", "hydra.sweep.dir=/somewhere"]
+    assert _wandb_name(folder, overrides, in_sweep=True) == "3 rnn=gru seed=1"  # the report's run column
+    assert _wandb_name(folder, overrides, in_sweep=False) is None  # a single run: W&B's own name
+    assert len(_wandb_name(folder, [f"model.lr={'1' * 200}"], in_sweep=True)) == 128  # kept short
 
 
 def test_wandb_mode_disabled_writes_nothing_and_leaves_the_mode_for_later_runs(tmp_path, monkeypatch):

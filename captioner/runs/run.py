@@ -60,6 +60,15 @@ from captioner.training.self_critical_stage import fit_self_critical, skips_cros
 log = logging.getLogger(__name__)
 
 
+def _wandb_name(folder: RunFolder, overrides: list[str] | None, in_sweep: bool) -> str | None:
+    """A sweep's run in W&B: its folder (the report's run column) and its overrides, in place of a
+    random name; None (W&B's own) for a single run."""
+    if not in_sweep:
+        return None
+    shown = [o for o in overrides or [] if not o.startswith(("ckpt_path=", "hydra."))]
+    return " ".join([folder.path.name, *shown])[:128]
+
+
 def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         base_dir: Path | None = None, group: str | None = None, in_sweep: bool = False,
         config_name: str | None = None) -> RunSummary:
@@ -136,7 +145,7 @@ def run(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None,
         module = _module(settings, datamodule, fast)
         loggers = build_loggers(settings.loggers, folder.path, settings.tags, settings.config, group=group,
                                 resume_step=resume.logger_step if resume is not None else None,
-                                wandb_run_id=earlier_wandb_run)
+                                wandb_run_id=earlier_wandb_run, name=_wandb_name(folder, overrides, in_sweep))
         summary.wandb_run_id = wandb_run_id(loggers)
         _write_metrics(folder, summary)
         callbacks = run_callbacks(settings, folder, signals, with_loggers=bool(loggers))

@@ -38,20 +38,22 @@ def wandb_mode(asked: bool | None) -> str:
 
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],
                   config: Mapping[str, Any], group: str | None = None,
-                  resume_step: int | None = None, wandb_run_id: str | None = None) -> list[Logger]:
+                  resume_step: int | None = None, wandb_run_id: str | None = None,
+                  name: str | None = None) -> list[Logger]:
     """One logger per entry of the `logger` group, all writing under `run_dir`.
 
     A resumed run (`resume_step`: the checkpoint's step) goes on in its loggers' history: the CSV
     log drops rows logged after that step, TensorBoard hides events from that step on
     (`purge_step`), and W&B continues the run `wandb_run_id` (the one the resumed run recorded)
-    instead of starting a second one. W&B runs get `tags` and, unless the config names one,
-    `group` (the sweep), so W&B's compare views line up the runs of a sweep.
+    instead of starting a second one. W&B runs get `tags` and, unless the config names them,
+    `group` (the sweep) and `name` (a sweep's run: its folder and overrides, as the report names
+    it), so W&B's compare views line up the runs of a sweep.
     """
     loggers: list[Logger] = []
     try:
         for logger_settings in settings:
             loggers.append(_build_logger(logger_settings, run_dir, tags, config, group, resume_step,
-                                         wandb_run_id))
+                                         wandb_run_id, name))
     except BaseException:
         # a W&B run already started would stay open: the next job of a multirun would log into it
         finish_loggers(loggers, failed=True)
@@ -60,7 +62,8 @@ def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[
 
 
 def _build_logger(logger_settings: LoggerSettings, run_dir: Path, tags: list[str], config: Mapping[str, Any],
-                  group: str | None, resume_step: int | None, wandb_run_id: str | None) -> Logger:
+                  group: str | None, resume_step: int | None, wandb_run_id: str | None,
+                  name: str | None) -> Logger:
     entry = dict(logger_settings.options)
     if logger_settings.kind == "wandb":
         mode = wandb_mode(entry.get("offline"))
@@ -69,7 +72,8 @@ def _build_logger(logger_settings: LoggerSettings, run_dir: Path, tags: list[str
         # whole process, which then wrote every later run of a sweep offline
         logger = instantiate(entry, save_dir=str(run_dir), offline=mode == "offline",
                              tags=[*tags, *(entry.get("tags") or [])], group=entry.get("group") or group,
-                             **resumed, **({"mode": "disabled"} if mode == "disabled" else {}))
+                             name=entry.get("name") or name, **resumed,
+                             **({"mode": "disabled"} if mode == "disabled" else {}))
         if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
             try:
                 logger.experiment.config.update(dict(config), allow_val_change=True)
