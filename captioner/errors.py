@@ -59,10 +59,11 @@ def _runs_started_elsewhere() -> bool:
     return launcher is not None and launcher.runs_started > 0
 
 
-def _after_a_job_failed(exit: SystemExit) -> bool:
-    """Whether Hydra exits 1 over a sweep job that a launcher reports lost (submitit's error for a
-    job killed by the scheduler, out of memory or out of time): not the command line's fault."""
-    error = exit.__context__
+def _after_a_job_failed(exit: BaseException) -> bool:
+    """Whether Hydra ends (exit 1, or re-raising under HYDRA_FULL_ERROR=1) over a sweep job that a
+    launcher reports lost (submitit's error for a job killed by the scheduler, out of memory or out
+    of time): not the command line's fault."""
+    error: BaseException | None = exit
     while error is not None:
         if type(error).__module__.startswith("submitit"):
             return True
@@ -89,7 +90,7 @@ def run_hydra_app(main: Callable[[], Any], job_started: Callable[[], bool]) -> N
     except Exception as error:
         from hydra.errors import HydraException
 
-        if job_started() or _runs_started_elsewhere():  # (HYDRA_FULL_ERROR=1: Hydra re-raised)
+        if job_started() or _runs_started_elsewhere() or _after_a_job_failed(error):  # (HYDRA_FULL_ERROR=1)
             _report_cut_off_sweep()
         if isinstance(error, (HydraException, UserError)):
             traceback.print_exception(error)

@@ -47,10 +47,29 @@ def test_a_sweeps_run_is_named_in_wandb_by_its_folder_and_overrides(tmp_path):
     assert len(_wandb_name(folder, [f"model.lr={'1' * 200}"], in_sweep=True)) == 128  # kept short
 
 
+@pytest.mark.parametrize("environment, asked, mode", [
+    ("disabled", None, "disabled"), ("disabled", False, "disabled"), ("disabled", True, "disabled"),
+    ("offline", None, "offline"), ("online", None, "online"), (None, None, "offline"),
+    (None, False, "online"), ("online", True, "offline")])
+def test_one_wandb_mode_for_the_runs_and_the_comparison_table(monkeypatch, environment, asked, mode):
+    # the table and the runs followed two rules: WANDB_MODE=disabled with offline=false sent the
+    # table online while the runs were disabled
+    from captioner.trainer_setup.loggers import wandb_mode
+
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    if environment is None:
+        monkeypatch.delenv("WANDB_MODE", raising=False)
+    else:
+        monkeypatch.setenv("WANDB_MODE", environment)
+    assert wandb_mode(asked) == mode
+
+
 def test_wandb_mode_disabled_writes_nothing_and_leaves_the_mode_for_later_runs(tmp_path, monkeypatch):
     # Before: `disabled` was taken as offline, and Lightning's offline logger set WANDB_MODE=dryrun for
     # the whole process: this run and every later one of a sequential sweep were written offline.
     import os
+
+    import wandb
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     settings = settings_of(compose_config("logger=wandb"))
@@ -60,6 +79,7 @@ def test_wandb_mode_disabled_writes_nothing_and_leaves_the_mode_for_later_runs(t
         record_summary([logger], RunSummary(status="completed", test={"cider": 1.5}))
     finally:
         finish_loggers([logger])
+        wandb.teardown()  # wandb keeps the first run's mode in its process-wide setup: later tests' runs
     assert os.environ["WANDB_MODE"] == "disabled" and not (tmp_path / "wandb").exists()
 
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+import pytest
 import yaml
 
 from captioner.compare.report import main, swept_factors, write_report
@@ -86,11 +87,32 @@ def test_a_swept_dataset_with_a_one_reference_test_set_is_not_testable_across_da
     assert "no test image has two references" in claim and "no seed with every cell" not in claim
 
 
+@pytest.mark.parametrize("damage, message", [
+    ({"bleu_counts": 5}, "bleu_counts are 5, not a list of numbers"),
+    ({"cider": "high"}, "cider is 'high', not a number"),
+    ({"bleu_counts": ["a"] * 10}, "not a list of numbers"),
+    (None, "not a caption entry"),
+], ids=["counts-a-number", "cider-text", "counts-text", "entry-not-a-mapping"])
+def test_a_damaged_captions_json_is_named_and_left_out(tmp_path, caplog, damage, message):
+    # a number where a list goes raised TypeError (a traceback); text where a number goes failed
+    # the report at sweep end (exit 0, no report) or exited 2 without naming the file
+    per_image_run(tmp_path, 0, ["rnn=gru"], POOR, LOW)
+    per_image_run(tmp_path, 1, ["rnn=lstm"], GOOD, HIGH)
+    path = tmp_path / "0" / "captions.json"
+    entries = json.loads(path.read_text())
+    entries[0] = {**entries[0], **damage} if damage else 1
+    path.write_text(json.dumps(entries))
+    with caplog.at_level(logging.WARNING):
+        runs = collect_runs(tmp_path)
+    assert f"{path}: left out of the report's per-image comparisons" in caplog.text and message in caplog.text
+    assert runs[0].per_image is None and runs[1].per_image is not None
+    write_report(tmp_path, runs)
+    assert (tmp_path / "report.md").is_file()
+
+
 def test_captions_of_a_wrong_shape_are_named_and_left_out_and_the_report_is_made(tmp_path, capsys, caplog):
     # BLEU counts of another length than a run writes: the scores cannot be computed from them (the
     # report failed with a traceback; a damaged captions.json was left out without a word)
-    import logging
-
     per_image_run(tmp_path, 0, ["rnn=gru"], POOR, LOW)
     folder = tmp_path / "0"
     per_image_run(tmp_path, 1, ["rnn=lstm"], GOOD, HIGH)

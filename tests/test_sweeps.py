@@ -349,6 +349,21 @@ def test_a_bad_value_in_a_sweep_list_is_a_user_error(tmp_path):
     assert result.returncode == 2 and not (tmp_path / "sweep" / "report.md").exists(), result.stderr[-2000:]
 
 
+def test_a_job_the_launcher_lost_is_told_from_a_command_line_error_also_when_hydra_re_raises():
+    # HYDRA_FULL_ERROR=1: Hydra re-raises submitit's error itself instead of exiting 1 after it; the
+    # sweep cut off by it was then not reported
+    from submitit.core.utils import UncompletedJobError
+
+    from captioner.errors import _after_a_job_failed
+
+    lost = UncompletedJobError("job 12_3 has not produced any output (state: OUT_OF_MEMORY)")
+    assert _after_a_job_failed(lost)
+    exit = SystemExit(1)
+    exit.__context__ = lost  # Hydra's own exit after printing it
+    assert _after_a_job_failed(exit)
+    assert not _after_a_job_failed(SystemExit(1)) and not _after_a_job_failed(ValueError("rnn=lstmm"))
+
+
 @pytest.mark.parametrize("launcher, target", [("parallel", "ProcessPerRunLauncher"),
                                               ("local_gpus", "LocalLauncher"),
                                               ("slurm", "SlurmLauncher")])

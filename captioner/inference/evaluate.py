@@ -22,7 +22,7 @@ import torch
 from captioner.data.datamodule import CaptionDataModule
 from captioner.errors import ConfigError, UserError, exit_for_user_error
 from captioner.features.cache import records_path
-from captioner.features.feature_file import FeatureFile
+from captioner.features.feature_file import FeatureFile, FeatureFileError
 from captioner.inference.decode_arguments import add_decode_arguments, decode_changes
 from captioner.inference.trained_model import load_trained
 from captioner.model.decoding import DecodeOptions
@@ -135,7 +135,10 @@ def _records_file_beside(features: Path, records: str | None) -> Path:
     holds other ones (a run whose metrics.json is gone is pointed at its config's default file)."""
     if records:
         own = records_path(features, records)
-        elsewhere = not features.is_file() or FeatureFile(features).identity.get("records") != records
+        try:
+            elsewhere = not features.is_file() or FeatureFile(features).identity.get("records") != records
+        except FeatureFileError:  # damaged: the run's own file beside it, where there is one
+            elsewhere = True
         if elsewhere and own.is_file():
             return own
     return features

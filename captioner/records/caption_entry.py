@@ -51,13 +51,23 @@ def read_caption_entries(path: Path) -> list[CaptionEntry]:
         raise ValueError(f"{path}: not a list of caption entries")
     try:
         entries = [CaptionEntry.from_dict(v) for v in values]
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{path}: an entry lacks {error}") from error
+    except (KeyError, TypeError, AttributeError) as error:  # a key missing, an entry not a mapping
+        raise ValueError(f"{path}: not a caption entry ({type(error).__name__}: {error})") from error
     for entry in entries:
-        if entry.bleu_counts is not None and len(entry.bleu_counts) != len(COUNTS):
-            raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts hold {len(entry.bleu_counts)} "
-                             f"values, not BLEU's {len(COUNTS)}")
+        if entry.cider is not None and not _number(entry.cider):
+            raise ValueError(f"{path}: image {entry.image_id}'s cider is {entry.cider!r}, not a number")
+        counts = entry.bleu_counts
+        if counts is not None and not (isinstance(counts, list) and all(map(_number, counts))):
+            raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts are {counts!r:.80}, not a list "
+                             "of numbers")
+        if counts is not None and len(counts) != len(COUNTS):
+            raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts hold {len(counts)} values, not "
+                             f"BLEU's {len(COUNTS)}")
     return entries
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def per_image_scores(entries: Sequence[CaptionEntry]) -> RunScores | None:

@@ -152,7 +152,7 @@ def _read_captions(folder: RunFolder, run: RunResult) -> None:
         entries = read_caption_entries(folder.captions)
     except FileNotFoundError:  # a run that did not finish, or an older one: the report does without
         return
-    except (OSError, ValueError) as error:  # damaged: its captions and per-image scores are left out
+    except (OSError, ValueError, TypeError) as error:  # damaged: its captions and scores left out
         log.warning("%s: left out of the report's per-image comparisons: %s", folder.captions, error)
         return
     run.captions = {e.image_id: e.caption for e in entries}

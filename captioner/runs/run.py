@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 
 
 def _wandb_name(folder: RunFolder, overrides: list[str] | None, in_sweep: bool) -> str | None:
-    """A sweep's run in W&B: its folder (the report's run column) and its overrides, in place of a
-    random name; None (W&B's own) for a single run."""
+    """A sweep's run in W&B: its folder (the report's run column) and its command-line overrides, in
+    place of a random name; None (W&B's own) for a single run."""
     if not in_sweep:
         return None
     shown = [o for o in overrides or [] if not o.startswith(("ckpt_path=", "hydra."))]

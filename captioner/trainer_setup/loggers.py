@@ -29,9 +29,10 @@ def wandb_offline(asked: bool | None) -> bool:
 
 
 def wandb_mode(asked: bool | None) -> str:
-    """disabled, offline or online: as `logger.wandb.offline` says (`asked`); null: `WANDB_MODE=disabled`
-    writes nothing, else as `wandb_offline` decides. The runs and the sweep's comparison table both."""
-    if asked is None and os.environ.get("WANDB_MODE") == "disabled":
+    """disabled, offline or online, for the runs and the sweep's comparison table alike:
+    `WANDB_MODE=disabled` turns W&B off whatever the config says (its use: CI, a quick try); else
+    offline or online as `wandb_offline` decides from `logger.wandb.offline` (`asked`)."""
+    if os.environ.get("WANDB_MODE") == "disabled":
         return "disabled"
     return "offline" if wandb_offline(asked) else "online"
 
@@ -46,8 +47,8 @@ def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[
     log drops rows logged after that step, TensorBoard hides events from that step on
     (`purge_step`), and W&B continues the run `wandb_run_id` (the one the resumed run recorded)
     instead of starting a second one. W&B runs get `tags` and, unless the config names them,
-    `group` (the sweep) and `name` (a sweep's run: its folder and overrides, as the report names
-    it), so W&B's compare views line up the runs of a sweep.
+    `group` (the sweep) and `name` (a sweep's run: its folder and command-line overrides), so
+    W&B's compare views line up the runs of a sweep.
     """
     loggers: list[Logger] = []
     try:
@@ -73,7 +74,7 @@ def _build_logger(logger_settings: LoggerSettings, run_dir: Path, tags: list[str
         logger = instantiate(entry, save_dir=str(run_dir), offline=mode == "offline",
                              tags=[*tags, *(entry.get("tags") or [])], group=entry.get("group") or group,
                              name=entry.get("name") or name, **resumed,
-                             **({"mode": "disabled"} if mode == "disabled" else {}))
+                             **({"mode": mode} if mode != "offline" else {}))  # over WANDB_MODE too
         if rank_zero_only.rank == 0:  # other DDP ranks get a stand-in with no `config`
             try:
                 logger.experiment.config.update(dict(config), allow_val_change=True)
