@@ -8,6 +8,7 @@ point catches them all with `except UserError`; this module imports nothing of t
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,6 +20,10 @@ FAILED = 1  # a run failed, or a sweep had a failed run
 USER_ERROR = 2  # a bad option, a missing or malformed file: the message says what to fix
 # preempted by a signal: 128 + its number (SIGTERM 143, SIGINT 130, SIGUSR1 138, SIGUSR2 140)
 PREEMPTED_BASE = 128
+# The signals that preempt a run (training/preemption.py) and that the parallel launcher passes on
+# to its runs: what schedulers send before they kill (SLURM's `--signal=USR1@90`; submitit's SLURM
+# jobs get SIGUSR2 before their time limit), and Ctrl+C.
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class UserError(Exception):

@@ -21,6 +21,7 @@ import yaml
 
 from captioner.compare.effects import RunStatistic, SweepCells
 from captioner.compare.human_baseline import Agreement, LeaveOneOut, NoHumanBaseline, leave_one_out
+from captioner.records.per_image_scores import TestSet
 from captioner.records.sweep_runs import RunResult
 
 DEFAULT_GROUPS = Path(__file__).resolve().parents[1] / "conf" / "content_groups.yaml"  # captioner/conf/
@@ -52,9 +53,6 @@ def load_groups(path: Path = DEFAULT_GROUPS) -> list[ContentGroup]:
             for name, words in loaded.items()]
 
 
-TestSet = tuple[str, ...]  # a test set: its image ids, sorted
-
-
 def human_baselines(runs: Sequence[RunResult], colours: ContentGroup | None
                     ) -> tuple[dict[TestSet, LeaveOneOut], dict[TestSet, str]]:
     """Each test set's leave-one-out human baseline, with every completed run on it measured alike;
@@ -63,7 +61,7 @@ def human_baselines(runs: Sequence[RunResult], colours: ContentGroup | None
     by_test_set: dict[TestSet, list[RunResult]] = {}
     for run in runs:
         if run.status == "completed" and run.per_image is not None and run.captions:
-            by_test_set.setdefault(tuple(sorted(run.per_image.image_ids)), []).append(run)
+            by_test_set.setdefault(run.per_image.test_set, []).append(run)
     words = colours.words if colours is not None else frozenset()
     baselines, missing = {}, {}
     for images, members in by_test_set.items():

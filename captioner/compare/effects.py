@@ -109,16 +109,20 @@ class SweepCells:
         weights = self.resampler.weights(baseline.image_ids)
         return (weights @ model.cider) / (weights @ baseline.human.cider)
 
-    def missing_baseline(self, cells: Sequence[Cell]) -> str:
-        """Why a comparison of these cells that needs human baselines cannot be made ("": it can)."""
-        reasons = dict.fromkeys(self.without_baseline[key] for cell in cells if cell in self.by_cell
-                                for run in self.by_cell[cell].values()
-                                if (key := tuple(sorted(run.per_image.image_ids))) in self.without_baseline)
-        return "; ".join(reasons)
+    def against_humans(self, kind: str, factor: str, label: str, within: str, metric: str,
+                       terms: Sequence[tuple[float, Cell]], statistic: RunStatistic) -> Comparison:
+        """A comparison measured against the human baselines of its cells' test sets: not testable,
+        with the reason, where one of them has none."""
+        reasons = dict.fromkeys(self.without_baseline[run.per_image.test_set] for _, cell in terms
+                                if cell in self.by_cell for run in self.by_cell[cell].values()
+                                if run.per_image.test_set in self.without_baseline)
+        reason = "; ".join(reasons)
+        return Comparison(kind, factor, label, within, metric,
+                          None if reason else self.combine(terms, statistic), reason)
 
     def baseline_of(self, run: RunResult) -> tuple[LeaveOneOut, Agreement] | None:
         """The run's test set's human baseline and the run's own leave-one-out values."""
-        baseline = self.baselines.get(tuple(sorted(run.per_image.image_ids)))
+        baseline = self.baselines.get(run.per_image.test_set)
         if baseline is None or run.path not in baseline.models:
             return None
         return baseline, baseline.models[run.path]
@@ -147,7 +151,7 @@ class SweepCells:
 
     def metric_for(self, terms: Sequence[tuple[float, Cell]], metric: str) -> str | None:
         """`metric`, or RATIO for CIDEr-D across different test sets (None for other scores there)."""
-        image_sets = {tuple(sorted(run.per_image.image_ids)) for _, cell in terms if cell in self.by_cell
+        image_sets = {run.per_image.test_set for _, cell in terms if cell in self.by_cell
                       for run in self.by_cell[cell].values()}
         if len(image_sets) <= 1:
             return metric
@@ -158,8 +162,8 @@ class SweepCells:
         used = self.metric_for(terms, metric)
         if used is None:
             return None
-        if used == RATIO and (reason := self.missing_baseline([cell for _, cell in terms])):
-            return Comparison(kind, factor, label, within, used, None, untestable=reason)
+        if used == RATIO:
+            return self.against_humans(kind, factor, label, within, used, terms, self.statistic(used))
         return Comparison(kind, factor, label, within, used, self.combine(terms, self.statistic(used)))
 
     def _others(self, *factors: str) -> list[tuple[str, ...]]:

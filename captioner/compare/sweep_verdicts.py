@@ -54,7 +54,7 @@ class SweepVerdicts:
         self.groups = self._group_contrasts([g for g in groups if g.name != COLOURS])
         self.colours = self._colour_contrasts(colours) if colours is not None else []
         self.speed_path = None if sweep_dir is None else Path(sweep_dir) / SPEED_FILE
-        self.speed_record, self.speed_untestable = _speed_record(sweep_dir)
+        self.speed_record, self.speed_untestable = _speed_record(self.speed_path)
         self.speed = self._speed() if self.speed_record is not None else None
         self._correct()
 
@@ -97,10 +97,8 @@ class SweepVerdicts:
                     x, y = self.measures.ratio(a)(run), self.measures.ratio(b)(run)
                     return None if x is None or y is None else x - y
                 terms = [(1 / len(cells), cell) for cell in cells]
-                label = f"{first.name} - {second.name}"
-                reason = self.cells.missing_baseline(cells)
-                comparison = Comparison("group", "content", label, within, "ratio",
-                                        None if reason else self.cells.combine(terms, difference), reason)
+                comparison = self.cells.against_humans("group", "content", f"{first.name} - {second.name}",
+                                                       within, "ratio", terms, difference)
                 found.append(Judged(comparison, self._judge(comparison)))
         return found
 
@@ -110,13 +108,12 @@ class SweepVerdicts:
             if not cells:
                 continue
             terms = [(1 / len(cells), cell) for cell in cells]
-            reason = self.cells.missing_baseline(cells)
             precision_gap = self.measures.colour_precision(versus_human=True)
             recall_gap = self.measures.colour_recall(colours, versus_human=True)
-            precision = Comparison("colour", "colours", "precision, model - human", within, "share",
-                                   None if reason else self.cells.combine(terms, precision_gap), reason)
-            recall = Comparison("colour", "colours", "recall, model - human", within, "share",
-                                None if reason else self.cells.combine(terms, recall_gap), reason)
+            precision = self.cells.against_humans("colour", "colours", "precision, model - human", within,
+                                                  "share", terms, precision_gap)
+            recall = self.cells.against_humans("colour", "colours", "recall, model - human", within, "share",
+                                               terms, recall_gap)
             verdict = None if precision.estimate is None else \
                 judge(f"colours: {precision.label} ({within})", precision.estimate, "share", self.rule)
             found.append(Judged(precision, verdict, recall))
@@ -160,13 +157,13 @@ class SweepVerdicts:
         return len(verdicts), sum(v.tested for v in verdicts)
 
 
-def _speed_record(sweep_dir: Path | None) -> tuple[SpeedRecord | None, str]:
-    """The sweep folder's interleaved timings, if it holds them; and, where its speed.json cannot be
-    read, why (the file named): then the speed comparison is not testable, the rest of the report
-    stands."""
-    if sweep_dir is None or not (Path(sweep_dir) / SPEED_FILE).is_file():
+def _speed_record(path: Path | None) -> tuple[SpeedRecord | None, str]:
+    """The sweep folder's interleaved timings (`path`: its speed.json), if it holds them; and, where
+    the file cannot be read, why (the file named): then the speed comparison is not testable, the
+    rest of the report stands."""
+    if path is None or not path.is_file():
         return None, ""
     try:
-        return SpeedRecord.read(Path(sweep_dir) / SPEED_FILE), ""
+        return SpeedRecord.read(path), ""
     except ValueError as error:  # damaged or cut off; the message names the file
         return None, str(error)

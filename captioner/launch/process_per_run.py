@@ -35,11 +35,11 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from omegaconf import open_dict
 
-from captioner.errors import PREEMPTED_BASE
+from captioner.errors import PREEMPTED_BASE, PREEMPTION_SIGNALS
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+SIGNALS = PREEMPTION_SIGNALS
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 stopped_by: int | None = None  # the signal that stopped this sweep (compare/sweep_end.py exits with it)

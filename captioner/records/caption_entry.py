@@ -14,6 +14,7 @@ import numpy as np
 from captioner.paths import write_atomically
 from captioner.records.per_image_scores import RunScores
 from captioner.scoring.bleu_statistics import COUNTS
+from captioner.settings.value_kinds import real_number
 
 
 @dataclass(frozen=True)
@@ -54,20 +55,16 @@ def read_caption_entries(path: Path) -> list[CaptionEntry]:
     except (KeyError, TypeError, AttributeError) as error:  # a key missing, an entry not a mapping
         raise ValueError(f"{path}: not a caption entry ({type(error).__name__}: {error})") from error
     for entry in entries:
-        if entry.cider is not None and not _number(entry.cider):
+        if entry.cider is not None and not real_number(entry.cider):
             raise ValueError(f"{path}: image {entry.image_id}'s cider is {entry.cider!r}, not a number")
         counts = entry.bleu_counts
-        if counts is not None and not (isinstance(counts, list) and all(map(_number, counts))):
+        if counts is not None and not (isinstance(counts, list) and all(map(real_number, counts))):
             raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts are {counts!r:.80}, not a list "
                              "of numbers")
         if counts is not None and len(counts) != len(COUNTS):
             raise ValueError(f"{path}: image {entry.image_id}'s bleu_counts hold {len(counts)} values, not "
                              f"BLEU's {len(COUNTS)}")
     return entries
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def per_image_scores(entries: Sequence[CaptionEntry]) -> RunScores | None:

@@ -13,6 +13,7 @@ import numpy as np
 from captioner.scoring.bleu_statistics import corpus_bleu
 
 METRICS = ("cider", "bleu4")
+TestSet = tuple[str, ...]  # a test set: its image ids, sorted
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class RunScores:
     image_ids: tuple[str, ...]
     cider: np.ndarray  # (images,)
     bleu_counts: np.ndarray  # (images, 10)
+
+    @property
+    def test_set(self) -> TestSet:
+        """The images scored, as a key: the runs on one test set share it."""
+        return tuple(sorted(self.image_ids))
 
     def score(self, metric: str, weights: np.ndarray | None = None) -> np.ndarray:
         """The corpus score, or one per row of `weights` (resamples x images: how often each

@@ -15,9 +15,14 @@ def whole_number(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
+def real_number(value: Any) -> bool:
+    """A real number (numpy's too), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def finite_number(value: Any) -> bool:
     """A finite real number, not a bool."""
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    return real_number(value) and math.isfinite(value)
 
 
 def python_value(value: Any) -> Any:

@@ -18,23 +18,18 @@ from captioner.settings import LoggerSettings
 log = logging.getLogger(__name__)
 
 
-def wandb_offline(asked: bool | None) -> bool:
-    """Whether W&B writes offline: as `logger.wandb.offline` says; null: offline unless WANDB_MODE
-    says otherwise, or a `wandb agent` started the run (its sweep lives on the server). `wandb sync`
-    uploads offline runs later."""
-    if asked is not None:
-        return bool(asked)
-    default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
-    return os.environ.get("WANDB_MODE", default) in ("offline", "dryrun")
-
-
 def wandb_mode(asked: bool | None) -> str:
     """disabled, offline or online, for the runs and the sweep's comparison table alike:
     `WANDB_MODE=disabled` turns W&B off whatever the config says (its use: CI, a quick try); else
-    offline or online as `wandb_offline` decides from `logger.wandb.offline` (`asked`)."""
+    as `logger.wandb.offline` (`asked`) says; null: offline unless WANDB_MODE says otherwise, or a
+    `wandb agent` started the run (its sweep lives on the server). `wandb sync` uploads offline
+    runs later."""
     if os.environ.get("WANDB_MODE") == "disabled":
         return "disabled"
-    return "offline" if wandb_offline(asked) else "online"
+    if asked is not None:
+        return "offline" if asked else "online"
+    default = "online" if os.environ.get("WANDB_SWEEP_ID") else "offline"
+    return "offline" if os.environ.get("WANDB_MODE", default) in ("offline", "dryrun") else "online"
 
 
 def build_loggers(settings: Sequence[LoggerSettings], run_dir: Path, tags: list[str],

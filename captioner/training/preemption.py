@@ -29,13 +29,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from captioner.errors import PREEMPTED_BASE
+from captioner.errors import PREEMPTED_BASE, PREEMPTION_SIGNALS
 
 log = logging.getLogger(__name__)
 
-# SIGUSR2: what submitit's SLURM jobs get before their time limit (`--signal=USR2@<signal_delay_s>`);
-# its own handler raised in the middle of a training step, so the run ended `failed` with no checkpoint.
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# SIGUSR2 among them: submitit's own handler raised in the middle of a training step, so the run
+# ended `failed` with no checkpoint.
+SIGNALS = PREEMPTION_SIGNALS
 
 
 class Preempted(SystemExit):
